@@ -1,0 +1,79 @@
+# The set-up behind the project's two commands:
+#   make reproduce   # the quick reproduction (Snakemake)
+#   make test        # the test suite
+# Both build the two pinned environments first (env/README.md says why there are two); a second
+# `make setup` does nothing unless a requirements file or pyproject.toml changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+VENV_TF ?= .venv-tf
+CORES ?= 2
+CONFIGFILE ?= workflows/config/quick.yaml
+PYTEST_ARGS ?=
+
+REQ_MAIN := env/requirements-main.txt
+REQ_TF := env/requirements-tf.txt
+# torch and torchvision go in a pip call of their own so pip takes the pinned wheels from this
+# machine's disk; the pins are read from the requirements file (one source of truth).
+TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' $(REQ_MAIN))
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Where the library can find the innvestigate interpreter (subprocess backend).
+export XAIBENCH_TF_PYTHON := $(CURDIR)/$(VENV_TF)/bin/python
+
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+PIP_FLAGS := --quiet --progress-bar off
+# This machine's pip config lists local package indexes with missing folders, and pip warns once
+# per such folder (~170 lines). Drop only that warning; pipefail keeps pip's exit status.
+QUIET_PIP := 2>&1 | sed -u '/is ignored: it is neither a file nor a directory/d'
+
+STAMP_MAIN := $(VENV)/.stamp-requirements
+STAMP_EDITABLE := $(VENV)/.stamp-editable
+STAMP_TF := $(VENV_TF)/.stamp-requirements
+
+.PHONY: setup reproduce test clean-results distclean check-python
+
+setup: $(STAMP_EDITABLE) $(STAMP_TF)
+
+check-python:
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v == (3, 11) else "error: the pinned environments need Python 3.11, $(PYTHON) is %d.%d (make PYTHON=python3.11 ...)" % v)'
+
+$(VENV)/bin/python $(VENV_TF)/bin/python:
+	@$(MAKE) --no-print-directory check-python
+	@echo ">> creating $(@D:/bin=)"
+	$(PYTHON) -m venv $(@D:/bin=)
+
+$(STAMP_MAIN): $(REQ_MAIN) | $(VENV)/bin/python
+	@echo ">> $(VENV): pip install $(TORCH_PINS)"
+	@$(VENV)/bin/pip install $(PIP_FLAGS) $(TORCH_PINS) $(QUIET_PIP)
+	@echo ">> $(VENV): pip install -r $(REQ_MAIN)"
+	@$(VENV)/bin/pip install $(PIP_FLAGS) -r $(REQ_MAIN) $(QUIET_PIP)
+	@touch $@
+
+# Also re-run when xaibench/__init__.py first appears, so the editable finder maps the package.
+$(STAMP_EDITABLE): pyproject.toml $(wildcard xaibench/__init__.py) $(STAMP_MAIN)
+	@echo ">> $(VENV): pip install --no-deps -e . (xaibench, editable)"
+	@$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -e . $(QUIET_PIP)
+	@touch $@
+
+$(STAMP_TF): $(REQ_TF) | $(VENV_TF)/bin/python
+	@echo ">> $(VENV_TF): pip install -r $(REQ_TF)"
+	@$(VENV_TF)/bin/pip install $(PIP_FLAGS) -r $(REQ_TF) $(QUIET_PIP)
+	@touch $@
+
+# .venv/bin first on PATH so shell rules find `xaibench` and the right `python`.
+reproduce: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE)
+
+# pytest's exit status is the recipe's, so make fails with it (5 = no tests collected included).
+test: setup
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# Everything the workflow wrote, except the committed reference metrics in results/baseline/.
+clean-results:
+	@if [ -d results ]; then find results -mindepth 1 -maxdepth 1 ! -name baseline -exec rm -rf {} +; fi
+	rm -rf .snakemake
+
+distclean: clean-results
+	rm -rf $(VENV) $(VENV_TF) *.egg-info .pytest_cache .hypothesis .ruff_cache

@@ -1,0 +1,1 @@
+"""The same methods run by other libraries: zennit (in process), innvestigate (subprocess)."""

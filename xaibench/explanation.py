@@ -1,0 +1,35 @@
+"""The result of xaibench.explain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:  # the ledger lives with the LRP engine, which imports this module
+    from .lrp.ledger import Ledger
+
+
+@dataclass
+class Explanation:
+    relevance: torch.Tensor   # shaped like x ([B, T, *x] for several targets per sample)
+    output: torch.Tensor      # the explained output value ([B] or [B, T]), softmax stripped
+    method: str
+    backend: str
+    target: torch.Tensor      # the flat output indices explained, or the mask
+    ledger: "Ledger | None" = None   # native LRP only
+    conservation_error: torch.Tensor | None = None  # native LRP only: per sample
+    stripped: list = field(default_factory=list)    # final layers removed before explaining
+    options: dict = field(default_factory=dict)
+
+    @property
+    def relative_conservation_error(self) -> torch.Tensor | None:
+        """conservation_error / max(|output|, sum |relevance|): scale-free."""
+        if self.conservation_error is None:
+            return None
+        dims = tuple(range(self.output.dim(), self.relevance.dim()))
+        magnitude = self.relevance.abs().sum(dims) if dims else self.relevance.abs()
+        scale = torch.maximum(self.output.abs(), magnitude)
+        tiny = torch.finfo(scale.dtype).tiny
+        return self.conservation_error / scale.clamp(min=tiny)

@@ -1,0 +1,535 @@
+"""Tracing a PyTorch model into a graph of Steps, canonizing it, and walking it.
+
+We trace with torch.fx (symbolic tracing): it sees through nn.Sequential and through custom
+forward() methods with residual additions and concatenations, while standard torch.nn
+modules stay single nodes. Every node becomes a Step (steps.py); a module or function
+without a relevance rule raises UnsupportedLayerError naming its path and type, never a
+silent fallback to the gradient. Models with data-dependent control flow cannot be traced
+symbolically; they get an error that says so.
+
+The graph holds detached copies of the parameters (BatchNorm merged into the adjacent
+linear layer), so the user's model is never modified and float64 runs on request.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, UnsupportedLayerError
+from .operators import AffineOperator, ConvOperator, ConvTransposeOperator, DenseOperator
+from .operators import batchnorm_scale_shift, operator_for
+from .rules import Absorbed, total
+from .steps import (ConcatStep, LinearStep, MaxPoolStep, NormStep, PassStep, ReshapeStep, ScaleStep,
+                    SelectStep, Step, SumStep, ValueStep)
+
+_SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin)
+_SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.sigmoid,
+                      F.sigmoid, torch.special.softmax}
+_SOFTMAX_METHODS = {"softmax", "log_softmax", "sigmoid"}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous",
+                    "view_as", "reshape_as"}
+_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten}
+_NORM_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
+                   F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample,
+                   torch.mean, torch.sum}
+_MAXPOOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
+_RELU_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.relu6}
+_SUM_FUNCTIONS = {operator.add: 1.0, operator.iadd: 1.0, torch.add: 1.0, operator.sub: -1.0,
+                  operator.isub: -1.0, torch.sub: -1.0}
+_SCALE_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div, operator.imul, operator.itruediv}
+_CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+
+
+def _type_name(obj) -> str:
+    if isinstance(obj, nn.Module):
+        return type(obj).__name__
+    return getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None) or repr(obj)
+
+
+@dataclass
+class Graph:
+    """A traced, canonized network: steps in topological order."""
+
+    steps: list[Step]
+    input_name: str
+    output_name: str      # the node whose value the model returns
+    explained_name: str   # the node explained: the output with a final softmax/sigmoid stripped
+    depends: dict         # node name -> computed from the model input?
+    stripped: list[str]   # the final steps stripped (softmax, sigmoid)
+
+    def to(self, dtype=None, device=None) -> "Graph":
+        steps = [s.to(dtype, device) for s in self.steps]
+        return Graph(steps, self.input_name, self.output_name, self.explained_name, self.depends,
+                     self.stripped)
+
+    def linear_steps(self):
+        return [s for s in self.steps if isinstance(s, LinearStep)]
+
+    # --- the forward pass -------------------------------------------------------------
+    def forward(self, x: torch.Tensor, state: dict, until: str | None = None) -> dict:
+        """Values of every node up to the explained node (or `until`), from input x."""
+        stop = until or self.explained_name
+        values = {self.input_name: x}
+        for step in self.steps:
+            try:
+                values[step.name] = step.forward([values[n] for n in step.inputs], state)
+            except UnsupportedLayerError:
+                raise
+            except (RuntimeError, ValueError, IndexError) as error:
+                shapes = [tuple(values[n].shape) for n in step.inputs if torch.is_tensor(values[n])]
+                raise InputError(
+                    f"layer '{step.path}' ({step.kind}) cannot take inputs of shape "
+                    f"{', '.join(map(str, shapes))} (model input {tuple(x.shape)}): "
+                    f"{str(error).splitlines()[0]}") from None
+            if step.name == stop:
+                break
+        return values
+
+    def map_bounds(self, bound: torch.Tensor, state: dict) -> dict:
+        """Carry an input-space tensor (a z^B bound) through the transparent steps to the
+        inputs of the first linear layers."""
+        mapped = {self.input_name: bound}
+        result = {}
+        for step in self.steps:
+            if isinstance(step, LinearStep) and step.first:
+                result[step.name] = mapped[step.inputs[0]]
+            elif step.transparent and step.inputs and step.inputs[0] in mapped:
+                values = [mapped.get(n) for n in step.inputs]
+                mapped[step.name] = step.forward(values, state)
+        return result
+
+    # --- the relevance walk -----------------------------------------------------------
+    def relevance(self, values: dict, seed: torch.Tensor, state: dict, record=None):
+        """Walk from the explained node back to the input.
+
+        seed is the relevance at the explained node [T*B, *out]. Returns the relevance at
+        the input and, per step, (step, relevance_out, relevance_in, Absorbed) rows of
+        per-(target, sample) sums.
+        """
+        pending = {self.explained_name: seed}
+        rows = []
+        for step in reversed(self.steps):
+            if step.name not in pending:
+                continue
+            relevance = pending.pop(step.name)
+            inputs = [values[n] for n in step.inputs]
+            relevance_in, absorbed = step.relevance(inputs, values[step.name], relevance, state)
+            passed = 0.0
+            for name, r in zip(step.inputs, relevance_in):
+                if r is None:
+                    continue
+                if not self.depends[name]:
+                    absorbed = absorbed.add(Absorbed(constant=total(r)))
+                    continue
+                passed = passed + total(r)
+                pending[name] = r if name not in pending else pending[name] + r
+            rows.append((step, total(relevance), passed, absorbed))
+        relevance_input = pending.pop(self.input_name, None)
+        if relevance_input is None:
+            relevance_input = torch.zeros((seed.shape[0],) + tuple(values[self.input_name].shape[1:]),
+                                          dtype=seed.dtype, device=seed.device)
+        return relevance_input, rows
+
+
+# --- building ---------------------------------------------------------------------------
+class _Tracer(torch.fx.Tracer):
+    """Keeps every torch.nn module (but containers) as one node, so each gets a rule."""
+
+    def is_leaf_module(self, m, qualname):
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return False
+        return m.__module__.startswith("torch.nn") or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> Graph:
+    """Trace and canonize a model (its parameters are copied, the model is not changed)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+    root = model
+    if model.__module__.startswith("torch.nn") and not isinstance(model, nn.Sequential):
+        root = nn.Sequential(model)  # a bare layer: give it a graph of one node
+    try:
+        fx_graph = _Tracer().trace(root)
+    except Exception as error:  # tracing runs user code; any failure gets one clear message
+        raise UnsupportedLayerError(
+            type(model).__name__, type(model).__name__,
+            "the model could not be traced symbolically by torch.fx (data-dependent control "
+            f"flow or an untraceable operation): {str(error).splitlines()[0]}") from None
+    return _Builder(root, fx_graph).build()
+
+
+class _Builder:
+    def __init__(self, root: nn.Module, fx_graph: torch.fx.Graph):
+        self.root = root
+        self.fx_graph = fx_graph
+        self.steps: dict[str, Step] = {}
+        self.depends: dict[str, bool] = {}
+        self.input_name = None
+        self.output_name = None
+
+    def build(self) -> Graph:
+        for node in self.fx_graph.nodes:
+            if node.op == "placeholder":
+                if self.input_name is not None:
+                    raise UnsupportedLayerError(node.name, "input", "models with more than one input")
+                self.input_name = node.name
+                self.depends[node.name] = True
+                continue
+            if node.op == "output":
+                result = node.args[0]
+                if not isinstance(result, torch.fx.Node):
+                    raise UnsupportedLayerError(
+                        "output", type(result).__name__,
+                        "the model returns several values; wrap it to return one tensor")
+                self.output_name = result.name
+                continue
+            step = self._step(node)
+            self.steps[node.name] = step
+            self.depends[node.name] = any(self.depends[n] for n in step.inputs)
+        if self.input_name is None or self.output_name is None:
+            raise UnsupportedLayerError("model", type(self.root).__name__, "no input or no output")
+        self._canonize_batchnorm()
+        explained, stripped = self._strip_final_normalization()
+        self._check_no_inner_softmax(explained)
+        order = [s for s in self.steps.values()]
+        graph = Graph(order, self.input_name, self.output_name, explained, self.depends, stripped)
+        self._mark_first_layers()
+        return graph
+
+    # one fx node -> one Step
+    def _step(self, node: torch.fx.Node) -> Step:
+        inputs = [n.name for n in node.all_input_nodes]
+        index = {n: i for i, n in enumerate(node.all_input_nodes)}
+
+        def materialize(values):
+            def fetch(n):
+                return values[index[n]]
+            args = torch.fx.node.map_arg(node.args, fetch)
+            kwargs = torch.fx.node.map_arg(node.kwargs, fetch)
+            return args, kwargs
+
+        if node.op == "get_attr":
+            value = _get_attr(self.root, node.target).detach().clone()
+            return ValueStep(node.name, node.target, "parameter", [], lambda values: value)
+        if node.op == "call_module":
+            module = self.root.get_submodule(node.target)
+            return self._module_step(node, module, inputs)
+        target = node.target
+        if node.op == "call_method":
+            path = f"{node.name} (.{target}())"
+            kind = f"Tensor.{target}"
+            first = node.args[0] if node.args else None
+            if not isinstance(first, torch.fx.Node):
+                raise UnsupportedLayerError(path, kind, "method call on a non-tensor")
+
+            def call_method(values, _name=target):
+                args, kwargs = materialize(values)
+                return getattr(args[0], _name)(*args[1:], **kwargs)
+
+            if target in ("size", "dim") or target in ("numel",):
+                return ValueStep(node.name, path, kind, inputs, call_method)
+            if target in _RESHAPE_METHODS:
+                return ReshapeStep(node.name, path, kind, inputs, call_method)
+            if target in ("permute", "transpose"):
+                return ReshapeStep(node.name, path, kind, inputs, call_method,
+                                   permutation=_permutation(node, target))
+            if target in ("relu", "relu_"):
+                return PassStep(node.name, path, kind, inputs, lambda values: F.relu(values[0]))
+            if target in ("mean", "sum"):
+                return NormStep(node.name, path, kind, inputs, call_method)
+            if target in _SOFTMAX_METHODS:
+                return PassStep(node.name, path, kind, inputs, call_method)
+            raise UnsupportedLayerError(path, kind)
+
+        path = f"{node.name} ({_type_name(target)})"
+        kind = _type_name(target)
+
+        def call_function(values):
+            args, kwargs = materialize(values)
+            return target(*args, **kwargs)
+
+        if target is getattr or (target is operator.getitem and not _is_tensor_node(node.args[0])):
+            return ValueStep(node.name, path, kind, inputs, call_function)
+        if target is operator.getitem:
+            return SelectStep(node.name, path, kind, inputs, call_function)
+        if target in _SUM_FUNCTIONS:
+            return self._sum_step(node, path, kind, index)
+        if target in _SCALE_FUNCTIONS:
+            return self._scale_step(node, path, kind, inputs, call_function)
+        if target in _CAT_FUNCTIONS:
+            parts = node.args[0]
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            slots = [index[p] if isinstance(p, torch.fx.Node) else p for p in parts]
+            return ConcatStep(node.name, path, kind, inputs, dim, slots)
+        if target in _RESHAPE_FUNCTIONS:
+            return ReshapeStep(node.name, path, kind, inputs, call_function)
+        if target in (torch.permute, torch.transpose):
+            return ReshapeStep(node.name, path, kind, inputs, call_function,
+                               permutation=_permutation(node, target.__name__))
+        if target in _RELU_FUNCTIONS:
+            kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
+            extra = tuple(node.args[1:2]) if target is F.leaky_relu else ()
+
+            def activation(values, _f=target, _extra=extra, _kwargs=kwargs):
+                return _f(values[0], *_extra, **_kwargs)
+            return PassStep(node.name, path, kind, inputs, activation)
+        if target in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout):
+            return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
+        if target in _MAXPOOL_FUNCTIONS:
+            return self._maxpool_from_function(node, path, kind, inputs)
+        if target is F.pad:
+            mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
+            value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
+            if mode != "constant" or value not in (None, 0, 0.0):
+                raise UnsupportedLayerError(path, kind, "only zero padding is supported")
+            return SelectStep(node.name, path, kind, inputs, call_function)
+        if target in _NORM_FUNCTIONS:
+            return NormStep(node.name, path, kind, inputs, call_function)
+        if target in _SOFTMAX_FUNCTIONS:
+            return PassStep(node.name, path, kind, inputs, call_function)
+        raise UnsupportedLayerError(path, kind)
+
+    def _module_step(self, node, module: nn.Module, inputs) -> Step:
+        path, kind = node.target, type(module).__name__
+        if len(inputs) != 1:
+            raise UnsupportedLayerError(path, kind, "modules are supported with one tensor input")
+        op = operator_for(module)
+        if op is not None:
+            return LinearStep(node.name, path, kind, inputs, op)
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            raise UnsupportedLayerError(path, kind, f"padding_mode '{module.padding_mode}' (only 'zeros')")
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            try:
+                scale, shift = batchnorm_scale_shift(module)
+            except ValueError as error:
+                raise UnsupportedLayerError(path, kind, str(error)) from None
+            return LinearStep(node.name, path, kind, inputs, AffineOperator(scale, shift))
+        if isinstance(module, nn.ReLU):
+            return PassStep(node.name, path, kind, inputs, lambda values: F.relu(values[0]))
+        if isinstance(module, nn.LeakyReLU):
+            slope = module.negative_slope
+            return PassStep(node.name, path, kind, inputs, lambda values: F.leaky_relu(values[0], slope))
+        if isinstance(module, _IDENTITY_MODULES):
+            return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
+        if isinstance(module, nn.Flatten):
+            start, end = module.start_dim, module.end_dim
+            return ReshapeStep(node.name, path, kind, inputs,
+                               lambda values: torch.flatten(values[0], start, end))
+        if isinstance(module, nn.Unflatten):
+            dim, sizes = module.dim, module.unflattened_size
+            return ReshapeStep(node.name, path, kind, inputs, lambda values: values[0].unflatten(dim, sizes))
+        if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+            if module.return_indices:
+                raise UnsupportedLayerError(path, kind, "return_indices=True")
+            dims = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(module)]
+            return MaxPoolStep(node.name, path, kind, inputs, dims, module.kernel_size, module.stride,
+                               module.padding, module.dilation, module.ceil_mode)
+        if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                               nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample)):
+            module_copy = _parameter_free_copy(module)
+            return NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+        if isinstance(module, _SOFTMAX_MODULES):
+            module_copy = _parameter_free_copy(module)
+            return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+        raise UnsupportedLayerError(path, kind)
+
+    def _sum_step(self, node, path, kind, index):
+        sign = _SUM_FUNCTIONS[node.target]
+        a, b = node.args[0], node.args[1]
+        if node.kwargs.get("alpha", 1) != 1 or len(node.args) > 2:
+            raise UnsupportedLayerError(path, kind, "add/sub with alpha")
+        operands = []
+        for s, arg in ((1.0, a), (sign, b)):
+            operands.append((s, index[arg] if isinstance(arg, torch.fx.Node) else arg))
+        return SumStep(node.name, path, kind, [n.name for n in node.all_input_nodes], operands)
+
+    def _scale_step(self, node, path, kind, inputs, call_function):
+        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        scalars = [a for a in node.args if not isinstance(a, torch.fx.Node)]
+        if len(tensors) != 1 or len(scalars) != 1 or not isinstance(scalars[0], (int, float)):
+            raise UnsupportedLayerError(path, kind, "products of tensors (only scaling by a number)")
+        if scalars[0] == 0:
+            raise UnsupportedLayerError(path, kind, "multiplication by zero")
+        if node.target in (operator.truediv, torch.div, operator.itruediv) and node.args[0] is not tensors[0]:
+            raise UnsupportedLayerError(path, kind, "division of a number by a tensor")
+
+        def scale(values):
+            return call_function(values)
+        return ScaleStep(node.name, path, kind, inputs, scale)
+
+    def _maxpool_from_function(self, node, path, kind, inputs):
+        names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
+        bound = dict(zip(names, node.args))
+        bound.update(node.kwargs)
+        if bound.get("return_indices"):
+            raise UnsupportedLayerError(path, kind, "return_indices=True")
+        return MaxPoolStep(node.name, path, kind, inputs, _MAXPOOL_FUNCTIONS[node.target],
+                           bound["kernel_size"], bound.get("stride"), bound.get("padding", 0),
+                           bound.get("dilation", 1), bound.get("ceil_mode", False))
+
+    # --- canonization -------------------------------------------------------------------
+    def _users(self):
+        users = {name: [] for name in self.steps}
+        users[self.input_name] = []
+        for step in self.steps.values():
+            for n in step.inputs:
+                users[n].append(step.name)
+        users[self.output_name].append("<output>")
+        return users
+
+    def _canonize_batchnorm(self):
+        """Merge each BatchNorm into the linear layer before it (or, where that is exact,
+        after it). A BatchNorm that can be merged nowhere stays as a channel-wise affine
+        layer with its own rule (the composite's 'batchnorm' entry)."""
+        for name, step in list(self.steps.items()):
+            if not (isinstance(step, LinearStep) and isinstance(step.op, AffineOperator)):
+                continue
+            users = self._users()
+            scale, shift = step.op.weight, step.op.bias
+            producer = self.steps.get(step.inputs[0])
+            if (isinstance(producer, LinearStep) and not isinstance(producer.op, AffineOperator)
+                    and users[producer.name] == [name]):
+                merged = _merge_after(producer.op, scale, shift)
+                if merged is not None:
+                    producer.op = merged
+                    producer.kind = f"{producer.kind}+{step.kind}"
+                    self._replace_with_identity(step, f"merged into '{producer.path}'")
+                    continue
+            consumers = users[name]
+            if len(consumers) == 1 and consumers[0] in self.steps:
+                consumer = self.steps[consumers[0]]
+                if isinstance(consumer, LinearStep) and not isinstance(consumer.op, AffineOperator):
+                    merged = _merge_before(consumer.op, scale, shift)
+                    if merged is not None:
+                        consumer.op = merged
+                        consumer.kind = f"{step.kind}+{consumer.kind}"
+                        self._replace_with_identity(step, f"merged into '{consumer.path}'")
+
+    def _replace_with_identity(self, step, note):
+        self.steps[step.name] = PassStep(step.name, step.path, f"{step.kind} ({note})", step.inputs,
+                                         lambda values: values[0], transparent=True)
+
+    def _strip_final_normalization(self):
+        explained, stripped = self.output_name, []
+        while True:
+            step = self.steps.get(explained)
+            if step is None or not _is_softmax_step(step):
+                break
+            stripped.append(step.path)
+            explained = step.inputs[0]
+        return explained, stripped
+
+    def _check_no_inner_softmax(self, explained):
+        seen_explained = False
+        for name, step in self.steps.items():
+            if _is_softmax_step(step) and not seen_explained:
+                raise UnsupportedLayerError(step.path, step.kind,
+                                            "softmax/sigmoid is only supported as the final layer")
+            if name == explained:
+                seen_explained = True
+
+    def _mark_first_layers(self):
+        for step in self.steps.values():
+            if not isinstance(step, LinearStep):
+                continue
+            source = step.inputs[0]
+            while source in self.steps and self.steps[source].transparent:
+                source = self.steps[source].inputs[0]
+            step.first = source == self.input_name
+
+
+def _is_softmax_step(step):
+    if not isinstance(step, PassStep):
+        return False
+    kind = step.kind
+    return (kind in {m.__name__ for m in _SOFTMAX_MODULES}
+            or kind in {_type_name(f) for f in _SOFTMAX_FUNCTIONS}
+            or kind in {f"Tensor.{m}" for m in _SOFTMAX_METHODS})
+
+
+def _is_tensor_node(arg):
+    if not isinstance(arg, torch.fx.Node):
+        return False
+    return not (arg.op == "call_method" and arg.target in ("size", "dim")) and arg.target is not getattr
+
+
+def _permutation(node, target):
+    args = list(node.args[1:])
+    if target == "permute":
+        dims = args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+        dims = node.kwargs.get("dims", dims)
+        return tuple(int(d) for d in dims)
+    dim0, dim1 = args[0], args[1]
+    return ("transpose", int(dim0), int(dim1))
+
+
+def _get_attr(root, target):
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    if not torch.is_tensor(obj):
+        raise UnsupportedLayerError(target, type(obj).__name__, "attribute that is not a tensor")
+    return obj
+
+
+def _parameter_free_copy(module):
+    """A copy of a parameter-free module without the user's hooks."""
+    import copy
+
+    clone = copy.copy(module)
+    clone._forward_hooks = type(module._forward_hooks)()
+    clone._forward_pre_hooks = type(module._forward_pre_hooks)()
+    return clone
+
+
+def _merge_after(op, scale, shift):
+    """Fold BN(z) = scale * z + shift into the layer producing z."""
+    if isinstance(op, DenseOperator):
+        if op.weight.shape[0] != scale.shape[0]:
+            return None
+        weight = op.weight * scale[:, None]
+        bias = shift if op.bias is None else op.bias * scale + shift
+        return DenseOperator(weight, bias)
+    if isinstance(op, ConvOperator):
+        weight = op.weight * scale.view((-1,) + (1,) * (op.weight.dim() - 1))
+        bias = shift if op.bias is None else op.bias * scale + shift
+        merged = object.__new__(ConvOperator)
+        merged.__dict__.update(op.__dict__)
+        merged.weight, merged.bias = weight, bias
+        return merged
+    if isinstance(op, ConvTransposeOperator) and op.groups == 1:
+        weight = op.weight * scale.view((1, -1) + (1,) * (op.weight.dim() - 2))
+        bias = shift if op.bias is None else op.bias * scale + shift
+        merged = object.__new__(ConvTransposeOperator)
+        merged.__dict__.update(op.__dict__)
+        merged.weight, merged.bias = weight, bias
+        return merged
+    return None
+
+
+def _merge_before(op, scale, shift):
+    """Fold BN(x) = scale * x + shift into the layer consuming it; exact only where the layer
+    does not pad (padding would insert zeros where BN(0) = shift is not zero)."""
+    if isinstance(op, DenseOperator):
+        if op.weight.shape[1] != scale.shape[0]:
+            return None
+        bias = op.weight @ shift + (0 if op.bias is None else op.bias)
+        return DenseOperator(op.weight * scale[None, :], bias)
+    if isinstance(op, ConvOperator) and op.groups == 1 and op.explicit_padding is not None \
+            and all(p == 0 for p in op.explicit_padding):
+        view = (1, -1) + (1,) * (op.weight.dim() - 2)
+        bias = (op.weight * shift.view(view)).sum(dim=tuple(range(1, op.weight.dim())))
+        if op.bias is not None:
+            bias = bias + op.bias
+        merged = object.__new__(ConvOperator)
+        merged.__dict__.update(op.__dict__)
+        merged.weight, merged.bias = op.weight * scale.view(view), bias
+        return merged
+    return None

@@ -1,0 +1,210 @@
+"""Linear maps with an explicit adjoint: the layers LRP rules act on.
+
+A rule needs two things of a layer: the forward map with modified parameters
+(z = W'x' + b') and the transpose of that map applied to a relevance-sized tensor
+(the vector-Jacobian product). Writing the transpose explicitly (conv -> conv_transpose,
+linear -> matmul) avoids re-running the forward pass under autograd for every rule, which
+is what keeps the engine close to the cost of one plain gradient.
+
+The operators hold detached copies of the parameters: the user's module is never touched.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_CONV_INPUT_GRAD = {
+    1: torch.nn.grad.conv1d_input,
+    2: torch.nn.grad.conv2d_input,
+    3: torch.nn.grad.conv3d_input,
+}
+
+
+class LinearOperator(abc.ABC):
+    """z = apply(x, weight, bias); adjoint(s, weight, input_shape) = (dz/dx)^T s."""
+
+    #: 'dense', 'conv' or 'batchnorm': the layer kind a composite maps to a rule
+    kind: str = "dense"
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    @abc.abstractmethod
+    def apply(self, x, weight, bias):
+        """The layer's map with the given (possibly modified) parameters."""
+
+    @abc.abstractmethod
+    def adjoint(self, s, weight, input_shape):
+        """The transpose of the map without bias, applied to s ([N, *output])."""
+
+    @abc.abstractmethod
+    def bias_like_output(self, bias, output_shape):
+        """Broadcast a bias vector to the layer's output shape (for the ledger)."""
+
+    def to(self, dtype=None, device=None) -> "LinearOperator":
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.weight = self.weight.to(dtype=dtype, device=device)
+        new.bias = None if self.bias is None else self.bias.to(dtype=dtype, device=device)
+        return new
+
+
+class DenseOperator(LinearOperator):
+    """nn.Linear: weight [out, in] acting on the last dimension."""
+
+    kind = "dense"
+
+    def __init__(self, weight, bias):
+        self.weight = weight.detach().clone()
+        self.bias = None if bias is None else bias.detach().clone()
+
+    def apply(self, x, weight, bias):
+        return F.linear(x, weight, bias)
+
+    def adjoint(self, s, weight, input_shape):
+        return s.matmul(weight)
+
+    def bias_like_output(self, bias, output_shape):
+        return bias.expand(output_shape[1:])
+
+
+class ConvOperator(LinearOperator):
+    """nn.ConvNd with zero padding; weight [out, in/groups, *kernel]."""
+
+    kind = "conv"
+
+    def __init__(self, module: nn.modules.conv._ConvNd, weight=None, bias=None):
+        self.dims = module.weight.dim() - 2
+        self.weight = (module.weight if weight is None else weight).detach().clone()
+        b = module.bias if bias is None else bias
+        self.bias = None if b is None else b.detach().clone()
+        self.stride = module.stride
+        self.dilation = module.dilation
+        self.groups = module.groups
+        self.padding = module.padding
+        # The explicit input-gradient needs symmetric integer padding; 'same' with an odd
+        # total pad is symmetric, anything else takes the (slower) autograd adjoint.
+        self.explicit_padding = _explicit_padding(module)
+
+    def apply(self, x, weight, bias):
+        return _CONV[self.dims](x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def adjoint(self, s, weight, input_shape):
+        shape = (s.shape[0],) + tuple(input_shape[1:])
+        if self.explicit_padding is not None:
+            return _CONV_INPUT_GRAD[self.dims](
+                shape, weight, s, self.stride, self.explicit_padding, self.dilation, self.groups
+            )
+        return _autograd_adjoint(lambda t: self.apply(t, weight, None), s, shape)
+
+    def bias_like_output(self, bias, output_shape):
+        return bias.view((-1,) + (1,) * self.dims).expand(output_shape[1:])
+
+
+class ConvTransposeOperator(LinearOperator):
+    """nn.ConvTransposeNd; weight [in, out/groups, *kernel]. Its adjoint is a convolution."""
+
+    kind = "conv"
+
+    def __init__(self, module: nn.modules.conv._ConvTransposeNd, weight=None, bias=None):
+        self.dims = module.weight.dim() - 2
+        self.weight = (module.weight if weight is None else weight).detach().clone()
+        b = module.bias if bias is None else bias
+        self.bias = None if b is None else b.detach().clone()
+        self.stride = module.stride
+        self.padding = module.padding
+        self.output_padding = module.output_padding
+        self.dilation = module.dilation
+        self.groups = module.groups
+
+    def apply(self, x, weight, bias):
+        return _CONV_TRANSPOSE[self.dims](
+            x, weight, bias, self.stride, self.padding, self.output_padding, self.groups,
+            self.dilation,
+        )
+
+    def adjoint(self, s, weight, input_shape):
+        return _CONV[self.dims](s, weight, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def bias_like_output(self, bias, output_shape):
+        return bias.view((-1,) + (1,) * self.dims).expand(output_shape[1:])
+
+
+class AffineOperator(LinearOperator):
+    """A channel-wise affine map z = scale * x + shift over dim 1: a BatchNorm that could not
+    be merged into a neighbouring linear layer. 'weight' is the scale vector."""
+
+    kind = "batchnorm"
+
+    def __init__(self, scale, shift):
+        self.weight = scale.detach().clone()
+        self.bias = shift.detach().clone()
+
+    @staticmethod
+    def _view(v, ndim):
+        return v.view((-1,) + (1,) * (ndim - 2))
+
+    def apply(self, x, weight, bias):
+        z = x * self._view(weight, x.dim())
+        return z if bias is None else z + self._view(bias, x.dim())
+
+    def adjoint(self, s, weight, input_shape):
+        return s * self._view(weight, s.dim())
+
+    def bias_like_output(self, bias, output_shape):
+        return self._view(bias, len(output_shape)).expand(output_shape[1:])
+
+
+def _explicit_padding(module):
+    padding = module.padding
+    if module.padding_mode != "zeros":
+        return None
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0,) * len(module.kernel_size)
+        totals = [d * (k - 1) for d, k in zip(module.dilation, module.kernel_size)]
+        if any(t % 2 for t in totals):
+            return None
+        return tuple(t // 2 for t in totals)
+    return tuple(padding)
+
+
+def _autograd_adjoint(linear_map, s, input_shape):
+    """(d linear_map / dx)^T s for a linear map, by autograd at x = 0."""
+    with torch.enable_grad():
+        probe = torch.zeros(input_shape, dtype=s.dtype, device=s.device, requires_grad=True)
+        (grad,) = torch.autograd.grad(linear_map(probe), probe, s)
+    return grad
+
+
+def batchnorm_scale_shift(module: nn.modules.batchnorm._BatchNorm):
+    """BatchNorm in evaluation mode as scale * x + shift (running statistics)."""
+    if module.running_mean is None or module.running_var is None:
+        raise ValueError("BatchNorm without running statistics (track_running_stats=False)")
+    scale = torch.rsqrt(module.running_var.detach() + module.eps)
+    if module.weight is not None:
+        scale = scale * module.weight.detach()
+    shift = -module.running_mean.detach() * scale
+    if module.bias is not None:
+        shift = shift + module.bias.detach()
+    return scale, shift
+
+
+def operator_for(module: nn.Module) -> LinearOperator | None:
+    """The operator of a supported linear module, or None."""
+    if isinstance(module, nn.Linear):
+        return DenseOperator(module.weight, module.bias)
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        if module.padding_mode != "zeros":
+            return None
+        return ConvTransposeOperator(module)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        if module.padding_mode != "zeros":
+            return None
+        return ConvOperator(module)
+    return None

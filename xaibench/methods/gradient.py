@@ -1,0 +1,45 @@
+"""Gradient-based attributions on the traced graph (softmax stripped, as for LRP).
+
+Several targets per sample are a batch dimension: the input is repeated T times and one
+backward pass gives every target's gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import targets as targets_module
+from ..explanation import Explanation
+from ..lrp.engine import check_input, prepared_graph
+
+
+def _gradient(model: nn.Module, x, target, dtype=None):
+    x = check_input(x, model, dtype)
+    graph, _ = prepared_graph(model, x.dtype, x.device)
+    state = {}
+    with torch.no_grad():
+        output = graph.forward(x, state)[graph.explained_name]
+    selected = targets_module.resolve(output, target)
+    repeated = x.repeat((selected.count,) + (1,) * (x.dim() - 1)).requires_grad_(True)
+    with torch.enable_grad():
+        out = graph.forward(repeated, {})[graph.explained_name]
+        (grad,) = torch.autograd.grad(out, repeated, selected.selection)
+    explained = selected.explained(output)
+    return x, grad, selected, explained, graph
+
+
+def gradient(model, x, target=None, dtype=None) -> Explanation:
+    x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
+    return Explanation(selected.arrange(grad), selected.arrange(explained), "gradient", "native",
+                       selected.description, stripped=graph.stripped)
+
+
+def input_x_gradient(model, x, target=None, dtype=None) -> Explanation:
+    x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
+    relevance = grad * x.repeat((selected.count,) + (1,) * (x.dim() - 1))
+    return Explanation(selected.arrange(relevance), selected.arrange(explained), "input_x_gradient",
+                       "native", selected.description, stripped=graph.stripped)
+
+
+METHODS = {"gradient": gradient, "input_x_gradient": input_x_gradient}
