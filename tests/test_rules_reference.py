@@ -8,13 +8,13 @@ applies the textbook formulas.
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from xaibench.conformance import LAYERS, PARAMETER_FREE, RULES
 from xaibench.lrp import composites
 from xaibench.lrp.graph import trace
-from xaibench.lrp.reference import engine_vs_reference, layer_matrix, relevance as reference_relevance
-from xaibench.conformance import LAYERS, PARAMETER_FREE, RULES
+from xaibench.lrp.reference import engine_vs_reference, layer_matrix
+from xaibench.lrp.reference import relevance as reference_relevance
 
 TOLERANCE = 1e-10
 

@@ -18,7 +18,7 @@ class Explanation:
     method: str
     backend: str
     target: torch.Tensor      # the flat output indices explained, or the mask
-    ledger: "Ledger | None" = None   # native LRP only
+    ledger: Ledger | None = None   # native LRP only
     conservation_error: torch.Tensor | None = None  # native LRP only: per sample
     stripped: list = field(default_factory=list)    # final layers removed before explaining
     options: dict = field(default_factory=dict)

@@ -13,9 +13,8 @@ from ..explanation import Explanation
 from .composites import Composite
 from .graph import Graph, trace
 from .ledger import Ledger, LedgerRow
-from .rules import per_target
 
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def _signature(model: nn.Module):

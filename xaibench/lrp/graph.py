@@ -22,11 +22,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, UnsupportedLayerError
-from .operators import AffineOperator, ConvOperator, ConvTransposeOperator, DenseOperator
-from .operators import batchnorm_scale_shift, operator_for
+from .operators import (
+    AffineOperator,
+    ConvOperator,
+    ConvTransposeOperator,
+    DenseOperator,
+    batchnorm_scale_shift,
+    operator_for,
+)
 from .rules import Absorbed, total
-from .steps import (ConcatStep, LinearStep, MaxPoolStep, NormStep, PassStep, ReshapeStep, ScaleStep,
-                    SelectStep, Step, SumStep, ValueStep)
+from .steps import (
+    ConcatStep,
+    LinearStep,
+    MaxPoolStep,
+    NormStep,
+    PassStep,
+    ReshapeStep,
+    ScaleStep,
+    SelectStep,
+    Step,
+    SumStep,
+    ValueStep,
+)
 
 _SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin)
 _SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.sigmoid,
@@ -64,7 +81,7 @@ class Graph:
     depends: dict         # node name -> computed from the model input?
     stripped: list[str]   # the final steps stripped (softmax, sigmoid)
 
-    def to(self, dtype=None, device=None) -> "Graph":
+    def to(self, dtype=None, device=None) -> Graph:
         steps = [s.to(dtype, device) for s in self.steps]
         return Graph(steps, self.input_name, self.output_name, self.explained_name, self.depends,
                      self.stripped)

@@ -46,7 +46,7 @@ class LinearOperator(abc.ABC):
     def bias_like_output(self, bias, output_shape):
         """Broadcast a bias vector to the layer's output shape (for the ledger)."""
 
-    def to(self, dtype=None, device=None) -> "LinearOperator":
+    def to(self, dtype=None, device=None) -> LinearOperator:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)
         new.weight = self.weight.to(dtype=dtype, device=device)

@@ -23,8 +23,8 @@ stacked target-major, so one modified forward pass serves every target.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -57,7 +57,7 @@ class Absorbed:
     dropped: Tensor | float = 0.0
     constant: Tensor | float = 0.0
 
-    def add(self, other: "Absorbed") -> "Absorbed":
+    def add(self, other: Absorbed) -> Absorbed:
         return Absorbed(
             self.bias + other.bias,
             self.stabilizer + other.stabilizer,
