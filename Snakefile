@@ -1,0 +1,26 @@
+# The xaibench reproduction. `make reproduce` runs the quick configuration:
+#     snakemake --cores 2 --configfile workflows/config/quick.yaml
+# Plain `snakemake --cores N` runs the paper-scale configuration (workflows/config/default.yaml).
+# Rules only call the `xaibench` command; the logic lives in the library.
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflows/config/default.yaml"
+
+
+# Fails before any job runs when the configuration does not match the schema (and fills
+# in the schema's defaults).
+validate(config, schema="workflows/config/schema.yaml")
+
+
+include: "workflows/engine.smk"
+
+
+rule all:
+    input:
+        rules.conformance.output,
+        rules.bench.output,
+    default_target: True

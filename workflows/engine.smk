@@ -1,0 +1,41 @@
+# The native LRP engine: conformance (conservation, agreement with zennit) and the benchmark
+# (time and peak memory against zennit and one plain gradient).
+
+
+rule conformance:
+    output:
+        table="results/engine/conformance.csv",
+        layers="results/engine/conformance_layers.csv",
+        markdown="results/engine/conformance.md",
+    log:
+        "results/logs/engine/conformance.log",
+    conda:
+        "envs/xaibench.yaml"
+    params:
+        out=subpath(output.table, parent=True),
+        quick="--quick" if config["conformance"]["quick"] else "",
+    shell:
+        "xaibench conformance --out {params.out} {params.quick} > {log} 2>&1"
+
+
+rule bench:
+    output:
+        table="results/engine/bench.csv",
+        markdown="results/engine/bench.md",
+    log:
+        "results/logs/engine/bench.log",
+    conda:
+        "envs/xaibench.yaml"
+    params:
+        out=subpath(output.table, parent=True),
+        models=",".join(config["bench"]["models"]),
+        batch_scale=config["bench"]["batch_scale"],
+        repeats=config["bench"]["repeats"],
+        seed=config["bench"]["seed"],
+    # All the cores (unless the configuration names a thread count), so no other job runs
+    # beside it: timings taken beside another job are not comparable.
+    threads: config["bench"]["threads"] or workflow.cores
+    shell:
+        "xaibench bench --out {params.out} --models {params.models} "
+        "--batch-scale {params.batch_scale} --repeats {params.repeats} "
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"

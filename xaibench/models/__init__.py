@@ -1,0 +1,22 @@
+"""The three reference networks of the benchmark (architectures only; training comes later).
+
+    EnsoDense          dense 8-8-2 classifier of flattened SST maps (Toms et al. 2020)
+    ConvectionCNN      3D CNN over 5 frames x 2 GOES channels (Lee et al. 2021; layers chosen here)
+    RadarEncoderDecoder  GREMLIN-style encoder-decoder, N blocks each way (Hilburn et al. 2021)
+
+Every network is a plain nn.Sequential subclass built from standard torch.nn layers, so the
+native LRP engine can trace it and every native LRP method conserves relevance on it.
+"""
+
+from .convection import ConvectionCNN
+from .enso import EnsoDense
+from .radar import RadarEncoderDecoder, weighted_mse
+
+#: model name -> constructor, for the benchmark and the CLI
+REGISTRY = {
+    "enso": EnsoDense,
+    "convection": ConvectionCNN,
+    "radar": RadarEncoderDecoder,
+}
+
+__all__ = ["REGISTRY", "ConvectionCNN", "EnsoDense", "RadarEncoderDecoder", "weighted_mse"]
