@@ -148,6 +148,8 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         raise ValueError("zennit has only winner-take-all max pooling (the plain gradient)")
     x = check_input(x, model, dtype)
     graph, _ = prepared_graph(model, x.dtype, x.device)
+    with torch.no_grad():
+        graph.forward(x, {})  # a wrong input shape gets an error naming the layer, before zennit runs
     if method in ("lrp.zbox", "lrp.epsilon_gamma_box") and (o["low"] is None or o["high"] is None):
         flat = x.reshape(x.shape[0], -1)
         shape = (-1,) + (1,) * (x.dim() - 1)

@@ -100,11 +100,12 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
     x = check_input(x, model, dtype)
     graph, flags = prepared_graph(model, x.dtype, x.device)
     state = {"composite": composite}
+    with torch.no_grad():
+        values = graph.forward(x, state)  # first: a wrong input shape gets an error naming the layer
     if not flags["verified"]:
         _verify(model, graph, x, state)
         flags["verified"] = True
     with torch.no_grad():
-        values = graph.forward(x, state)
         output = values[graph.explained_name]
         if composite.needs_bounds():
             _set_bounds(graph, composite, x, state)

@@ -179,12 +179,12 @@ class StreamRule(Rule):
             terms = []
             for stream in group.streams:
                 x_mod = stream.input(x)
-                if not torch.any(x_mod):
-                    continue  # e.g. the negative part of a post-ReLU input: contributes nothing
-                weight = stream.weight(op.weight)
                 bias = None
                 if stream.bias is not None and self.bias and op.bias is not None:
                     bias = stream.bias(op.bias)
+                if bias is None and not torch.any(x_mod):
+                    continue  # e.g. the negative part of a post-ReLU input: contributes nothing
+                weight = stream.weight(op.weight)
                 denominator = denominator + stream.sign * op.apply(x_mod, weight, bias)
                 terms.append((stream.sign, x_mod, weight, bias))
             denominator, shift = stabilize(denominator, self.stabilizer)

@@ -1,0 +1,32 @@
+"""Hypothesis profiles and shared fixtures.
+
+HYPOTHESIS_PROFILE=ci (the default) runs a modest, derandomized number of examples so the
+suite is fast and reproducible; HYPOTHESIS_PROFILE=dev explores more.
+"""
+
+import os
+import sys
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+# Make tests/strategies.py importable however pytest imports the test modules.
+sys.path.insert(0, os.path.dirname(__file__))
+
+_SUPPRESSED = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
+                          suppress_health_check=_SUPPRESSED, print_blob=True)
+settings.register_profile("dev", max_examples=300, deadline=None, suppress_health_check=_SUPPRESSED,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Small networks: threads cost more than they give, and one thread keeps float results stable.
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def float64():
+    return torch.float64
+
+

@@ -1,0 +1,350 @@
+"""Hypothesis strategies that build small random networks and inputs for the LRP tests.
+
+The structure of a network (depth, layer types, kernel sizes, strides, ...) is drawn by
+hypothesis, so failures shrink to a small network; the numbers in it (weights, biases,
+BatchNorm statistics, input values) come from a torch.Generator seeded by a drawn integer, so
+a failing example is reproduced from its printed structure and seed.
+
+Every strategy returns a `Case`: the model (float32, eval mode), an input batch and a short
+description. Options switch features off for tests whose identity needs it (bias-free nets
+for LRP-0 = gradient x input, ReLU-only nets for the sign of z+, zennit-compatible nets).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from hypothesis import strategies as st
+from torch import nn
+
+# Spatial sizes are kept small so one explanation takes milliseconds.
+SPATIAL = {1: 12, 2: 8, 3: 5}
+MAX_SPATIAL = {1: 16, 2: 10, 3: 6}
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+_MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
+_ADAPTIVE = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+_BATCHNORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_INTERPOLATING = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+ALL_RESAMPLES = ("maxpool", "avgpool", "adaptive", "nearest", "interpolate")
+
+
+@dataclass
+class Case:
+    model: nn.Module
+    x: torch.Tensor
+    description: str
+
+    def __repr__(self):  # what hypothesis prints for a falsifying example
+        return f"Case({self.description}, x{tuple(self.x.shape)})"
+
+
+# --- numbers ---------------------------------------------------------------------------------
+def randomize(model: nn.Module, seed: int, bias_scale: float = 1.0, dead_fraction: float = 0.0):
+    """Overwrite every parameter and BatchNorm statistic from a seeded generator.
+
+    Weights ~ N(0, 1/fan_in); biases ~ N(0, bias_scale^2), and a fraction of the units of each
+    layer get a strongly negative bias (-5 bias_scale - 5): dead ReLUs. BatchNorm gets running
+    statistics far from (0, 1) and an affine part that can flip signs.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std=1.0, mean=0.0):
+        return torch.randn(shape, generator=generator) * std + mean
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                w = module.weight
+                fan_in = w.shape[1] * math.prod(w.shape[2:]) if w.dim() > 2 else w.shape[1]
+                if isinstance(module, nn.modules.conv._ConvTransposeNd):
+                    fan_in = w.shape[0] * math.prod(w.shape[2:])
+                w.copy_(normal(w.shape, 1.0 / math.sqrt(fan_in)))
+                if module.bias is not None:
+                    b = normal(module.bias.shape, bias_scale)
+                    dead = torch.rand(b.shape, generator=generator) < dead_fraction
+                    b[dead] = -5.0 * bias_scale - 5.0
+                    module.bias.copy_(b)
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(normal(n, 1.0))
+                module.running_var.copy_(torch.rand(n, generator=generator) * 3.0 + 0.2)
+                if module.weight is not None:
+                    module.weight.copy_(normal(n, 0.7, 1.0))
+                    module.bias.copy_(normal(n, bias_scale))
+    model.eval()
+    return model
+
+
+def make_input(shape, seed: int, nonnegative=False, zeros=True, away_from_zero=False):
+    """A float32 input: normal values, some exact zeros, negatives unless nonnegative."""
+    generator = torch.Generator().manual_seed(seed + 7919)
+    x = torch.randn(shape, generator=generator)
+    if away_from_zero:
+        x = torch.sign(x) * (0.2 + x.abs())
+    if nonnegative:
+        x = x.abs()
+    if zeros:
+        x[torch.rand(shape, generator=generator) < 0.2] = 0.0
+    return x
+
+
+@st.composite
+def _numbers(draw, bias):
+    """(seed, bias_scale, dead_fraction) for randomize()."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    if not bias:
+        return seed, 0.0, 0.0
+    bias_scale = draw(st.sampled_from([0.1, 1.0, 10.0]))  # 10: large biases
+    dead = draw(st.sampled_from([0.0, 0.0, 0.3]))
+    return seed, bias_scale, dead
+
+
+@st.composite
+def _input_style(draw, nonnegative, zeros, away_from_zero):
+    batch = draw(st.integers(1, 3))
+    if nonnegative is None:
+        nonnegative = draw(st.booleans())
+    if zeros is None:
+        zeros = draw(st.booleans())
+    return batch, dict(nonnegative=nonnegative, zeros=zeros, away_from_zero=away_from_zero)
+
+
+def _activation(draw, activations):
+    kind = draw(st.sampled_from(activations))
+    return nn.ReLU() if kind == "relu" else nn.LeakyReLU(draw(st.sampled_from([0.01, 0.2])))
+
+
+# --- dense networks --------------------------------------------------------------------------
+@st.composite
+def dense_networks(draw, bias=True, activations=("relu", "leaky"), batchnorm=True, dropout=True,
+                   nonnegative=None, zeros=None, away_from_zero=False, max_depth=6):
+    """An MLP: depth 1-6 of Linear -> [BatchNorm1d] -> activation -> [Dropout], then Linear."""
+    seed, bias_scale, dead = draw(_numbers(bias))
+    width = draw(st.integers(2, 7))
+    layers, parts = [], [f"dense in={width}"]
+    depth = draw(st.integers(1, max_depth))
+    for _ in range(depth - 1):
+        out = draw(st.integers(2, 8))
+        layers.append(nn.Linear(width, out, bias=bias))
+        parts.append(f"Linear({out})")
+        if batchnorm and draw(st.booleans()):
+            layers.append(nn.BatchNorm1d(out))
+            parts.append("BN")
+        layers.append(_activation(draw, activations))
+        parts.append(type(layers[-1]).__name__)
+        if dropout and draw(st.booleans()):
+            layers.append(nn.Dropout(0.3))
+            parts.append("Dropout")
+        width = out
+    n_out = draw(st.integers(1, 4))
+    layers.append(nn.Linear(width, n_out, bias=bias))
+    parts.append(f"Linear({n_out})")
+    model = randomize(nn.Sequential(*layers), seed, bias_scale, dead)
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
+    x = make_input((batch, model[0].in_features), seed, **style)
+    return Case(model, x, " ".join(parts) + f" seed={seed} bias_scale={bias_scale} dead={dead}")
+
+
+# --- convolutional networks ------------------------------------------------------------------
+def _pool_out(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+@st.composite
+def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky"),
+                  resamples=ALL_RESAMPLES, transposed=True, batchnorm=True, batchnorm_first=True,
+                  dropout=True, nonnegative=None, zeros=None, away_from_zero=False, max_depth=6,
+                  leaky_before_upsample=False):
+    """A conv net: depth 1-6 stages of Conv|ConvTranspose -> [BatchNorm] -> activation ->
+    [a resampling layer], optionally a BatchNorm as the very first layer, then Flatten -> Linear.
+
+    Resampling: MaxPool (kernel 2-3, stride 1-3: overlapping, tiling and gapped windows,
+    optional padding), AvgPool, AdaptiveAvgPool, Upsample nearest or (bi/tri)linear.
+    """
+    d = draw(st.sampled_from(dims))
+    seed, bias_scale, dead = draw(_numbers(bias))
+    channels = in_channels = draw(st.integers(1, 3))
+    size = SPATIAL[d]
+    layers, parts = [], [f"conv{d}d in={channels}x{size}"]
+    if batchnorm and batchnorm_first and draw(st.booleans()):
+        layers.append(_BATCHNORM[d](channels))
+        parts.append("BN(first)")
+    depth = draw(st.integers(1, max_depth))
+    for _ in range(depth):
+        out = draw(st.integers(1, 4))
+        use_transposed = transposed and draw(st.integers(0, 3)) == 0 and size * 2 + 1 <= MAX_SPATIAL[d]
+        if use_transposed:
+            k = draw(st.integers(1, 3))
+            s = draw(st.integers(1, 2))
+            layers.append(_CONV_T[d](channels, out, k, stride=s, bias=bias))
+            size = (size - 1) * s + k
+            parts.append(f"ConvT(k{k},s{s})")
+        else:
+            k = draw(st.integers(1, min(3, size)))
+            p = draw(st.integers(0, k // 2 if k > 1 else 0))
+            s = draw(st.integers(1, 2))
+            layers.append(_CONV[d](channels, out, k, stride=s, padding=p, bias=bias))
+            size = _pool_out(size, k, s, p)
+            parts.append(f"Conv(k{k},s{s},p{p})")
+        channels = out
+        if batchnorm and draw(st.booleans()):
+            layers.append(_BATCHNORM[d](channels))
+            parts.append("BN")
+        options = [r for r in resamples if r not in ("nearest", "interpolate") or size * 2 <= MAX_SPATIAL[d]]
+        options = [r for r in options if r not in ("maxpool", "avgpool") or size >= 2]
+        kind = draw(st.sampled_from(options)) if options and draw(st.booleans()) else None
+        if leaky_before_upsample and kind in ("nearest", "interpolate"):
+            layers.append(nn.LeakyReLU(0.1))  # no exact zeros reach the upsampling
+        else:
+            layers.append(_activation(draw, activations))
+        parts.append(type(layers[-1]).__name__)
+        if dropout and draw(st.integers(0, 4)) == 0:
+            layers.append(nn.Dropout(0.2))
+            parts.append("Dropout")
+        if kind is not None:
+            if kind in ("maxpool", "avgpool"):
+                k = draw(st.integers(2, min(3, size)))
+                s = draw(st.integers(1, 3))
+                p = draw(st.integers(0, k // 2))
+                cls = _MAXPOOL[d] if kind == "maxpool" else _AVGPOOL[d]
+                layers.append(cls(k, stride=s, padding=p))
+                size = _pool_out(size, k, s, p)
+                parts.append(f"{cls.__name__}(k{k},s{s},p{p})")
+            elif kind == "adaptive":
+                target = draw(st.integers(1, size))
+                layers.append(_ADAPTIVE[d](target))
+                size = target
+                parts.append(f"AdaptiveAvg({target})")
+            else:
+                mode = "nearest" if kind == "nearest" else _INTERPOLATING[d]
+                layers.append(nn.Upsample(scale_factor=2, mode=mode))
+                size *= 2
+                parts.append(f"Upsample({mode})")
+    n_out = draw(st.integers(1, 4))
+    layers += [nn.Flatten(), nn.Linear(channels * size**d, n_out, bias=bias)]
+    parts.append(f"Flatten Linear({n_out})")
+    model = randomize(nn.Sequential(*layers), seed, bias_scale, dead)
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
+    x = make_input((batch, in_channels) + (SPATIAL[d],) * d, seed, **style)
+    return Case(model, x, " ".join(parts) + f" seed={seed} bias_scale={bias_scale} dead={dead}")
+
+
+# --- non-Sequential networks -----------------------------------------------------------------
+class ResidualNet(nn.Module):
+    """stem -> ReLU -> h + f(h) (one or two blocks) -> head; f = Linear/Conv, act, Linear/Conv[, ReLU]."""
+
+    def __init__(self, conv: bool, channels: int, n_out: int, blocks: int, bias: bool, final_relu: bool,
+                 activation: str):
+        super().__init__()
+        if conv:
+            self.stem = nn.Conv2d(channels, 3, 3, padding=1, bias=bias)
+            make = lambda: nn.Conv2d(3, 3, 3, padding=1, bias=bias)  # noqa: E731
+        else:
+            self.stem = nn.Linear(channels, 5, bias=bias)
+            make = lambda: nn.Linear(5, 5, bias=bias)  # noqa: E731
+        self.stem_activation = nn.ReLU()
+        act = (lambda: nn.ReLU()) if activation == "relu" else (lambda: nn.LeakyReLU(0.1))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(make(), act(), make(), *([nn.ReLU()] if final_relu else []))
+            for _ in range(blocks))
+        self.flatten = nn.Flatten()
+        self.head = nn.Linear(3 * 6 * 6 if conv else 5, n_out, bias=bias)
+
+    def forward(self, x):
+        h = self.stem_activation(self.stem(x))
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(self.flatten(h))
+
+
+class TinyUNet(nn.Module):
+    """A two-level encoder-decoder with a torch.cat skip connection and a dense [B, 1, H, W] output."""
+
+    def __init__(self, channels: int, width: int, upsample: str, bias: bool, activation: str):
+        super().__init__()
+        act = (lambda: nn.ReLU()) if activation == "relu" else (lambda: nn.LeakyReLU(0.1))
+        self.encode1 = nn.Conv2d(channels, width, 3, padding=1, bias=bias)
+        self.act1 = act()
+        self.pool = nn.MaxPool2d(2)
+        self.encode2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=bias)
+        self.act2 = act()
+        self.up = nn.Upsample(scale_factor=2, mode=upsample)
+        self.decode = nn.Conv2d(3 * width, width, 3, padding=1, bias=bias)
+        self.act3 = act()
+        self.out = nn.Conv2d(width, 1, 1, bias=bias)
+
+    def forward(self, x):
+        e1 = self.act1(self.encode1(x))
+        e2 = self.act2(self.encode2(self.pool(e1)))
+        d = self.act3(self.decode(torch.cat([self.up(e2), e1], dim=1)))
+        return self.out(d)
+
+
+@st.composite
+def residual_networks(draw, bias=True, activations=("relu", "leaky"), final_relu=None, nonnegative=None,
+                      zeros=None, away_from_zero=False):
+    seed, bias_scale, dead = draw(_numbers(bias))
+    conv = draw(st.booleans())
+    channels = draw(st.integers(1, 3))
+    n_out = draw(st.integers(1, 3))
+    blocks = draw(st.integers(1, 2))
+    final = draw(st.booleans()) if final_relu is None else final_relu
+    activation = draw(st.sampled_from(activations))
+    model = randomize(ResidualNet(conv, channels, n_out, blocks, bias, final, activation), seed, bias_scale, dead)
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
+    shape = (batch, channels, 6, 6) if conv else (batch, channels)
+    x = make_input(shape, seed, **style)
+    return Case(model, x, f"residual conv={conv} blocks={blocks} final_relu={final} {activation} "
+                          f"seed={seed} bias_scale={bias_scale} dead={dead}")
+
+
+@st.composite
+def unet_networks(draw, bias=True, activations=("relu", "leaky"), upsamples=("nearest", "bilinear"),
+                  nonnegative=None, zeros=None, away_from_zero=False):
+    seed, bias_scale, dead = draw(_numbers(bias))
+    channels = draw(st.integers(1, 2))
+    width = draw(st.integers(1, 3))
+    upsample = draw(st.sampled_from(upsamples))
+    activation = draw(st.sampled_from(activations))
+    size = draw(st.sampled_from([4, 6]))
+    model = randomize(TinyUNet(channels, width, upsample, bias, activation), seed, bias_scale, dead)
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
+    x = make_input((batch, channels, size, size), seed, **style)
+    return Case(model, x, f"unet width={width} {upsample} {activation} seed={seed} "
+                          f"bias_scale={bias_scale} dead={dead}")
+
+
+def networks(**options):
+    """Any of the four families (options a family does not take are dropped for it)."""
+    def pick(strategy, names):
+        return strategy(**{k: v for k, v in options.items() if k in names})
+
+    common = {"bias", "activations", "nonnegative", "zeros", "away_from_zero"}
+    return st.one_of(
+        pick(dense_networks, common | {"batchnorm", "dropout", "max_depth"}),
+        pick(conv_networks, common | {"dims", "resamples", "transposed", "batchnorm", "batchnorm_first",
+                                      "dropout", "max_depth", "leaky_before_upsample"}),
+        pick(residual_networks, common | {"final_relu"}),
+        pick(unet_networks, common | {"upsamples"}),
+    )
+
+
+# --- method options --------------------------------------------------------------------------
+BOX_METHODS = ("lrp.zbox", "lrp.epsilon_gamma_box")
+
+
+def method_options(method: str, x: torch.Tensor, dtype=torch.float64, **extra) -> dict:
+    """Options a method needs: z^B bounds from the input's min and max (tensors shaped like x,
+    which both backends accept), alpha/beta for the free alpha-beta method."""
+    options = dict(extra)
+    if method in BOX_METHODS:
+        options["low"] = torch.full(x.shape, float(x.min()) - 0.5, dtype=dtype)
+        options["high"] = torch.full(x.shape, float(x.max()) + 0.5, dtype=dtype)
+    if method == "lrp.alpha_beta":
+        options.update(alpha=3.0, beta=2.0)
+    return options

@@ -1,0 +1,254 @@
+"""Conservation and identities of the native LRP engine on hypothesis-generated networks.
+
+Conservation is checked through the ledger: sum(relevance at the input) + everything the
+layers absorbed (biases, stabilizers, dropped, constants) = the explained output, per sample,
+and for every layer relevance_out = relevance_in + absorbed (the row residual).
+
+Tolerances. The ledger sums are computed from the rules' own terms, so they close up to
+rounding. Rounding grows with the size of the terms being summed, not with the (possibly
+small) output, so the float64 bound is 1e-10 times the ledger's scale: the largest of
+|output|, sum|relevance| at the input and the per-layer |relevance_in|, |relevance_out| and
+|absorbed| sums (with large biases or near-zero denominators these can be far larger than the
+output). float32 uses the same scale with 1e-5.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from strategies import (
+    BOX_METHODS,
+    conv_networks,
+    dense_networks,
+    method_options,
+    networks,
+    residual_networks,
+    unet_networks,
+)
+
+import xaibench
+
+LRP_METHODS = [m for m in xaibench.methods("native") if m.startswith("lrp.")]
+
+
+def ledger_scale(e) -> torch.Tensor:
+    """Per (sample[, target]) the size of the largest term the conservation sum adds up."""
+    dims = tuple(range(e.output.dim(), e.relevance.dim()))
+    candidates = [e.output.abs(), e.relevance.abs().sum(dims)]
+    for row in e.ledger:
+        for column in (row.relevance_in, row.relevance_out, row.absorbed_bias, row.absorbed_stabilizer,
+                       row.absorbed_dropped, row.absorbed_constant):
+            candidates.append(column.abs())
+    scale = torch.stack([c.expand_as(e.output) for c in candidates]).amax(0)
+    return scale.clamp(min=torch.finfo(scale.dtype).tiny)
+
+
+def assert_ledger_closes(e, tolerance):
+    assert e.ledger is not None and len(e.ledger) > 0
+    scale = ledger_scale(e)
+    error = e.conservation_error / scale
+    assert torch.isfinite(e.relevance).all(), "non-finite relevance"
+    assert float(error.max()) <= tolerance, (
+        f"conservation error {e.conservation_error.tolist()} (relative {error.tolist()}), output "
+        f"{e.output.tolist()}\n{e.ledger}")
+    # the error the Explanation reports must be what the ledger says
+    dims = tuple(range(e.output.dim(), e.relevance.dim()))
+    recomputed = (e.relevance.sum(dims) + e.ledger.absorbed() - e.output).abs()
+    assert float(((recomputed - e.conservation_error).abs() / scale).max()) <= tolerance
+    for row in e.ledger:
+        residual = row.residual.abs() / scale
+        assert float(residual.max()) <= tolerance, (
+            f"ledger row {row.layer} ({row.kind}, {row.rule}) does not close: residual "
+            f"{row.residual.tolist()}, out {row.relevance_out.tolist()}, in {row.relevance_in.tolist()}, "
+            f"absorbed {row.absorbed.tolist()}")
+    # consecutive rows chain: what the input layer receives is what the walk left at the input
+    first = e.ledger[0]
+    assert torch.allclose(first.relevance_out, e.output, rtol=0, atol=float(tolerance * scale.max()))
+
+
+@pytest.mark.parametrize("method", LRP_METHODS)
+@given(case=networks())
+def test_ledger_closes_float64(method, case):
+    e = xaibench.explain(case.model, case.x, method, dtype=torch.float64, **method_options(method, case.x))
+    assert e.relevance.shape == case.x.shape
+    assert e.relevance.dtype == torch.float64
+    assert e.output.shape == (case.x.shape[0],)
+    assert_ledger_closes(e, 1e-10)
+
+
+@pytest.mark.parametrize("method", LRP_METHODS)
+@given(case=networks())
+def test_ledger_closes_float32(method, case):
+    options = method_options(method, case.x, dtype=torch.float32)
+    e = xaibench.explain(case.model, case.x, method, **options)
+    assert e.relevance.dtype == torch.float32
+    # Where a denominator lies within float32 rounding of zero, float32 cannot represent the
+    # explanation at all (it differs from the float64 one by more than 1%) and its ledger closes
+    # only to that rounding times a huge 1/z: such examples test float32, not the engine.
+    exact = xaibench.explain(case.model, case.x, method, dtype=torch.float64,
+                             **method_options(method, case.x, dtype=torch.float64))
+    spread = (e.relevance.double() - exact.relevance).abs().flatten(1).amax(1)
+    assume(bool((spread <= 1e-2 * exact.relevance.abs().flatten(1).sum(1)).all()))
+    assert_ledger_closes(e, 1e-5)
+    # the scale-free error the library reports; where nothing was absorbed in bulk (the scale
+    # is the output or the input relevance) it is the same bound
+    if torch.equal(ledger_scale(e), torch.maximum(e.output.abs(), e.relevance.abs().flatten(1).sum(1))):
+        assert float(e.relative_conservation_error.max()) <= 1e-5
+
+
+# --- identities ----------------------------------------------------------------------------------
+bias_free_nets = st.one_of(
+    dense_networks(bias=False, batchnorm=False, zeros=False, away_from_zero=True),
+    conv_networks(bias=False, batchnorm=False, zeros=False, away_from_zero=True),
+    residual_networks(bias=False, zeros=False, away_from_zero=True),
+    unet_networks(bias=False, zeros=False, away_from_zero=True),
+)
+
+
+@given(case=bias_free_nets)
+def test_lrp0_equals_gradient_times_input_on_bias_free_nets(case):
+    """LRP-0 on a bias-free piecewise-linear net is gradient x input (Montavon et al. 2019).
+
+    The stabilizer 1e-12 changes each layer's factor 1/z by a relative 1e-12/|z|; the inputs
+    are bounded away from zero, so the difference stays far below 1e-6 of the relevance scale.
+    """
+    lrp = xaibench.explain(case.model, case.x, "lrp.z", dtype=torch.float64, stabilizer=1e-12)
+    reference = xaibench.explain(case.model, case.x, "input_x_gradient", dtype=torch.float64)
+    assert torch.equal(lrp.target, reference.target)
+    torch.testing.assert_close(lrp.output, reference.output, rtol=1e-12, atol=1e-12)
+    scale = reference.relevance.abs().flatten(1).sum(1).clamp(min=1e-30)
+    difference = (lrp.relevance - reference.relevance).abs().flatten(1).amax(1)
+    assert float((difference / scale).max()) <= 1e-6, (difference / scale).tolist()
+    # and epsilon -> 0 is the same rule
+    small = xaibench.explain(case.model, case.x, "lrp.epsilon", dtype=torch.float64, epsilon=1e-12,
+                             stabilizer=1e-12)
+    torch.testing.assert_close(small.relevance, lrp.relevance, rtol=1e-9, atol=1e-12 * float(scale.max()))
+
+
+relu_nets_nonnegative = st.one_of(
+    dense_networks(activations=("relu",), nonnegative=True),
+    conv_networks(activations=("relu",), nonnegative=True),
+    residual_networks(activations=("relu",), final_relu=True, nonnegative=True),
+    unet_networks(activations=("relu",), nonnegative=True),
+)
+
+
+@given(case=relu_nets_nonnegative)
+def test_zplus_relevance_has_the_sign_of_the_output_for_nonnegative_inputs(case):
+    """z+ keeps only positive contributions, so for non-negative inputs (and ReLU activations,
+    so every layer input is non-negative) every input relevance has the sign of the explained
+    output: non-negative when the output is positive."""
+    e = xaibench.explain(case.model, case.x, "lrp.zplus", dtype=torch.float64)
+    signed = e.relevance * torch.sign(e.output).view((-1,) + (1,) * (e.relevance.dim() - 1))
+    assert float(signed.min()) >= 0.0, float(signed.min())
+    positive = e.output > 0
+    assert bool((e.relevance[positive] >= 0).all())
+
+
+@given(case=networks(nonnegative=True))
+def test_alpha1beta0_equals_zplus_for_nonnegative_inputs(case):
+    a = xaibench.explain(case.model, case.x, "lrp.alpha1beta0", dtype=torch.float64)
+    b = xaibench.explain(case.model, case.x, "lrp.zplus", dtype=torch.float64)
+    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-12, atol=1e-14)
+    c = xaibench.explain(case.model, case.x, "lrp.alpha_beta", dtype=torch.float64, alpha=1.0, beta=0.0)
+    torch.testing.assert_close(c.relevance, b.relevance, rtol=1e-12, atol=1e-14)
+
+
+# --- several targets at once ---------------------------------------------------------------------
+@st.composite
+def _classifier_with_targets(draw):
+    case = draw(st.one_of(dense_networks(), conv_networks(), residual_networks()))
+    with torch.no_grad():
+        n_out = case.model(case.x).shape[1]
+    count = draw(st.integers(1, 4))
+    indices = draw(st.lists(st.lists(st.integers(0, n_out - 1), min_size=count, max_size=count),
+                            min_size=case.x.shape[0], max_size=case.x.shape[0]))
+    return case, torch.tensor(indices, dtype=torch.long)
+
+
+@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.zplus", "lrp.alpha2beta1", "lrp.gamma", "lrp.zbox",
+                                    "lrp.epsilon_plus_flat", "lrp.wsquare", "input_x_gradient"])
+@given(drawn=_classifier_with_targets())
+def test_several_targets_equal_separate_calls(method, drawn):
+    case, targets = drawn
+    options = method_options(method, case.x)
+    both = xaibench.explain(case.model, case.x, method, target=targets, dtype=torch.float64, **options)
+    batch, count = targets.shape
+    assert both.relevance.shape == (batch, count) + tuple(case.x.shape[1:])
+    assert both.output.shape == (batch, count)
+    if both.conservation_error is not None:
+        assert both.conservation_error.shape == (batch, count)
+        assert_ledger_closes(both, 1e-10)
+    for t in range(count):
+        one = xaibench.explain(case.model, case.x, method, target=targets[:, t], dtype=torch.float64, **options)
+        torch.testing.assert_close(both.relevance[:, t], one.relevance, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(both.output[:, t], one.output, rtol=1e-12, atol=1e-12)
+        if one.conservation_error is not None:
+            for row_both, row_one in zip(both.ledger, one.ledger):
+                torch.testing.assert_close(row_both.relevance_in[:, t], row_one.relevance_in,
+                                           rtol=1e-10, atol=1e-10)
+
+
+# --- a boolean mask over a dense output ----------------------------------------------------------
+@pytest.mark.parametrize("method", LRP_METHODS)
+@given(case=unet_networks(), data=st.data())
+def test_mask_target_is_the_sum_of_the_pixel_explanations(method, case, data):
+    """Every native rule is linear in the relevance it receives (the denominators come from the
+    forward pass only), so explaining the sum of a region of a dense output equals summing the
+    explanations of its pixels."""
+    with torch.no_grad():
+        out_shape = tuple(case.model(case.x).shape[1:])
+    n = int(torch.tensor(out_shape).prod())
+    chosen = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=5, unique=True), label="pixels")
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[chosen] = True
+    mask = mask.view(out_shape)
+    options = method_options(method, case.x)
+    region = xaibench.explain(case.model, case.x, method, target=mask, dtype=torch.float64, **options)
+    assert region.relevance.shape == case.x.shape
+    total = torch.zeros_like(region.relevance)
+    output = torch.zeros_like(region.output)
+    for index in chosen:
+        pixel = xaibench.explain(case.model, case.x, method, target=index, dtype=torch.float64, **options)
+        total += pixel.relevance
+        output += pixel.output
+    torch.testing.assert_close(region.output, output, rtol=1e-12, atol=1e-12)
+    scale = float(total.abs().max()) + float(region.relevance.abs().max()) + 1e-300
+    assert float((region.relevance - total).abs().max()) <= 1e-9 * scale
+    assert_ledger_closes(region, 1e-10)
+
+
+def test_box_methods_are_listed():
+    """The z^B options helper covers every box method the engine has."""
+    assert set(BOX_METHODS) <= set(LRP_METHODS)
+
+
+# --- explanations are per sample -----------------------------------------------------------------
+@pytest.mark.parametrize("method", LRP_METHODS)
+@given(case=networks(), data=st.data())
+def test_relevance_of_a_sample_does_not_depend_on_the_rest_of_the_batch(method, case, data):
+    """Explaining each sample alone gives what the batched call gives. (A rule that decides per
+    batch, e.g. skipping a stream whose input is zero for the whole batch, breaks this.)"""
+    options = method_options(method, case.x)
+    batched = xaibench.explain(case.model, case.x, method, dtype=torch.float64, **options)
+    for i in range(case.x.shape[0]):
+        alone_options = {k: (v[i:i + 1] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in options.items()}
+        alone = xaibench.explain(case.model, case.x[i:i + 1], method, target=batched.target[i:i + 1],
+                                 dtype=torch.float64, **alone_options)
+        scale = float(alone.relevance.abs().sum()) + 1e-300
+        assert float((batched.relevance[i] - alone.relevance[0]).abs().max()) <= 1e-9 * scale, i
+
+
+def test_zplus_bias_joins_the_denominator_when_every_input_is_negative():
+    """z+ with all inputs of a layer negative: the positive bias must still join the
+    denominator (z+ = b+ + sum x- w-), so it absorbs its share."""
+    model = torch.nn.Linear(2, 1).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model.bias.fill_(1.0)
+    x = torch.tensor([[-1.0, -2.0]], dtype=torch.float64)  # z = -1 + 2 + 1 = 2
+    e = xaibench.explain(model, x, "lrp.zplus", stabilizer=1e-12)
+    torch.testing.assert_close(e.relevance, torch.tensor([[0.0, 2.0 * 2.0 / 3.0]], dtype=torch.float64))
+    torch.testing.assert_close(e.ledger[0].absorbed_bias, torch.tensor([2.0 / 3.0], dtype=torch.float64))

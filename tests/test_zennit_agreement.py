@@ -1,0 +1,230 @@
+"""The native engine against zennit 0.5.1, method by method, in float64.
+
+Agreement. Both implement the same formulas (same streams, same stabilizer eps*sign(z) with
+sign(0) = +1), so in float64 they differ only by rounding: each layer's 1/z factor amplifies a
+relative rounding of ~1e-16 by at most |terms|/|z|. We compare max|R_native - R_zennit| per
+sample to the sample's sum|R|: measured at most ~4e-11 over the generated networks; the bound
+is 1e-8, leaving a large margin for unlucky near-zero denominators while still catching any
+formula difference (those show up at 1e-3 and above).
+
+Two settings make the comparison exact rather than approximately equal, and each is its own
+documented difference below:
+- stabilizer=1e-12: nearest Upsample is the Norm rule natively (x/(x + eps) per copy) and the
+  plain gradient in zennit; they agree up to eps/|x|, i.e. ~1e-5 at the default eps 1e-6.
+- BatchNorm eps=0: zennit's SequentialMergeBatchNorm resets the BatchNorm to running_var=1 but
+  keeps its eps, so the "identity" left behind scales by 1/sqrt(1 + eps) (~5e-6 per BatchNorm).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import conv_networks, dense_networks, method_options, randomize
+from test_conservation import assert_ledger_closes
+from torch import nn
+
+import xaibench
+
+pytest.importorskip("zennit")
+
+ZENNIT_METHODS = xaibench.methods("zennit")
+AGREEMENT = 1e-8
+
+sequential_nets = st.one_of(
+    dense_networks(),
+    conv_networks(resamples=("maxpool", "avgpool", "nearest"), transposed=False, batchnorm_first=False,
+                  leaky_before_upsample=True),
+    # transposed convolutions, without BatchNorm (see test_zennit_merges_batchnorm_into_transposed_conv)
+    conv_networks(resamples=("maxpool", "avgpool", "nearest"), batchnorm=False, leaky_before_upsample=True),
+)
+
+
+def float64_copy(case, batchnorm_eps=0.0):
+    model = case.model.double()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eps = batchnorm_eps
+    return model, case.x.double()
+
+
+def relative_difference(a, b):
+    """max |a - b| per sample over that sample's sum |a| (the relevance scale)."""
+    dims = tuple(range(1, a.dim()))
+    scale = a.abs().sum(dims).clamp(min=1e-300)
+    return float(((a - b).abs().amax(dims) / scale).max())
+
+
+@pytest.mark.parametrize("method", ZENNIT_METHODS)
+@given(case=sequential_nets)
+def test_native_agrees_with_zennit(method, case):
+    model, x = float64_copy(case)
+    options = method_options(method, x)
+    if method.startswith("lrp."):
+        options["stabilizer"] = 1e-12
+    native = xaibench.explain(model, x, method, **options)
+    reference = xaibench.explain(model, x, method, backend="zennit", **options)
+    assert native.relevance.shape == reference.relevance.shape == x.shape
+    torch.testing.assert_close(native.output, reference.output, rtol=1e-12, atol=1e-12)
+    difference = relative_difference(native.relevance, reference.relevance)
+    assert difference <= AGREEMENT, f"{method}: relative difference {difference:.3g}"
+
+
+# --- documented differences ------------------------------------------------------------------
+def _seeded(model, seed=0, bias_scale=1.0):
+    return randomize(model, seed, bias_scale).double()
+
+
+class _Residual(nn.Module):
+    def __init__(self, blocks):
+        super().__init__()
+        self.stem = nn.Linear(4, 5, bias=False)
+        self.act = nn.ReLU()
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(5, 5, bias=False), nn.ReLU(),
+                                                  nn.Linear(5, 5, bias=False)) for _ in range(blocks))
+        self.head = nn.Linear(5, 2, bias=False)
+
+    def forward(self, x):
+        h = self.act(self.stem(x))
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_difference_residual_add_counts_relevance_twice_in_zennit(blocks):
+    """(a) zennit has no rule for a functional `h + f(h)`: the plain gradient hands the full
+    relevance of the sum to both operands, so on a bias-free net under LRP-0 the relevance
+    reaching the input is 2**(active blocks) times the output. The native Norm rule splits it: conserved."""
+    model = _seeded(_Residual(blocks), seed=3)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    native = xaibench.explain(model, x, "lrp.z", stabilizer=1e-12)
+    reference = xaibench.explain(model, x, "lrp.z", backend="zennit", stabilizer=1e-12)
+    torch.testing.assert_close(native.relevance.sum(1), native.output, rtol=1e-9, atol=1e-12)
+    assert_ledger_closes(native, 1e-10)
+    # each block whose f(h) is not identically zero (all-dead ReLUs) doubles the relevance
+    multiplier = torch.ones(x.shape[0], dtype=torch.float64)
+    with torch.no_grad():
+        h = model.act(model.stem(x))
+        for block in model.blocks:
+            f = block(h)
+            multiplier = multiplier * torch.where(f.abs().sum(1) > 0, 2.0, 1.0)
+            h = h + f
+    assert bool((multiplier > 1).any())
+    torch.testing.assert_close(reference.relevance.sum(1), multiplier * reference.output, rtol=1e-9, atol=1e-12)
+
+
+def test_difference_none_stabilizer_sign_at_zero_is_plus_one_in_both():
+    """(b) A pooled value that is exactly 0 while relevance reaches it (w^2 ignores activations):
+    the Norm denominator 0 becomes +eps in both libraries (sign(0) = +1), so the two inputs get
+    +x R / eps and -x R / eps, identically."""
+    model = nn.Sequential(nn.AvgPool1d(2), nn.Flatten(), nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        model[2].weight.copy_(torch.tensor([[1.0, 2.0]]))
+        model[2].bias.fill_(0.5)
+    x = torch.tensor([[[0.25, -0.25, 1.0, 3.0]]], dtype=torch.float64)  # first window averages to 0
+    eps = 1e-6
+    native = xaibench.explain(model, x, "lrp.wsquare", stabilizer=eps)
+    reference = xaibench.explain(model, x, "lrp.wsquare", backend="zennit", stabilizer=eps)
+    output = 2.0 * 2.0 + 0.5  # 2 * mean(1, 3) + bias
+    r_pool = output * 1.0 / (1.0 + 4.0 + 0.25)  # w^2 share of the first pooled value (bias^2 joins)
+    expected_first = 0.25 * 0.5 * r_pool / (0.0 + eps)  # x * (1/2) * R / (0 + eps * (+1))
+    torch.testing.assert_close(native.relevance[0, 0, :2],
+                               torch.tensor([expected_first, -expected_first], dtype=torch.float64),
+                               rtol=1e-5, atol=0)  # 1e-5: w^2's own stabilizer, eps/5.25
+    torch.testing.assert_close(native.relevance, reference.relevance, rtol=1e-9, atol=1e-9)
+    assert_ledger_closes(native, 1e-10)
+
+
+def test_difference_none_maxpool_is_winner_take_all_in_both():
+    """(c) Overlapping max pooling (kernel 3, stride 1) with tied maxima: both libraries send
+    the relevance of each window to the position torch's max_pool reports."""
+    model = _seeded(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, stride=1),
+                                  nn.Flatten(), nn.Linear(2 * 4 * 4, 3)), seed=5)
+    x = torch.randn(2, 1, 6, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[:, :, :3, :3] = 0.0  # ties among zeros
+    for method in ("lrp.epsilon", "lrp.zplus", "lrp.alpha2beta1", "lrp.wsquare"):
+        native = xaibench.explain(model, x, method, stabilizer=1e-12)
+        reference = xaibench.explain(model, x, method, backend="zennit", stabilizer=1e-12)
+        assert relative_difference(native.relevance, reference.relevance) <= AGREEMENT, method
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_difference_batchnorm_first_is_pass_in_zennit(conv):
+    """(d) A BatchNorm that follows no linear layer: zennit passes relevance through it
+    unchanged; natively it is folded into the next layer (dense) or kept as an affine layer
+    with its own rule (conv with padding). The results differ; the native one conserves."""
+    if conv:
+        model = nn.Sequential(nn.BatchNorm2d(2), nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                              nn.Linear(3 * 4 * 4, 2))
+        x = torch.rand(2, 2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    else:
+        model = nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+        x = torch.rand(2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = _seeded(model, seed=11)
+    native = xaibench.explain(model, x, "lrp.epsilon", stabilizer=1e-12)
+    reference = xaibench.explain(model, x, "lrp.epsilon", backend="zennit", stabilizer=1e-12)
+    assert relative_difference(native.relevance, reference.relevance) > 1e-3
+    assert_ledger_closes(native, 1e-10)
+
+
+def test_difference_bilinear_upsample_is_plain_gradient_in_zennit():
+    """(e) Bilinear upsampling: the Norm rule natively, the plain gradient in zennit (whose
+    weights sum to 1 per output, so it also conserves, but distributes differently)."""
+    model = _seeded(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(),
+                                  nn.Upsample(scale_factor=2, mode="bilinear"), nn.Conv2d(2, 2, 3),
+                                  nn.ReLU(), nn.Flatten(), nn.Linear(2 * 6 * 6, 2)), seed=4)
+    x = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    native = xaibench.explain(model, x, "lrp.epsilon", stabilizer=1e-12)
+    reference = xaibench.explain(model, x, "lrp.epsilon", backend="zennit", stabilizer=1e-12)
+    assert relative_difference(native.relevance, reference.relevance) > 1e-3
+    assert_ledger_closes(native, 1e-10)
+
+
+def test_difference_nearest_upsample_norm_vs_gradient_is_of_order_eps_over_x():
+    """Nearest upsampling: Norm gives each input sum(R_copies) * x / (x + eps), the gradient
+    sum(R_copies): equal as eps -> 0, apart by ~eps/|x| at the default eps."""
+    model = _seeded(nn.Sequential(nn.Conv1d(1, 2, 3, padding=1), nn.LeakyReLU(0.1),
+                                  nn.Upsample(scale_factor=2), nn.Flatten(), nn.Linear(2 * 16, 2)), seed=9)
+    x = torch.randn(2, 1, 8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    tiny = [xaibench.explain(model, x, "lrp.epsilon", backend=b, stabilizer=1e-12) for b in ("native", "zennit")]
+    assert relative_difference(tiny[0].relevance, tiny[1].relevance) <= AGREEMENT
+    eps = 1e-3
+    coarse = [xaibench.explain(model, x, "lrp.z", backend=b, stabilizer=eps) for b in ("native", "zennit")]
+    with torch.no_grad():
+        pre = model[1](model[0](x))
+    bound = eps / float(pre.abs().min())
+    difference = relative_difference(coarse[0].relevance, coarse[1].relevance)
+    assert 1e-9 < difference <= 10 * bound
+
+
+def test_difference_zennit_merged_batchnorm_keeps_eps():
+    """zennit's SequentialMergeBatchNorm sets running_var = 1 but keeps eps, leaving a layer
+    that scales by 1/sqrt(1 + eps): with eps = 1e-5 the two backends differ by ~5e-6 per
+    BatchNorm; with eps = 0 they agree to rounding."""
+    def build():
+        return _seeded(nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2)), seed=2)
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    differences = {}
+    for eps in (0.0, 1e-5):
+        model = build()
+        model[1].eps = eps
+        native = xaibench.explain(model, x, "lrp.epsilon", stabilizer=1e-12)
+        reference = xaibench.explain(model, x, "lrp.epsilon", backend="zennit", stabilizer=1e-12)
+        differences[eps] = relative_difference(native.relevance, reference.relevance)
+    assert differences[0.0] <= AGREEMENT
+    assert 1e-7 < differences[1e-5] < 1e-4, differences
+
+
+def test_zennit_merges_batchnorm_into_transposed_conv():
+    """BatchNorm after a transposed convolution: both merge it (zennit indexes the output
+    channels of ConvTranspose weights on dim 1, as the native engine does)."""
+    model = _seeded(nn.Sequential(nn.ConvTranspose2d(2, 3, 2, stride=2), nn.BatchNorm2d(3), nn.ReLU(),
+                                  nn.Flatten(), nn.Linear(3 * 6 * 6, 2)), seed=8)
+    model[1].eps = 0.0
+    x = torch.randn(2, 2, 3, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    for method in ("lrp.epsilon", "lrp.zplus"):
+        native = xaibench.explain(model, x, method, stabilizer=1e-12)
+        reference = xaibench.explain(model, x, method, backend="zennit", stabilizer=1e-12)
+        assert relative_difference(native.relevance, reference.relevance) <= AGREEMENT, method
