@@ -13,6 +13,7 @@ linear layer), so the user's model is never modified and float64 runs on request
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -131,23 +132,32 @@ class Graph:
         per-(target, sample) sums.
         """
         pending = {self.explained_name: seed}
+        pending_total = {self.explained_name: total(seed)}  # each relevance tensor is summed once
         rows = []
         for step in reversed(self.steps):
             if step.name not in pending:
                 continue
             relevance = pending.pop(step.name)
+            relevance_total = pending_total.pop(step.name)
             inputs = [values[n] for n in step.inputs]
             relevance_in, absorbed = step.relevance(inputs, values[step.name], relevance, state)
             passed = 0.0
             for name, r in zip(step.inputs, relevance_in):
                 if r is None:
                     continue
+                # pass-through and reshape steps hand on the same elements: same sum
+                same = r.data_ptr() == relevance.data_ptr() and r.numel() == relevance.numel()
+                r_total = relevance_total if same else total(r)
                 if not self.depends[name]:
-                    absorbed = absorbed.add(Absorbed(constant=total(r)))
+                    absorbed = absorbed.add(Absorbed(constant=r_total))
                     continue
-                passed = passed + total(r)
-                pending[name] = r if name not in pending else pending[name] + r
-            rows.append((step, total(relevance), passed, absorbed))
+                passed = passed + r_total
+                if name in pending:
+                    pending[name] = pending[name] + r
+                    pending_total[name] = pending_total[name] + r_total
+                else:
+                    pending[name], pending_total[name] = r, r_total
+            rows.append((step, relevance_total, passed, absorbed))
         relevance_input = pending.pop(self.input_name, None)
         if relevance_input is None:
             relevance_input = torch.zeros((seed.shape[0],) + tuple(values[self.input_name].shape[1:]),
@@ -351,7 +361,9 @@ class _Builder:
         if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
                                nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample)):
             module_copy = _parameter_free_copy(module)
-            return NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+            step = NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+            step.explicit_adjoint = _nearest_upsample_adjoint(module)
+            return step
         if isinstance(module, _SOFTMAX_MODULES):
             module_copy = _parameter_free_copy(module)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
@@ -550,3 +562,21 @@ def _merge_before(op, scale, shift):
         merged.weight, merged.bias = op.weight * scale.view(view), bias
         return merged
     return None
+
+
+def _nearest_upsample_adjoint(module):
+    """The transpose of nearest upsampling by an integer factor is a sum over each block
+    (an average pool times the block size): cheaper than autograd through a probe."""
+    if not isinstance(module, nn.Upsample) or module.mode != "nearest" or module.size is not None:
+        return None
+    factor = module.scale_factor
+    factors = tuple(factor) if isinstance(factor, (tuple, list)) else (factor,)
+    if any(f is None or float(f) != int(f) for f in factors):
+        return None
+
+    def adjoint(s):
+        dims = s.dim() - 2
+        kernel = tuple(int(f) for f in factors) if len(factors) == dims else (int(factors[0]),) * dims
+        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
+        return pool(s, kernel, kernel) * math.prod(kernel)
+    return adjoint

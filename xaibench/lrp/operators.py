@@ -46,6 +46,13 @@ class LinearOperator(abc.ABC):
     def bias_like_output(self, bias, output_shape):
         """Broadcast a bias vector to the layer's output shape (for the ledger)."""
 
+    def bias_dot(self, s, bias):
+        """sum_j s_j b_j per row of s: the bias's share of the relevance (for the ledger).
+        Channel-wise biases: sum s over positions first, then one small product."""
+        if s.dim() == 2 or isinstance(self, DenseOperator):
+            return (s.reshape(s.shape[0], -1, bias.shape[0]).sum(1) @ bias)
+        return s.reshape(s.shape[0], bias.shape[0], -1).sum(-1) @ bias
+
     def to(self, dtype=None, device=None) -> LinearOperator:
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)

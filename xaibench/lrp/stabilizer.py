@@ -11,6 +11,6 @@ import torch
 
 def stabilize(denominator: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (stabilized denominator, the added shift)."""
-    sign = torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
-    shift = sign * epsilon
+    step = denominator.new_tensor(epsilon)  # 0-d, in the denominator's dtype and device
+    shift = torch.where(denominator >= 0, step, -step)
     return denominator + shift, shift

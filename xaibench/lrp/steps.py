@@ -63,12 +63,16 @@ class UnaryStep(Step):
     def __init__(self, name, path, kind, inputs, function: Callable[[list], Tensor]):
         super().__init__(name, path, kind, inputs)
         self.function = function
+        #: a closed-form transpose s -> (d function / d x)^T s, where one is known
+        self.explicit_adjoint = None
 
     def forward(self, values, state):
         return self.function(values)
 
     def adjoint(self, values, s):
         """The transpose of this (linear) step with respect to its first input, applied to s."""
+        if self.explicit_adjoint is not None:
+            return self.explicit_adjoint(s)
         shape = (s.shape[0],) + tuple(values[0].shape[1:])
         rest = list(values[1:])
         return _autograd_adjoint(lambda t: self.function([t] + rest), s, shape)
