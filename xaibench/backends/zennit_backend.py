@@ -157,7 +157,8 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         o["high"] = flat.max(1).values.view(shape) if o["high"] is None else o["high"]
 
     training = {m: m.training for m in model.modules()}
-    original_dtype = next(iter(model.parameters())).dtype if any(True for _ in model.parameters()) else x.dtype
+    parameter = next(iter(model.parameters()), None)
+    original_dtype = x.dtype if parameter is None else parameter.dtype
     try:
         model.eval()
         if x.dtype != original_dtype:

@@ -388,10 +388,7 @@ class _Builder:
             raise UnsupportedLayerError(path, kind, "multiplication by zero")
         if node.target in (operator.truediv, torch.div, operator.itruediv) and node.args[0] is not tensors[0]:
             raise UnsupportedLayerError(path, kind, "division of a number by a tensor")
-
-        def scale(values):
-            return call_function(values)
-        return ScaleStep(node.name, path, kind, inputs, scale)
+        return ScaleStep(node.name, path, kind, inputs, call_function)
 
     def _maxpool_from_function(self, node, path, kind, inputs):
         names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
