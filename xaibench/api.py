@@ -41,9 +41,7 @@ def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backe
         if method in composites.PRESETS:
             explanation = explain_lrp(model, x, composites.composite(method, **options), target, dtype)
         elif method in NATIVE_METHODS:
-            if options:
-                raise ValueError(f"method '{method}' takes no options, got {sorted(options)}")
-            explanation = NATIVE_METHODS[method](model, x, target, dtype)
+            explanation = NATIVE_METHODS[method](model, x, target, dtype, **options)
         else:
             raise UnknownMethodError(method, backend, methods("native"))
         explanation.options = dict(options)

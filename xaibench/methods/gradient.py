@@ -29,13 +29,20 @@ def _gradient(model: nn.Module, x, target, dtype=None):
     return x, grad, selected, explained, graph
 
 
-def gradient(model, x, target=None, dtype=None) -> Explanation:
+def _no_options(method, options):
+    if options:
+        raise ValueError(f"method '{method}' takes no options, got {sorted(options)}")
+
+
+def gradient(model, x, target=None, dtype=None, **options) -> Explanation:
+    _no_options("gradient", options)
     x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
     return Explanation(selected.arrange(grad), selected.arrange(explained), "gradient", "native",
                        selected.description, stripped=graph.stripped)
 
 
-def input_x_gradient(model, x, target=None, dtype=None) -> Explanation:
+def input_x_gradient(model, x, target=None, dtype=None, **options) -> Explanation:
+    _no_options("input_x_gradient", options)
     x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
     relevance = grad * x.repeat((selected.count,) + (1,) * (x.dim() - 1))
     return Explanation(selected.arrange(relevance), selected.arrange(explained), "input_x_gradient",
