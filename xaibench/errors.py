@@ -39,3 +39,26 @@ class UnknownMethodError(XaibenchError, ValueError):
         super().__init__(
             f"backend '{backend}' has no method '{method}'; it has: {', '.join(self.available)}"
         )
+
+
+class BackendUnavailableError(XaibenchError, RuntimeError):
+    """A backend whose library or environment is not installed here (e.g. no .venv-tf for
+    innvestigate); the message says how to install it."""
+
+    def __init__(self, backend: str, reason: str):
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"backend '{backend}' is not available: {reason}")
+
+
+class ExportError(XaibenchError, TypeError):
+    """A model another library cannot mirror layer by layer; the message names the layer."""
+
+    def __init__(self, backend: str, path: str, kind: str, reason: str = ""):
+        self.backend = backend
+        self.path = path
+        self.kind = kind
+        message = f"backend '{backend}' cannot mirror layer '{path}' of type {kind}"
+        if reason:
+            message += f": {reason}"
+        super().__init__(message)
