@@ -10,16 +10,17 @@ from .lrp import composites
 from .lrp.engine import explain_lrp
 from .methods import METHODS as NATIVE_METHODS
 
-BACKENDS = ("native", "zennit")
+BACKENDS = ("native", "zennit", "innvestigate")
 
 
 def methods(backend: str | None = None):
     """Canonical method names per backend (or for one backend)."""
-    from .backends import zennit_backend
+    from .backends import table as backend_table
 
     table = {
         "native": sorted(NATIVE_METHODS) + sorted(composites.PRESETS),
-        "zennit": sorted(zennit_backend.METHODS),
+        "zennit": backend_table.available("zennit"),
+        "innvestigate": backend_table.available("innvestigate"),
     }
     if backend is None:
         return table
@@ -50,4 +51,8 @@ def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backe
         from .backends import zennit_backend
 
         return zennit_backend.explain(model, x, method, target, dtype, **options)
+    if backend == "innvestigate":
+        from .backends import innvestigate_backend
+
+        return innvestigate_backend.explain(model, x, method, target, dtype, **options)
     raise ValueError(f"unknown backend '{backend}'; backends: {', '.join(BACKENDS)}")
