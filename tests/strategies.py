@@ -159,12 +159,12 @@ def _pool_out(n, k, s, p):
 def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky"),
                   resamples=ALL_RESAMPLES, transposed=True, batchnorm=True, batchnorm_first=True,
                   dropout=True, nonnegative=None, zeros=None, away_from_zero=False, max_depth=6,
-                  leaky_before_upsample=False):
+                  leaky_before_upsample=False, pool_padding=True):
     """A conv net: depth 1-6 stages of Conv|ConvTranspose -> [BatchNorm] -> activation ->
     [a resampling layer], optionally a BatchNorm as the very first layer, then Flatten -> Linear.
 
     Resampling: MaxPool (kernel 2-3, stride 1-3: overlapping, tiling and gapped windows,
-    optional padding), AvgPool, AdaptiveAvgPool, Upsample nearest or (bi/tri)linear.
+    optional padding unless pool_padding=False), AvgPool, AdaptiveAvgPool, Upsample nearest or (bi/tri)linear.
     """
     d = draw(st.sampled_from(dims))
     seed, bias_scale, dead = draw(_numbers(bias))
@@ -210,7 +210,7 @@ def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky")
             if kind in ("maxpool", "avgpool"):
                 k = draw(st.integers(2, min(3, size)))
                 s = draw(st.integers(1, 3))
-                p = draw(st.integers(0, k // 2))
+                p = draw(st.integers(0, k // 2)) if pool_padding else 0
                 cls = _MAXPOOL[d] if kind == "maxpool" else _AVGPOOL[d]
                 layers.append(cls(k, stride=s, padding=p))
                 size = _pool_out(size, k, s, p)

@@ -24,6 +24,7 @@ from ..errors import InputError, UnknownMethodError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
 from ..lrp.engine import check_input, prepared_graph
+from . import table
 
 
 def _zennit():
@@ -37,79 +38,37 @@ def _zennit():
     return zennit
 
 
-def _single(rule_builder):
-    def build(o, z):
-        base = z.composites.layer_map_base(o["stabilizer"])
-        return z.composites.LayerMapComposite(layer_map=base + [(z.types.Linear, rule_builder(o, z))],
-                                              canonizers=[z.canonizers.SequentialMergeBatchNorm()])
-    return build
-
-
 def _zero(o):
     return None if o["bias"] else ["bias"]
 
 
-def _dense_conv(dense, conv):
-    def build(o, z):
-        base = z.composites.layer_map_base(o["stabilizer"])
-        layer_map = base + [(z.types.Convolution, conv(o, z)), (nn.Linear, dense(o, z))]
-        return z.composites.LayerMapComposite(layer_map=layer_map,
-                                              canonizers=[z.canonizers.SequentialMergeBatchNorm()])
-    return build
+def _rule(z, rule: table.Rule, o):
+    kwargs = {keyword: o[option] for keyword, option in rule.params.items()}
+    return getattr(z.rules, rule.name)(**kwargs, **rule.fixed, zero_params=_zero(o))
 
 
-def _epsilon(o, z):
-    return z.rules.Epsilon(epsilon=o["epsilon"], zero_params=_zero(o))
+def build_composite(spec: table.Zennit, o, z):
+    """The zennit composite a table entry describes (None: the plain gradient)."""
+    canonizers = [z.canonizers.SequentialMergeBatchNorm()]
+    if spec.kind == "gradient":
+        return None
+    if spec.kind == "composite":
+        kwargs = {keyword: o[option] for keyword, option in spec.params.items()}
+        return getattr(z.composites, spec.composite)(**kwargs, stabilizer=o["stabilizer"], zero_params=_zero(o),
+                                                     canonizers=canonizers)
+    layer_map = z.composites.layer_map_base(o["stabilizer"])
+    if spec.everywhere is not None:
+        layer_map = layer_map + [(z.types.Linear, _rule(z, spec.everywhere, o))]
+    else:
+        layer_map = layer_map + [(z.types.Convolution, _rule(z, spec.conv, o)), (nn.Linear, _rule(z, spec.dense, o))]
+    if spec.first is not None:
+        return z.composites.SpecialFirstLayerMapComposite(
+            layer_map=layer_map, first_map=[(z.types.Linear, _rule(z, spec.first, o))], canonizers=canonizers)
+    return z.composites.LayerMapComposite(layer_map=layer_map, canonizers=canonizers)
 
 
-def _alpha_beta(alpha, beta):
-    def rule(o, z):
-        a = o["alpha"] if alpha is None else alpha
-        b = o["beta"] if beta is None else beta
-        return z.rules.AlphaBeta(alpha=a, beta=b, stabilizer=o["stabilizer"], zero_params=_zero(o))
-    return rule
-
-
-def _named(cls_name, *keys):
-    def build(o, z):
-        kwargs = {k: o[k] for k in keys}
-        return getattr(z.composites, cls_name)(
-            **kwargs, stabilizer=o["stabilizer"], zero_params=_zero(o),
-            canonizers=[z.canonizers.SequentialMergeBatchNorm()])
-    return build
-
-
-def _zbox(o, z):
-    base = z.composites.layer_map_base(o["stabilizer"])
-    plus = z.rules.ZPlus(stabilizer=o["stabilizer"], zero_params=_zero(o))
-    box = z.rules.ZBox(low=o["low"], high=o["high"], stabilizer=o["stabilizer"], zero_params=_zero(o))
-    return z.composites.SpecialFirstLayerMapComposite(
-        layer_map=base + [(z.types.Linear, plus)], first_map=[(z.types.Linear, box)],
-        canonizers=[z.canonizers.SequentialMergeBatchNorm()])
-
-
-#: canonical name -> zennit composite builder (None: plain gradient, no composite)
-METHODS = {
-    "gradient": None,
-    "input_x_gradient": None,
-    "lrp.z": _single(lambda o, z: z.rules.Epsilon(epsilon=o["stabilizer"], zero_params=_zero(o))),
-    "lrp.epsilon": _single(_epsilon),
-    "lrp.gamma": _single(lambda o, z: z.rules.Gamma(gamma=o["gamma"], stabilizer=o["stabilizer"],
-                                                    zero_params=_zero(o))),
-    "lrp.zplus": _single(lambda o, z: z.rules.ZPlus(stabilizer=o["stabilizer"], zero_params=_zero(o))),
-    "lrp.alpha_beta": _single(_alpha_beta(None, None)),
-    "lrp.alpha1beta0": _single(_alpha_beta(1.0, 0.0)),
-    "lrp.alpha2beta1": _single(_alpha_beta(2.0, 1.0)),
-    "lrp.zbox": _zbox,
-    "lrp.wsquare": _single(lambda o, z: z.rules.WSquare(stabilizer=o["stabilizer"], zero_params=_zero(o))),
-    "lrp.flat": _single(lambda o, z: z.rules.Flat(stabilizer=o["stabilizer"], zero_params=_zero(o))),
-    "lrp.epsilon_plus": _named("EpsilonPlus", "epsilon"),
-    "lrp.epsilon_alpha2beta1": _named("EpsilonAlpha2Beta1", "epsilon"),
-    "lrp.epsilon_plus_flat": _named("EpsilonPlusFlat", "epsilon"),
-    "lrp.epsilon_gamma_box": _named("EpsilonGammaBox", "low", "high", "epsilon", "gamma"),
-    "lrp.preset_a": _dense_conv(_epsilon, _alpha_beta(1.0, 0.0)),
-    "lrp.preset_b": _dense_conv(_epsilon, _alpha_beta(2.0, 1.0)),
-}
+#: canonical name -> the table's description of the zennit run
+METHODS = {name: method.zennit for name, method in table.METHODS.items() if method.zennit is not None}
 
 
 class _StripFinal:
@@ -170,8 +129,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         if selected.count > 1 and torch.is_tensor(o["low"]) and o["low"].dim() > 0:
             o["low"] = o["low"].repeat((selected.count,) + (1,) * (o["low"].dim() - 1))
             o["high"] = o["high"].repeat((selected.count,) + (1,) * (o["high"].dim() - 1))
-        builder = METHODS[method]
-        composite = None if builder is None else builder(o, z)
+        composite = build_composite(METHODS[method], o, z)
         attributor = z.attribution.Gradient(model=model, composite=composite)
         seed = selected.selection
         if composite is not None:
