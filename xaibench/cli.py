@@ -2,9 +2,12 @@
 
     xaibench bench --out results/engine [--batch-scale F] [--repeats N] [--models enso,convection,radar]
     xaibench conformance --out results/engine [--quick]
-    xaibench methods
+    xaibench methods [--markdown docs/methods.md]
+    xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
+                      [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
 
 Exit status: 0 on success, 1 when a run fails, 2 on a usage error (argparse's convention).
+`validate` gates a CI: 0 when every check passes, 1 when one fails, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -87,8 +90,72 @@ def build_parser() -> argparse.ArgumentParser:
     conformance.add_argument("--out", default="results/engine", help="output folder (default: %(default)s)")
     conformance.add_argument("--quick", action="store_true", help="the quick configuration (small sizes)")
 
-    commands.add_parser("methods", help="list the canonical method names per backend")
+    methods = commands.add_parser("methods", help="list the canonical method names per backend")
+    methods.add_argument("--markdown", metavar="FILE",
+                         help="write the method table (what each backend runs) as markdown to FILE")
+
+    validate = commands.add_parser(
+        "validate", help="check your own model's explanations (conservation, backends, randomization)",
+        description="Explain your model on your inputs with each method on every backend and check: "
+                    "conservation of the native LRP explanation, agreement of the other backends with "
+                    "it, and that the relevance changes when the top layers are re-initialized "
+                    "(Adebayo et al. 2018). Exit status 0: all checks pass; 1: a check fails; "
+                    "2: bad input.")
+    validate.add_argument("model", metavar="MODULE:FACTORY",
+                          help="a function returning the torch.nn.Module: package.module:build (imported "
+                               "from the current folder, like python -m) or path/to/file.py:build")
+    validate.add_argument("--weights", required=True, metavar="FILE",
+                          help="state dict as .safetensors or .pt/.pth (loaded with weights_only=True)")
+    validate.add_argument("--inputs", required=True, metavar="FILE.nc",
+                          help="netCDF inputs; the first dimension of the variable is the sample")
+    validate.add_argument("--variable", default=None, metavar="NAME",
+                          help="the data variable holding the inputs (default: the only one)")
+    validate.add_argument("--method", dest="methods", action="extend", nargs="+", default=None, metavar="M",
+                          help="canonical method name(s) (default: lrp.epsilon lrp.zplus lrp.alpha1beta0 "
+                               "gradient input_x_gradient; see `xaibench methods`)")
+    validate.add_argument("--target", type=_non_negative_int, default=None, metavar="T",
+                          help="flat output index to explain (default: the argmax of each sample's output)")
+    validate.add_argument("--out", default=None, metavar="DIR",
+                          help="write verdict.json, verdict.csv and relevance_<method>.nc there")
+    validate.add_argument("--tolerance", dest="tolerances", action="append", type=_tolerance, default=[],
+                          metavar="NAME=VALUE",
+                          help="override a tolerance: conservation=1e-10 (relative; float32: 1e-5), "
+                               "agreement=1e-4 (relative to sum|R|), randomization=0.9 (Spearman must be below)")
+    validate.add_argument("--dtype", choices=("auto", "float64", "float32"), default="auto",
+                          help="precision of the explanations (auto: float64 when the model runs in it)")
+    validate.add_argument("--samples", type=_positive_int, default=None, metavar="N",
+                          help="use only the first N samples")
+    validate.add_argument("--cascade", type=_positive_int, default=None, metavar="N",
+                          help="re-initialize at most N layers from the top (default: all)")
+    validate.add_argument("--seed", type=int, default=0, help="seed of the re-initialized weights")
+    validate.add_argument("--backends", default=None, metavar="B1,B2",
+                          help="comma-separated backends compared with native (default: all others)")
+    validate.add_argument("--factory-kwargs", type=_json_object, default=None, metavar="JSON",
+                          help="keyword arguments of the factory as a JSON object")
     return parser
+
+
+def _tolerance(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    return name.strip(), number
+
+
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 def _bench(args) -> int:
@@ -115,7 +182,13 @@ def _conformance(args) -> int:
 
 def _methods(args) -> int:
     from . import api
+    from .backends import table as method_table
 
+    if args.markdown:
+        with open(args.markdown, "w") as handle:
+            handle.write(method_table.markdown())
+        print(f"wrote {args.markdown}")
+        return 0
     table = api.methods()
     names = sorted({name for names in table.values() for name in names})
     backends = list(table)
@@ -127,7 +200,28 @@ def _methods(args) -> int:
     return 0
 
 
-COMMANDS = {"bench": _bench, "conformance": _conformance, "methods": _methods}
+def _validate(args) -> int:
+    from .errors import InputError
+    from .validate import DEFAULT_METHODS, validate
+
+    try:
+        report = validate(args.model, weights=args.weights, inputs=args.inputs, variable=args.variable,
+                          methods=args.methods or DEFAULT_METHODS, target=args.target,
+                          tolerances=dict(args.tolerances), dtype=args.dtype, seed=args.seed,
+                          cascade=args.cascade, samples=args.samples, factory_kwargs=args.factory_kwargs,
+                          backends=None if args.backends is None
+                          else [b.strip() for b in args.backends.split(",") if b.strip()])
+        print(report.table())
+        if args.out:
+            report.write(args.out)
+            print(f"wrote {args.out}/verdict.json, verdict.csv and relevance_<method>.nc")
+    except InputError as error:  # bad input: one line, no traceback, status 2
+        print(f"xaibench validate: error: {error}", file=sys.stderr)
+        return 2
+    return report.exit_code
+
+
+COMMANDS = {"bench": _bench, "conformance": _conformance, "methods": _methods, "validate": _validate}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,328 @@
+"""`xaibench validate` on a model defined outside xaibench (tests/external_model), as a
+researcher runs it before publishing a relevance map.
+
+The end-to-end tests start the real command in a subprocess from tests/ (so that
+`external_model.my_cnn:build` imports as the researcher's package would); the many bad-input
+cases call xaibench.cli.main in process, which is the same code without the 4 s import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from external_model import my_cnn
+from safetensors.torch import save_file
+
+from xaibench import api, cli
+from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
+from xaibench.validate import DEFAULT_METHODS, spearman_per_sample, validate
+
+TESTS = Path(__file__).resolve().parent
+SAMPLES = 5
+
+
+def _inputs(path, values, name="sst"):
+    samples = values.shape[0]
+    dataset = xr.Dataset(
+        {name: (("time", "lat", "lon"), values, {"units": "K", "long_name": "sea surface temperature anomaly"})},
+        coords={"time": np.arange(samples), "lat": np.linspace(-17.5, 17.5, values.shape[1]),
+                "lon": np.linspace(150.0, 185.0, values.shape[2])})
+    dataset.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("validate")
+    torch.manual_seed(0)
+    model = my_cnn.build()
+    torch.manual_seed(1)
+    calibrated = my_cnn.build_calibrated()
+    values = np.random.default_rng(0).normal(size=(SAMPLES, 8, 8)).astype(np.float32)
+    with_nan = values.copy()
+    with_nan[3, 2, 5] = np.nan
+    paths = {
+        "weights": folder / "cnn.safetensors",
+        "checkpoint": folder / "cnn.pt",
+        "calibrated": folder / "calibrated.safetensors",
+        "tanh": folder / "tanh.safetensors",
+        "other_model": folder / "other.safetensors",
+        "inputs": _inputs(folder / "sst.nc", values),
+        "nan_inputs": _inputs(folder / "sst_nan.nc", with_nan),
+        "wrong_shape": _inputs(folder / "sst_7x7.nc", values[:, :7, :7]),
+    }
+    save_file(model.state_dict(), paths["weights"])
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, paths["checkpoint"])  # a usual checkpoint
+    save_file(calibrated.state_dict(), paths["calibrated"])
+    save_file(my_cnn.build_with_tanh().state_dict(), paths["tanh"])
+    save_file(my_cnn.build(hidden=8).state_dict(), paths["other_model"])
+    return paths
+
+
+def _run(*args, cwd=TESTS):
+    """The command as a researcher runs it, from the folder that holds their package."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "xaibench.cli", "validate", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# --- end to end --------------------------------------------------------------------------------
+def test_cli_passes_on_a_small_cnn_and_writes_the_verdict(files, tmp_path):
+    """Every backend in BACKENDS is tried (a backend not installed here is SKIPPED, not failed);
+    methods that are sensitive to the top layers pass all checks: exit 0."""
+    before = _sha256(files["inputs"])
+    out = tmp_path / "verdict"
+    result = _run("external_model.my_cnn:build", "--weights", files["weights"], "--inputs", files["inputs"],
+                  "--method", "lrp.epsilon", "gradient", "--method", "input_x_gradient", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "verdict: PASS" in result.stdout
+    assert _sha256(files["inputs"]) == before  # the input file is only read
+
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert verdict["verdict"] == "PASS" and verdict["exit_code"] == 0
+    assert verdict["settings"]["dtype"] == "float64"
+    assert verdict["settings"]["input_note"].startswith("a channel axis")
+    checks = {(c["method"], c["check"]): c for c in verdict["checks"]}
+    for method in ("lrp.epsilon", "gradient", "input_x_gradient"):
+        for backend in api.BACKENDS[1:]:
+            assert checks[(method, f"agreement[{backend}]")]["status"] in ("PASS", "SKIPPED")
+        assert checks[(method, "agreement[zennit]")]["status"] == "PASS"
+        assert checks[(method, "randomization[top 1]")]["status"] == "PASS"
+        assert (method, "randomization[top 4]") in checks  # the cascade reaches conv1
+    epsilon = checks[("lrp.epsilon", "conservation")]
+    assert epsilon["status"] == "PASS" and epsilon["value"] <= 1e-10 and epsilon["tolerance"] == 1e-10
+    absorbed = checks[("lrp.epsilon", "absorbed")]
+    assert absorbed["status"] == "INFO" and "bias" in absorbed["detail"]
+    assert checks[("gradient", "conservation")]["status"] == "SKIPPED"
+
+    lines = (out / "verdict.csv").read_text().splitlines()
+    assert lines[0] == "method,check,status,value,tolerance,comparison,detail"
+    assert len(lines) == 1 + len(verdict["checks"])
+
+    # relevance maps carry the input's dimensions and coordinates, not the model's channel axis
+    with xr.open_dataset(files["inputs"], engine="h5netcdf") as original, \
+            xr.open_dataset(out / "relevance_lrp.epsilon.nc", engine="h5netcdf") as maps:
+        assert maps["relevance"].dims == ("time", "lat", "lon")
+        np.testing.assert_array_equal(maps["lat"].values, original["lat"].values)
+        assert maps["output"].dims == ("time",) and maps["target"].dims == ("time",)
+        assert np.isfinite(maps["relevance"].values).all()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic: no leftovers
+
+
+def test_cli_fails_when_randomizing_the_top_layer_cannot_change_the_map(files):
+    """The calibrated model's top layer is a positive affine map of one value: re-initializing
+    it only rescales every attribution, so the Spearman correlation is 1 and the check fails
+    (exit 1) for every method; one layer further down, the maps change."""
+    result = _run("external_model.my_cnn:build_calibrated", "--weights", files["calibrated"], "--inputs",
+                  files["inputs"], "--backends", "zennit", "--cascade", "2")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "verdict: FAIL" in result.stdout
+    table = [line.split() for line in result.stdout.splitlines()]
+    top1 = {row[0]: row for row in table if len(row) > 4 and row[1] == "randomization[top"
+            and row[2] == "1]"}
+    assert set(top1) == set(DEFAULT_METHODS)
+    assert all(row[3] == "1" and row[6] == "FAIL" for row in top1.values()), top1
+    assert "hardly changes when the top layer(s) 5 (BatchNorm1d) are re-initialized" in result.stdout
+    assert result.stderr == ""
+
+
+def test_cli_bad_input_is_one_line_and_status_2(files, tmp_path):
+    result = _run("external_model.my_cnn:build", "--weights", tmp_path / "missing.safetensors",
+                  "--inputs", files["inputs"])
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "weights file" in result.stderr and "missing.safetensors" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_imports_a_factory_from_a_python_file(files, tmp_path):
+    """MODULE may be a path to a .py file; here run from an unrelated folder, with a .pt
+    checkpoint ({'state_dict': ...}) and factory keyword arguments."""
+    code = cli.main(["validate", f"{TESTS / 'external_model' / 'my_cnn.py'}:build", "--weights",
+                     str(files["checkpoint"]), "--inputs", str(files["inputs"]), "--method", "gradient",
+                     "--backends", "zennit", "--factory-kwargs", '{"hidden": 16}', "--samples", "2",
+                     "--dtype", "float32"])
+    assert code == 0
+
+
+# --- bad input: one line on stderr, exit 2, no traceback ---------------------------------------
+def _bad(capsys, monkeypatch, *args):
+    monkeypatch.chdir(TESTS)
+    code = cli.main(["validate", *map(str, args)])
+    captured = capsys.readouterr()
+    assert code == 2, captured.out + captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("xaibench validate: error: "), captured.err
+    return lines[0]
+
+
+def test_unknown_factory(files, capsys, monkeypatch):
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:build_unet", "--weights", files["weights"],
+                "--inputs", files["inputs"])
+    assert "no factory 'build_unet'" in line and "build_calibrated" in line  # it lists what there is
+    line = _bad(capsys, monkeypatch, "no_such_package.models:build", "--weights", files["weights"],
+                "--inputs", files["inputs"])
+    assert "cannot import module 'no_such_package.models'" in line
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:not_a_model", "--weights", files["weights"],
+                "--inputs", files["inputs"])
+    assert "returned str, not a torch.nn.Module" in line
+    assert "MODULE:FACTORY" in _bad(capsys, monkeypatch, "external_model.my_cnn", "--weights", files["weights"],
+                                    "--inputs", files["inputs"])
+
+
+def test_weights_that_do_not_fit_name_the_keys(files, capsys, monkeypatch, tmp_path):
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", files["other_model"],
+                "--inputs", files["inputs"])
+    assert "shape mismatch: fc1.weight (file (8, 32), model (16, 32))" in line
+    renamed = {("head." + k if k.startswith("fc2") else k): v for k, v in my_cnn.build().state_dict().items()}
+    save_file(renamed, tmp_path / "renamed.safetensors")
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", tmp_path / "renamed.safetensors",
+                "--inputs", files["inputs"])
+    assert "missing keys: fc2.weight, fc2.bias" in line
+    assert "unexpected keys: head.fc2.bias, head.fc2.weight" in line  # safetensors sorts the names
+
+
+def test_a_pickle_that_runs_code_is_refused(files, capsys, monkeypatch, tmp_path):
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"fc1.weight": Payload()}, evil)
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", evil, "--inputs", files["inputs"])
+    assert "refused to load weights" in line and "weights_only" in line
+    assert not marker.exists()
+
+
+def test_inputs_that_do_not_fit(files, capsys, monkeypatch, tmp_path):
+    common = ("external_model.my_cnn:build", "--weights", files["weights"])
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["wrong_shape"])
+    assert "of shape (5, 7, 7) (time, lat, lon) do not fit the model" in line
+    # each shape tried, with why the model refused it: here the dense layer after the pooling
+    assert "(5, 1, 7, 7): RuntimeError: mat1 and mat2 shapes cannot be multiplied" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["nan_inputs"])
+    assert "NaN or Inf in sample(s) [3] (dimension 'time')" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", tmp_path / "nowhere.nc")
+    assert "inputs file" in line and "does not exist" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["inputs"], "--variable", "t2m")
+    assert "no data variable 't2m'; it has: sst" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["inputs"], "--target", "7")
+    assert "target index [7] out of range" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["inputs"], "--method", "lrp.nonsense")
+    assert "unknown method(s) lrp.nonsense" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", files["inputs"], "--tolerance", "speed=3")
+    assert "unknown tolerance(s) speed" in line
+
+
+# --- the Python function -----------------------------------------------------------------------
+def test_python_function_leaves_the_model_alone(files, tmp_path):
+    torch.manual_seed(0)
+    model = my_cnn.build().train()  # training mode, and a hook, as the user left them
+    calls = []
+    model.fc2.register_forward_hook(lambda *args: calls.append(1))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = validate(model, inputs=files["inputs"], methods=["lrp.epsilon", "lrp.zplus"], backends=["zennit"],
+                      cascade=1, out=tmp_path)
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert len(model.fc2._forward_hooks) == 1  # its hook is still there (copies run it too, as the model would)
+
+    rows = {(c.method, c.check): c for c in report.checks}
+    assert rows[("lrp.epsilon", "randomization[top 1]")].status == "PASS"
+    # z+ is known to be insensitive to the top layer (Sixt et al. 2020): the check must say so
+    zplus = rows[("lrp.zplus", "randomization[top 1]")]
+    assert zplus.status == "FAIL" and zplus.value >= 0.9
+    assert report.exit_code == 1 and not report.passed
+    assert "lrp.zplus: the relevance hardly changes" in report.table()
+    assert (tmp_path / "relevance_lrp.zplus.nc").exists()
+    assert json.loads((tmp_path / "verdict.json").read_text())["verdict"] == "FAIL"
+
+
+def test_python_function_takes_a_factory_an_array_and_float32():
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    report = validate(my_cnn.build, inputs=x, methods="gradient", backends=[], dtype="float32", cascade=1)
+    assert report.settings["dtype"] == "float32" and report.settings["input_note"] == ""
+    statuses = {c.check: c.status for c in report.checks}
+    assert statuses == {"conservation": "SKIPPED", "randomization[top 1]": "PASS"}
+
+
+def test_a_layer_without_a_rule_is_an_error_line_not_a_silent_pass(files):
+    report = validate("external_model.my_cnn:build_with_tanh", weights=files["tanh"], inputs=files["inputs"],
+                      methods=["lrp.epsilon", "gradient"], backends=["zennit"])
+    assert [(c.method, c.check, c.status) for c in report.checks] == [
+        ("lrp.epsilon", "reference", "ERROR"), ("gradient", "reference", "ERROR")]
+    assert "no relevance rule for layer '1' of type Tanh" in report.checks[0].detail
+    assert report.exit_code == 1
+
+
+def test_backends_that_cannot_run_are_skipped_generically(files, monkeypatch):
+    """Whatever joins BACKENDS: not installed, cannot mirror the model or has no rule for a layer
+    -> SKIPPED with the reason; lacks the method -> SKIPPED; anything else -> ERROR."""
+    reasons = {"absent": BackendUnavailableError("absent", "install .venv-absent"),
+               "keras": ExportError("keras", "fc1", "Linear", "no twin"),
+               "norules": UnsupportedLayerError("relu1", "ReLU"),
+               "broken": RuntimeError("worker died")}
+    real_methods, real_explain = api.methods, api.explain
+
+    def methods(backend=None):
+        if backend == "unlisted":
+            raise BackendUnavailableError("unlisted", "no environment")
+        if backend == "partial":
+            return ["lrp.z"]
+        return real_methods("native") if backend in reasons else real_methods(backend)
+
+    def explain(model, x, method="lrp.epsilon", target=None, backend="native", dtype=None, **options):
+        if backend in reasons:
+            raise reasons[backend]
+        return real_explain(model, x, method, target, backend, dtype, **options)
+
+    fake = ("native", "absent", "keras", "norules", "broken", "unlisted", "partial")
+    monkeypatch.setattr(api, "BACKENDS", fake)
+    monkeypatch.setattr(api, "methods", methods)
+    monkeypatch.setattr(api, "explain", explain)
+    report = validate(my_cnn.build(), weights=files["weights"], inputs=files["inputs"], methods=["gradient"],
+                      cascade=1)
+    rows = {c.check: c for c in report.checks}
+    for backend in ("absent", "keras", "norules", "unlisted", "partial"):
+        assert rows[f"agreement[{backend}]"].status == "SKIPPED", rows[f"agreement[{backend}]"]
+    assert "install .venv-absent" in rows["agreement[absent]"].detail
+    assert "cannot mirror layer 'fc1'" in rows["agreement[keras]"].detail
+    assert "partial has no gradient" in rows["agreement[partial]"].detail
+    assert rows["agreement[broken]"].status == "ERROR" and "worker died" in rows["agreement[broken]"].detail
+    assert report.exit_code == 1
+
+
+def test_spearman_handles_ties_and_constant_maps():
+    a = torch.tensor([[0.0, 0.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    same = spearman_per_sample(a, -3 * a, 1)  # |R| rescaled (and sign flipped): nothing changed
+    assert same[0] == pytest.approx(1.0) and same[1] == 1.0 and same[2] == 1.0
+    changed = spearman_per_sample(a, torch.tensor([[2.0, 1.0, 0.0, 0.0], [0.0, 1.0, 2.0, 3.0],
+                                                   [1.0, 0.0, 0.0, 0.0]]), 1)
+    assert changed[0] < 0 and changed[1] == 0.0 and changed[2] == 0.0
+
+
+def test_read_inputs_asks_for_the_variable_when_there_are_several(tmp_path):
+    from xaibench.validate import read_inputs
+
+    path = tmp_path / "two.nc"
+    xr.Dataset({"sst": (("t", "x"), np.zeros((2, 3))), "t2m": (("t", "x"), np.ones((2, 3)))}).to_netcdf(
+        path, engine="h5netcdf")
+    with pytest.raises(InputError, match=r"2 data variables \(sst, t2m\); choose one with --variable"):
+        read_inputs(path)
+    assert read_inputs(path, "t2m").shape == (2, 3)
