@@ -25,6 +25,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def innvestigate_worker():
+    """The innvestigate backend's worker process. Skips without .venv-tf, unless
+    XAIBENCH_REQUIRE_TF is set (`make test`, CI): then a missing TF environment fails."""
+    from xaibench.backends import innvestigate_backend
+    from xaibench.errors import BackendUnavailableError
+
+    try:
+        innvestigate_backend.check_available()
+    except BackendUnavailableError as error:
+        if os.environ.get("XAIBENCH_REQUIRE_TF"):
+            pytest.fail(f"the innvestigate tests must run here: {error}")
+        pytest.skip(str(error))
+    return innvestigate_backend
+
+
 @pytest.fixture
 def float64():
     return torch.float64

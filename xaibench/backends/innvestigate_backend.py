@@ -42,7 +42,7 @@ WORKER = Path(__file__).with_name("innvestigate_worker.py")
 #: a Keras twin must reproduce the PyTorch output to this relative error before it is used
 FORWARD_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 #: options the innvestigate backend reads beyond the LRP ones
-EXTRA_OPTIONS = {"integrated_gradients": {"baseline": "zeros", "steps": 64},
+EXTRA_OPTIONS = {"integrated_gradients": {"baseline": "zeros", "steps": 64, "rule": "riemann_left"},
                  "smoothgrad": {"noise_level": 0.1, "samples": 32}}
 
 
@@ -93,6 +93,7 @@ class _Worker:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
             reply = self._reply()
+        self.models = set(reply.get("loaded", self.models))   # the worker may have evicted some
         if not reply.get("ok"):
             raise RuntimeError(f"innvestigate failed on {request.get('analyzer', request['op'])}: "
                                f"{reply.get('error')}\n{reply.get('traceback', '')}")
@@ -146,15 +147,32 @@ def _load(model: nn.Module, x: torch.Tensor, floatx: str) -> tuple[str, keras_ex
     return model_id, spec, process
 
 
-def _check_twin(model_id, process, x_keras, expected: torch.Tensor, spec):
+def _twin_output(model_id, process, x_keras, shape) -> np.ndarray:
+    """The Keras twin's output for x, in the PyTorch layout `shape`."""
     inputs, out = process.path("forward-in"), process.path("forward-out")
     np.savez(inputs, x=x_keras)
     process.request(op="forward", model=model_id, inputs=inputs, out=out)
     with np.load(out) as archive:
         keras_output = archive["output"]
-    shape = tuple(expected.shape)
     if len(shape) > 2:   # the twin's output is flattened in (*S, C) order
-        keras_output = keras_export.from_keras_input(keras_output.reshape(shape[:1] + shape[2:] + shape[1:2]))
+        return keras_export.from_keras_input(keras_output.reshape(shape[:1] + shape[2:] + shape[1:2]))
+    return keras_output.reshape(shape)
+
+
+def keras_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The Keras twin's output for x (final softmax/sigmoid stripped), in PyTorch's layout."""
+    x = check_input(x, model)
+    graph, _ = prepared_graph(model, x.dtype, x.device)
+    with torch.no_grad():
+        shape = tuple(graph.forward(x, {})[graph.explained_name].shape)
+    floatx = "float64" if x.dtype == torch.float64 else "float32"
+    model_id, _, process = _load(model, x, floatx)
+    output = _twin_output(model_id, process, keras_export.to_keras_input(x.detach().cpu().numpy()), shape)
+    return torch.from_numpy(np.ascontiguousarray(output)).to(x.dtype)
+
+
+def _check_twin(model_id, process, x_keras, expected: torch.Tensor):
+    keras_output = _twin_output(model_id, process, x_keras, tuple(expected.shape))
     reference = expected.detach().cpu().double().numpy()
     error = np.abs(keras_output - reference).max() / max(np.abs(reference).max(), 1e-30)
     tolerance = FORWARD_TOLERANCE[expected.dtype]
@@ -170,6 +188,9 @@ def _options(method: str, options: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {method} on innvestigate; known: {sorted(known)}")
     merged = {**known, **options}
+    if merged.get("rule", "riemann_left") != "riemann_left":
+        raise ValueError("innvestigate's integrated gradients is a left Riemann sum (points k/steps, "
+                         "k = 0..steps-1): only rule='riemann_left'")
     if merged["maxpool"] != "winner_take_all":
         raise ValueError("innvestigate has only winner-take-all max pooling (the plain gradient)")
     return merged
@@ -225,7 +246,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
 
     model_id, spec, process = _load(model, x, floatx)
     x_keras = keras_export.to_keras_input(x.detach().cpu().numpy())
-    _check_twin(model_id, process, x_keras, output, spec)
+    _check_twin(model_id, process, x_keras, output)
 
     entry = METHODS[method].innvestigate
     kwargs = entry.kwargs(o)

@@ -22,13 +22,15 @@ Usage: python innvestigate_worker.py --floatx float32|float64
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import os
 import sys
 import time
 import traceback
 
-MAX_MODELS = 8   # graph-mode Keras keeps every model in one graph: start afresh beyond this
+MAX_MODELS = 16   # models kept loaded (each in its own graph); the least recently used goes first
 
 
 def _protocol_stream():
@@ -49,33 +51,56 @@ def _import_tf(floatx):
 
     tf.compat.v1.disable_eager_execution()   # innvestigate 2.1.2 works in graph mode only
     tf.keras.backend.set_floatx(floatx)
-    tf.compat.v1.set_random_seed(0)          # SmoothGrad's noise: reproducible per worker
     import innvestigate
 
     return np, tf, innvestigate
+
+
+class Loaded:
+    """A Keras twin in a graph and session of its own, with the analyzers built on it.
+
+    One graph per model keeps models apart: in graph mode, models sharing the default graph
+    share layer names and a failed op can poison later ones; and evicting a model frees
+    its memory by closing its session."""
+
+    def __init__(self, tf, build):
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            tf.compat.v1.set_random_seed(0)   # SmoothGrad's noise: reproducible per model
+            self.session = tf.compat.v1.Session(graph=self.graph)
+        self.tf = tf
+        self.analyzers = {}
+        with self.within():
+            self.model = build()
+
+    @contextlib.contextmanager
+    def within(self):
+        with self.graph.as_default(), self.session.as_default():
+            self.tf.compat.v1.keras.backend.set_session(self.session)
+            yield
+
+    def close(self):
+        self.session.close()
 
 
 class Worker:
     def __init__(self, floatx):
         self.floatx = floatx
         self.np, self.tf, self.innvestigate = _import_tf(floatx)
-        self.models = {}
-        self.analyzers = {}
+        self.models: collections.OrderedDict[str, Loaded] = collections.OrderedDict()
 
     # --- model ---------------------------------------------------------------------------------
     def load(self, request):
         if request["model"] in self.models:
+            self.models.move_to_end(request["model"])
             return {}
-        if len(self.models) >= MAX_MODELS:
-            self.tf.keras.backend.clear_session()
-            self.tf.compat.v1.set_random_seed(0)
-            self.models.clear()
-            self.analyzers.clear()
+        while len(self.models) >= MAX_MODELS:   # least recently used first
+            self.models.popitem(last=False)[1].close()
         with open(request["spec"]) as handle:
             spec = json.load(handle)
         with self.np.load(request["weights"]) as archive:
             weights = {key: archive[key].astype(self.floatx) for key in archive.files}
-        self.models[request["model"]] = self._build(spec, weights)
+        self.models[request["model"]] = Loaded(self.tf, lambda: self._build(spec, weights))
         return {}
 
     def _build(self, spec, weights):
@@ -143,11 +168,18 @@ class Worker:
                 super().__init__(*args, **{**kwargs, **rule_kwargs})
         return Proxy
 
+    def _model(self, request) -> Loaded:
+        if request["model"] not in self.models:
+            raise KeyError(f"model {request['model']} is not loaded (evicted?); load it again")
+        self.models.move_to_end(request["model"])
+        return self.models[request["model"]]
+
     def forward(self, request):
-        model = self.models[request["model"]]
+        loaded = self._model(request)
         with self.np.load(request["inputs"]) as archive:
             x = archive["x"].astype(self.floatx)
-        output = model.predict(x, verbose=0, batch_size=max(1, len(x)))
+        with loaded.within():
+            output = loaded.model.predict(x, verbose=0, batch_size=max(1, len(x)))
         self.np.savez(request["out"], output=output)
         return {}
 
@@ -168,17 +200,17 @@ class Worker:
                                           arrays["input_layer_high"].astype(self.floatx))
         if "rule_kwargs" in kwargs:   # the generic "lrp" analyzer with one parametrized rule
             kwargs["rule"] = kwargs["bn_layer_rule"] = self._proxy_rule(kwargs.pop("rule"), kwargs.pop("rule_kwargs"))
-        key = (request["model"], request["analyzer"], json.dumps(request.get("kwargs", {}), sort_keys=True),
+        loaded = self._model(request)
+        key = (request["analyzer"], json.dumps(request.get("kwargs", {}), sort_keys=True),
                *(arrays[k].tobytes() for k in ("reference", "low", "input_layer_low") if k in arrays))
-        created = False
-        if key not in self.analyzers:
-            model = self.models[request["model"]]
-            self.analyzers[key] = self.innvestigate.create_analyzer(
-                request["analyzer"], model, neuron_selection_mode="index", **kwargs)
-            created = True
-        analyzer = self.analyzers[key]
+        created = key not in loaded.analyzers
         started = time.perf_counter()
-        relevance = np.stack([analyzer.analyze(x, neuron_selection=row) for row in arrays["selection"]])
+        with loaded.within():
+            if created:
+                loaded.analyzers[key] = self.innvestigate.create_analyzer(
+                    request["analyzer"], loaded.model, neuron_selection_mode="index", **kwargs)
+            analyzer = loaded.analyzers[key]
+            relevance = np.stack([analyzer.analyze(x, neuron_selection=row) for row in arrays["selection"]])
         seconds = time.perf_counter() - started
         np.savez(request["out"], relevance=relevance)
         return {"seconds": seconds, "analyzer_created": created}
@@ -202,9 +234,11 @@ def main(argv=None):
         try:
             reply = getattr(worker, request["op"])(request)
             reply["ok"] = True
+            reply["loaded"] = list(worker.models)
         except Exception as error:
             reply = {"ok": False, "error": f"{type(error).__name__}: {error}",
                      "traceback": traceback.format_exc()}
+            reply["loaded"] = list(worker.models)
         replies.write(json.dumps(reply) + "\n")
     return 0
 

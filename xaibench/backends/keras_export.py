@@ -100,6 +100,7 @@ class _Exporter:
         sample = example[:1].detach().clone()
         if parameter is not None:
             sample = sample.to(device=parameter.device, dtype=parameter.dtype)
+        self.dtype = example.dtype   # the dtype the twin will run in
         with torch.no_grad():
             ShapeProp(self.graph_module).propagate(sample)
 
@@ -260,6 +261,7 @@ class _Exporter:
         if isinstance(module, tuple(_MAXPOOL)) and any(d != 1 for d in _tuple(module.dilation, rank)):
             raise ExportError(BACKEND, path, kind, "dilated max pooling")
         pool = "max_pool" if type(module) in _MAXPOOL else "avg_pool"
+        self._check_pool_dtype(path, kind, rank)
         self._add({"kind": pool, "name": path, "rank": rank, "pool_size": list(kernel), "strides": list(stride)})
 
     def _adaptive(self, path, module, kind, in_shape, rank):
@@ -269,10 +271,16 @@ class _Exporter:
         if all(o == 1 for o in out):
             self._add({"kind": "global_avg_pool", "name": path, "rank": rank})
         elif all(s % o == 0 for s, o in zip(spatial, out)):
+            self._check_pool_dtype(path, kind, rank)
             kernel = [s // o for s, o in zip(spatial, out)]
             self._add({"kind": "avg_pool", "name": path, "rank": rank, "pool_size": kernel, "strides": kernel})
         else:
             raise ExportError(BACKEND, path, kind, f"adaptive pooling {spatial} -> {out} with unequal windows")
+
+    def _check_pool_dtype(self, path, kind, rank):
+        if rank == 3 and self.dtype == torch.float64:
+            raise ExportError(BACKEND, path, kind, "TensorFlow has no float64 3D pooling kernel on CPU; "
+                              "explain in float32")
 
     def _upsample(self, path, module, in_shape):
         rank = len(in_shape) - 1

@@ -118,10 +118,10 @@ _TABLE = [
     Method("input_x_gradient", "input times gradient", lrp=False, zennit=Zennit("gradient"),
            innvestigate=Innvestigate(_same("input_t_gradient"), text="input_t_gradient")),
     Method("integrated_gradients", "integrated gradients from a baseline (Sundararajan et al. 2017)", lrp=False,
-           options=("baseline", "steps"),
+           options=("baseline", "steps", "rule"),
            innvestigate=Innvestigate(_same("integrated_gradients"), lambda o: {"steps": o.get("steps", 64)},
-                                     "integrated_gradients(steps, reference_inputs=baseline); innvestigate "
-                                     "averages the gradient over linspace(0, 1, steps), both ends included")),
+                                     "integrated_gradients(steps, reference_inputs=baseline): a left Riemann sum "
+                                     "(points k/steps, k = 0..steps-1; native rule='riemann_left')")),
     Method("smoothgrad", "gradient averaged over noisy copies of the input (Smilkov et al. 2017)", lrp=False,
            options=("noise_level", "samples", "seed"),
            innvestigate=Innvestigate(_same("smoothgrad"), lambda o: {"augment_by_n": o.get("samples", 32)},

@@ -1,0 +1,173 @@
+"""The Keras twin of a PyTorch model, and the one method table all backends read.
+
+The twin must compute the same function before any explanation of it means anything:
+forward outputs agree to 1e-5 relative in float32 (measured: ~1e-7) on the three reference
+networks and on random mirrorable networks. A model the exporter cannot mirror gets an
+ExportError naming the layer, never a silently different Keras model.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import ResidualNet, conv_networks, dense_networks
+from torch import nn
+
+import xaibench
+from xaibench.backends import keras_export, table
+from xaibench.errors import ExportError, InputError
+from xaibench.models.convection import ConvectionCNN
+from xaibench.models.enso import EnsoDense
+from xaibench.models.radar import RadarEncoderDecoder
+
+pytestmark = pytest.mark.tf
+
+MIRRORABLE = st.one_of(
+    dense_networks(activations=("relu",)),
+    conv_networks(activations=("relu",), resamples=("maxpool", "avgpool", "adaptive", "nearest"), transposed=False,
+                  pool_padding=False),
+)
+
+
+def relative_error(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+
+
+def _reference_models():
+    torch.manual_seed(0)
+    enso = EnsoDense(n_lat=18, n_lon=30, softmax=True)   # the softmax is stripped on both sides
+    convection = ConvectionCNN(height=32, width=32)
+    yield "enso", enso, torch.randn(enso.input_shape(4)), nn.Sequential(*list(enso)[:-1])
+    yield "convection", convection, torch.rand(convection.input_shape(3)), convection
+    for blocks in (1, 2, 3):
+        radar = RadarEncoderDecoder(blocks)
+        yield f"radar{blocks}", radar, torch.rand(radar.input_shape(2, 32, 32)), radar
+
+
+@pytest.mark.parametrize("name", ["enso", "convection", "radar1", "radar2", "radar3"])
+def test_twin_of_each_reference_network_computes_the_same_output(innvestigate_worker, name):
+    model, x, explained = next((m, x, e) for n, m, x, e in _reference_models() if n == name)
+    model.eval()
+    with torch.no_grad():
+        expected = explained(x)
+    twin = innvestigate_worker.keras_forward(model, x)
+    assert twin.shape == expected.shape
+    assert relative_error(twin, expected) <= 1e-5
+
+
+@settings(max_examples=15)
+@given(case=MIRRORABLE)
+def test_twin_of_random_networks_computes_the_same_output(innvestigate_worker, case):
+    model = case.model.eval()
+    with torch.no_grad():
+        expected = model(case.x)
+    twin = innvestigate_worker.keras_forward(model, case.x)
+    assert relative_error(twin, expected) <= 1e-5, case
+
+
+def test_flatten_reorders_the_next_linear_from_channels_first_to_channels_last():
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 5, 2))
+    spec = keras_export.export(conv, torch.randn(1, 2, 6, 7))
+    assert [layer["kind"] for layer in spec.layers] == ["conv", "flatten", "dense"]   # ReLU fused into conv
+    kernel = spec.weights["2/kernel"]                      # [in (H, W, C order), out]
+    weight = conv[3].weight.detach().double().numpy()      # [out, in (C, H, W order)]
+    # input feature (c=1, h=2, w=3) sits at C,H,W index 1*20 + 2*5 + 3 and H,W,C index (2*5 + 3)*3 + 1
+    assert kernel[(2 * 5 + 3) * 3 + 1, 0] == weight[0, 1 * 20 + 2 * 5 + 3]
+    assert spec.input_shape == [6, 7, 2]
+
+
+def test_output_index_of_a_map_follows_keras_channels_last_order():
+    # torch output (C=2, H=3, W=4): flat index of (c=1, h=2, w=3) -> Keras (h, w, c) = (2*4 + 3)*2 + 1
+    assert int(keras_export.keras_output_index([1 * 12 + 2 * 4 + 3], (2, 3, 4))[0]) == (2 * 4 + 3) * 2 + 1
+    assert int(keras_export.keras_output_index([5], (7,))[0]) == 5
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return x + torch.relu(self.inner(x))
+
+
+@pytest.mark.parametrize("model, x, layer", [
+    (nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)), torch.randn(2, 3), "'1' of type Tanh"),
+    (nn.Sequential(nn.ConvTranspose2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 36, 2)), torch.randn(2, 1, 4, 4),
+     "'0' of type ConvTranspose2d"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.LeakyReLU(), nn.Flatten(), nn.Linear(8, 2)), torch.randn(2, 1, 4, 4),
+     "'1' of type LeakyReLU"),
+    (nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2, padding=1), nn.Flatten(), nn.Linear(2 * 4, 2)),
+     torch.randn(2, 1, 5, 5), "'1' of type MaxPool2d: padding"),
+    (_Residual(), torch.randn(2, 3), "only a chain of layers"),
+])
+def test_a_model_the_exporter_cannot_mirror_gets_an_error_naming_the_layer(model, x, layer):
+    with pytest.raises(ExportError, match=layer):
+        keras_export.export(model, x)
+
+
+def test_residual_network_from_the_strategies_is_refused(innvestigate_worker):
+    model = ResidualNet(conv=False, channels=4, n_out=2, blocks=1, bias=True, final_relu=False, activation="relu")
+    with pytest.raises(ExportError, match="chain"):
+        xaibench.explain(model, torch.randn(2, 4), "lrp.epsilon", backend="innvestigate")
+
+
+def test_float64_3d_pooling_is_refused_with_the_reason(innvestigate_worker):
+    model = nn.Sequential(nn.Conv3d(1, 2, 2), nn.ReLU(), nn.AvgPool3d(2), nn.Flatten(), nn.Linear(16, 2)).double()
+    with pytest.raises(ExportError, match="float64 3D pooling"):
+        xaibench.explain(model, torch.randn(2, 1, 5, 5, 5, dtype=torch.float64), "lrp.epsilon", backend="innvestigate")
+
+
+def test_innvestigate_refuses_what_it_cannot_do_with_a_clear_error(innvestigate_worker):
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.randn(3, 4)
+    with pytest.raises(xaibench.errors.UnknownMethodError, match="lrp.gamma"):
+        xaibench.explain(model, x, "lrp.gamma", backend="innvestigate")
+    with pytest.raises(InputError, match="one output index"):
+        xaibench.explain(model, x, "lrp.epsilon", target=torch.ones(2, dtype=torch.bool), backend="innvestigate")
+    with pytest.raises(ValueError, match="riemann_left"):
+        xaibench.explain(model, x, "integrated_gradients", rule="riemann_trapezoid", backend="innvestigate")
+    with pytest.raises(ValueError, match="unknown option"):
+        xaibench.explain(model, x, "lrp.epsilon", epsilom=0.1, backend="innvestigate")
+
+
+def test_the_users_model_and_input_are_unchanged(innvestigate_worker):
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Dropout(0.5), nn.Linear(3, 2))
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(3, 4)
+    before = x.clone()
+    model.eval()
+    xaibench.explain(model, x, "lrp.epsilon", backend="innvestigate")
+    model.train()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert torch.equal(x, before)
+    assert model.training
+
+
+def test_several_targets_per_sample_equal_separate_calls(innvestigate_worker):
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    both = xaibench.explain(model, x, "lrp.epsilon", target=torch.tensor([[0, 2]] * 4), backend="innvestigate")
+    for t, column in ((0, 0), (2, 1)):
+        alone = xaibench.explain(model, x, "lrp.epsilon", target=t, backend="innvestigate")
+        torch.testing.assert_close(both.relevance[:, column], alone.relevance, rtol=0, atol=1e-14)
+
+
+# --- the method table ------------------------------------------------------------------------------
+def test_table_lists_what_each_backend_runs():
+    assert table.available("native") == sorted(xaibench.methods("native"))
+    for backend in ("zennit", "innvestigate"):
+        assert table.available(backend) == xaibench.methods(backend)
+    assert set(table.NEAREST_NATIVE) <= set(table.available("innvestigate"))
+    assert set(table.NEAREST_NATIVE.values()) <= set(table.available("native"))
+
+
+def test_docs_methods_md_is_generated_from_the_table():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
+    assert docs.read_text() == table.markdown(), "regenerate: xaibench methods --markdown docs/methods.md"
