@@ -154,13 +154,17 @@ def _innvestigate_alpha_beta(model, x, target, alpha, beta):
     for (w, b), a in zip(reversed(layers), reversed(activations[:-1])):
         pos, neg = np.maximum(w, 0), np.minimum(w, 0)
         ap, an = np.maximum(a, 0), np.minimum(a, 0)
-
-        def stream(w1, w2):
-            z = ap @ w1.T + an @ w2.T + b
-            s = relevance / np.where(z == 0, 1e-7, z)
-            return ap * (s @ w1) + an * (s @ w2)
-        relevance = alpha * stream(pos, neg) - (beta * stream(neg, pos) if beta else 0)
+        activating = _alpha_beta_stream(ap, an, pos, neg, b, relevance)
+        inhibiting = _alpha_beta_stream(ap, an, neg, pos, b, relevance) if beta else 0
+        relevance = alpha * activating - beta * inhibiting
     return relevance
+
+
+def _alpha_beta_stream(ap, an, w1, w2, b, relevance):
+    """One innvestigate stream: x+ w1 + x- w2 + (full) b in the denominator."""
+    z = ap @ w1.T + an @ w2.T + b
+    s = relevance / np.where(z == 0, 1e-7, z)
+    return ap * (s @ w1) + an * (s @ w2)
 
 
 def _fixed_dense(seed=4, bias_scale=1.0):

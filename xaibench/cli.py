@@ -5,6 +5,8 @@
     xaibench methods [--markdown docs/methods.md]
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
                       [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
+    xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--seed N]
+                   [--threads N] [--eval-data [NAME=]FILE.nc ...]
 
 Exit status: 0 on success, 1 when a run fails, 2 on a usage error (argparse's convention).
 `validate` gates a CI: 0 when every check passes, 1 when one fails, 2 for bad input.
@@ -132,6 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated backends compared with native (default: all others)")
     validate.add_argument("--factory-kwargs", type=_json_object, default=None, metavar="JSON",
                           help="keyword arguments of the factory as a JSON object")
+
+    train = commands.add_parser(
+        "train", help="train a reference network (seeded, bit-reproducible on CPU)",
+        description="Train MODEL (enso, convection, radar1, radar2, radar3) on a data set written by the "
+                    "data step, keep the epoch with the lowest validation loss and write DIR/model.safetensors "
+                    "and DIR/model.json (metadata: config, data hash, history, skill). Options not given "
+                    "take the model's defaults (the paper's setup; see xaibench.models.training).")
+    train.add_argument("model", metavar="MODEL", help="enso, convection, radar1, radar2 or radar3")
+    train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF from xaibench.data)")
+    train.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and model.json")
+    train.add_argument("--epochs", type=_positive_int, default=None, metavar="N")
+    train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
+    train.add_argument("--lr", type=_positive_float, default=None, metavar="X", help="learning rate")
+    train.add_argument("--seed", type=_non_negative_int, default=None, metavar="N",
+                       help="seed of the initial weights and the shuffling (default 0)")
+    train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                       help="torch threads during training (default 1; results are bit-identical only "
+                            "for the same thread count)")
+    train.add_argument("--eval-data", dest="eval_data", action="extend", nargs="+", default=[],
+                       metavar="[NAME=]FILE.nc",
+                       help="extra evaluation set(s), scored with the best model (name: the file's stem)")
     return parser
 
 
@@ -221,7 +244,41 @@ def _validate(args) -> int:
     return report.exit_code
 
 
-COMMANDS = {"bench": _bench, "conformance": _conformance, "methods": _methods, "validate": _validate}
+def _train(args) -> int:
+    from pathlib import Path
+
+    from .errors import InputError
+    from .models.training import format_epoch, train
+
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                 "threads": args.threads}
+    config = {key: value for key, value in overrides.items() if value is not None}
+    evaluation = {}
+    for item in args.eval_data:
+        name, separator, path = item.partition("=")
+        if not separator:
+            name, path = Path(item).stem, item
+        if not name or not path or name in evaluation:
+            print(f"xaibench train: error: --eval-data {item!r}: give NAME=FILE.nc with a new name "
+                  f"(names so far: {', '.join(evaluation) or 'none'})", file=sys.stderr)
+            return 2
+        evaluation[name] = path
+    try:
+        result = train(args.model, args.data, config, out=args.out, evaluation=evaluation,
+                       progress=lambda record: print(format_epoch(record), flush=True))
+    except InputError as error:  # bad input: one line, no traceback, status 2
+        print(f"xaibench train: error: {error}", file=sys.stderr)
+        return 2
+    metadata = result.metadata
+    skills = ", ".join(f"{name} {scores['skill']:.4f}" for name, scores in result.skill.items()
+                       if scores["skill"] is not None)  # None: R^2 of a constant target
+    print(f"best epoch {metadata['best_epoch']} of {metadata['epochs_run']}; {metadata['skill_name']}: {skills}")
+    print(f"wrote {result.directory}/model.safetensors and model.json in {metadata['wall_time_s']:.1f} s")
+    return 0
+
+
+COMMANDS = {"bench": _bench, "conformance": _conformance, "methods": _methods, "validate": _validate,
+            "train": _train}
 
 
 def main(argv=None) -> int:
