@@ -326,3 +326,17 @@ def test_read_inputs_asks_for_the_variable_when_there_are_several(tmp_path):
     with pytest.raises(InputError, match=r"2 data variables \(sst, t2m\); choose one with --variable"):
         read_inputs(path)
     assert read_inputs(path, "t2m").shape == (2, 3)
+
+
+@pytest.mark.tf
+def test_a_documented_innvestigate_defect_is_known_not_failed(files, innvestigate_worker):
+    """innvestigate's alpha-beta with biases differs from the rule (issue 116); validate says
+    so with the reason instead of failing the researcher's model for another library's bug."""
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    report = validate(my_cnn.build, inputs=x, methods=["lrp.alpha1beta0", "lrp.epsilon"], backends=["innvestigate"],
+                      cascade=1)
+    rows = {(c.method, c.check): c for c in report.checks}
+    known = rows[("lrp.alpha1beta0", "agreement[innvestigate]")]
+    assert known.status == "KNOWN" and "issue 116" in known.detail and known.value > 1e-4
+    assert rows[("lrp.epsilon", "agreement[innvestigate]")].status == "PASS"

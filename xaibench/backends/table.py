@@ -230,3 +230,56 @@ def markdown() -> str:
                  method.innvestigate.describe() if method.innvestigate else "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+# --- documented differences ------------------------------------------------------------------------
+_ALPHA_BETA_FAMILY = {"lrp.alpha1beta0", "lrp.alpha2beta1", "lrp.alpha_beta", "lrp.zplus", "lrp.zbox",
+                      "lrp.preset_a", "lrp.preset_b"}
+_PINNED = "pinned in tests/test_innvestigate_agreement.py"
+
+
+def known_differences(backend: str, method: str, options: dict, model) -> list[str]:
+    """The documented reasons (measured and pinned in the tests) why `backend` cannot agree
+    with the native engine for this method on this model; empty when it should agree.
+    xaibench validate reports a disagreement with such a reason as KNOWN, not as a failure."""
+    from torch import nn
+
+    modules = list(model.modules())
+    has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
+                   for m in modules)
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
+    has_upsampling = any(isinstance(m, nn.Upsample) for m in modules)
+    bias = options.get("bias", True)
+    reasons = []
+    if backend == "innvestigate":
+        if method in _ALPHA_BETA_FAMILY and bias and has_bias and not (method == "lrp.zplus" and not bias):
+            reasons.append("innvestigate's alpha-beta rule divides both streams by the full bias, not b+ and b- "
+                           f"(innvestigate issue 116; {_PINNED})")
+        if method == "lrp.wsquare" and bias and has_bias:
+            reasons.append("innvestigate's w^2 rule ignores biases (equals native bias=False)")
+        if method.startswith("lrp.") and has_batchnorm:
+            reasons.append("innvestigate linearizes BatchNorm with the variance squared and the mean not scaled "
+                           f"by gamma ({_PINNED})")
+        if method in ("lrp.flat", "lrp.wsquare") and any(
+                isinstance(m, nn.modules.conv._ConvNd) and m.padding not in ("same", "valid")
+                and any(_as_tuple(m.padding)) and not _same_padding(m) for m in modules):
+            reasons.append("innvestigate's flat/w^2 rules give relevance to explicit zero padding, then drop it")
+        if method == "integrated_gradients" and options.get("rule", "riemann_trapezoid") != "riemann_left":
+            reasons.append("innvestigate's integrated gradients is a left Riemann sum (compare with rule='riemann_left')")
+    if backend in ("innvestigate", "zennit") and method in ("lrp.flat", "lrp.wsquare") and has_upsampling:
+        reasons.append(f"{backend} passes relevance through upsampling by the plain gradient (native: the Norm rule); "
+                       "flat/w^2 send relevance to the zero outputs of ReLUs, where the two differ")
+    return reasons
+
+
+def _as_tuple(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _same_padding(conv) -> bool:
+    """Padding that Keras expresses as 'same' (stride 1, 2p = dilation (k - 1))."""
+    rank = len(conv.kernel_size)
+    pads = _as_tuple(conv.padding) * (rank if len(_as_tuple(conv.padding)) == 1 else 1)
+    dilation = _as_tuple(conv.dilation) * (rank if len(_as_tuple(conv.dilation)) == 1 else 1)
+    return all(s == 1 for s in _as_tuple(conv.stride)) and all(
+        2 * p == d * (k - 1) for p, d, k in zip(pads, dilation, conv.kernel_size))
