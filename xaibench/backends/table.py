@@ -265,7 +265,8 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
                 and any(_as_tuple(m.padding)) and not _same_padding(m) for m in modules):
             reasons.append("innvestigate's flat/w^2 rules give relevance to explicit zero padding, then drop it")
         if method == "integrated_gradients" and options.get("rule", "riemann_trapezoid") != "riemann_left":
-            reasons.append("innvestigate's integrated gradients is a left Riemann sum (compare with rule='riemann_left')")
+            reasons.append("innvestigate's integrated gradients is a left Riemann sum "
+                           "(compare with rule='riemann_left')")
     if backend in ("innvestigate", "zennit") and method in ("lrp.flat", "lrp.wsquare") and has_upsampling:
         reasons.append(f"{backend} passes relevance through upsampling by the plain gradient (native: the Norm rule); "
                        "flat/w^2 send relevance to the zero outputs of ReLUs, where the two differ")
