@@ -171,3 +171,17 @@ def test_docs_methods_md_is_generated_from_the_table():
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
     assert docs.read_text() == table.markdown(), "regenerate: xaibench methods --markdown docs/methods.md"
+
+
+def test_a_wrapper_analyzer_does_not_change_a_later_first_layer_rule(innvestigate_worker):
+    """innvestigate's integrated gradients calls the twin's layers on new inputs, which
+    hides the input layer from a z^B analyzer built afterwards; each wrapper has its own twin."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    x = torch.rand(3, 5, dtype=torch.float64)
+    options = {"low": 0.0, "high": 1.0, "stabilizer": 1e-30}
+    native = xaibench.explain(model, x, "lrp.zbox", bias=False, **options)
+    xaibench.explain(model, x, "integrated_gradients", rule="riemann_left", backend="innvestigate")
+    xaibench.explain(model, x, "smoothgrad", backend="innvestigate")
+    after = xaibench.explain(model, x, "lrp.zbox", bias=False, backend="innvestigate", **options)
+    torch.testing.assert_close(after.relevance, native.relevance, rtol=1e-9, atol=1e-12)

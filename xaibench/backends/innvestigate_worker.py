@@ -30,6 +30,7 @@ import sys
 import time
 import traceback
 
+WRAPPERS = ("integrated_gradients", "smoothgrad")
 MAX_MODELS = 16   # models kept loaded (each in its own graph); the least recently used goes first
 
 
@@ -64,6 +65,8 @@ class Loaded:
     its memory by closing its session."""
 
     def __init__(self, tf, build):
+        self.build = build
+        self.wrapper_twin = None
         self.graph = tf.Graph()
         with self.graph.as_default():
             tf.compat.v1.set_random_seed(0)   # SmoothGrad's noise: reproducible per model
@@ -79,7 +82,20 @@ class Loaded:
             self.tf.compat.v1.keras.backend.set_session(self.session)
             yield
 
+    def for_analyzer(self, name):
+        """The twin an analyzer runs on. innvestigate's wrappers (integrated gradients,
+        SmoothGrad) call the model's layers on new inputs; the extra inbound nodes make its
+        is_input_layer check fail, so a first-layer rule (z^B) built later on the same twin
+        is silently not applied. Wrappers get a twin of their own."""
+        if name not in WRAPPERS:
+            return self
+        if self.wrapper_twin is None:
+            self.wrapper_twin = Loaded(self.tf, self.build)
+        return self.wrapper_twin
+
     def close(self):
+        if self.wrapper_twin is not None:
+            self.wrapper_twin.close()
         self.session.close()
 
 
@@ -200,7 +216,7 @@ class Worker:
                                           arrays["input_layer_high"].astype(self.floatx))
         if "rule_kwargs" in kwargs:   # the generic "lrp" analyzer with one parametrized rule
             kwargs["rule"] = kwargs["bn_layer_rule"] = self._proxy_rule(kwargs.pop("rule"), kwargs.pop("rule_kwargs"))
-        loaded = self._model(request)
+        loaded = self._model(request).for_analyzer(request["analyzer"])
         key = (request["analyzer"], json.dumps(request.get("kwargs", {}), sort_keys=True),
                *(arrays[k].tobytes() for k in ("reference", "low", "input_layer_low") if k in arrays))
         created = key not in loaded.analyzers
