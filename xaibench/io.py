@@ -1,0 +1,16 @@
+"""Files in and out, in one place (DESIGN.md's layout): netCDF data sets and trained models.
+
+The code lives where it is used; this module only re-exports it.
+
+    write_dataset(ds, path) / read_dataset(path)   atomic netCDF (h5netcdf) write, checked read
+                                                   (xaibench.data.storage)
+    save_trained(model, metadata, out) / load_trained(directory)
+                                                   state dict as safetensors + JSON metadata, both
+                                                   written atomically; loading never runs code
+                                                   (xaibench.models.training)
+"""
+
+from .data.storage import read_dataset, write_dataset
+from .models.training import load_trained, save_trained
+
+__all__ = ["load_trained", "read_dataset", "save_trained", "write_dataset"]
