@@ -247,6 +247,9 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
     modules = list(model.modules())
     has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
                    for m in modules)
+    if method in ("lrp.preset_a", "lrp.preset_b"):   # alpha-beta on conv layers only, epsilon on dense ones
+        has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, nn.modules.conv._ConvNd)
+                       for m in modules)
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
     has_upsampling = any(isinstance(m, nn.Upsample) for m in modules)
     bias = options.get("bias", True)
