@@ -58,7 +58,8 @@ PARAMETER_FREE = {
     "avgpool2d": (lambda: nn.AvgPool2d(2), (2, 4, 6), "norm", {}, None),
     "avgpool3d": (lambda: nn.AvgPool3d((1, 2, 2)), (1, 2, 4, 4), "norm", {}, None),
     "adaptive_avgpool2d": (lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 7), "norm", {}, None),
-    "upsample_nearest": (lambda: nn.Upsample(scale_factor=2, mode="nearest"), (2, 3, 3), "norm", {}, None),
+    # one source per output: relevance is copied back by the transpose (the "gradient" reference)
+    "upsample_nearest": (lambda: nn.Upsample(scale_factor=2, mode="nearest"), (2, 3, 3), "gradient", {}, None),
     "upsample_bilinear": (lambda: nn.Upsample(scale_factor=2, mode="bilinear"), (1, 3, 4), "norm", {}, None),
     "maxpool1d": (lambda: nn.MaxPool1d(2), (3, 8), "gradient", {}, None),
     "maxpool2d_overlapping": (lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 5, 5), "gradient", {}, None),
@@ -199,8 +200,10 @@ def layer_rows():
         torch.manual_seed(0)
         error = engine_vs_reference(build(), shape, "lrp.epsilon", options, ref_rule, {},
                                     reference_function=reference_function)
-        rule = "maxpool_" + options.get("maxpool", "winner_take_all") if ref_rule == "gradient" or options \
-            else "norm"
+        if layer.startswith("maxpool"):
+            rule = "maxpool_" + options.get("maxpool", "winner_take_all")
+        else:
+            rule = "copy" if ref_rule == "gradient" else "norm"
         rows.append({"layer": layer, "rule": rule, "bias": False, "max_error_vs_reference": error})
     return rows
 

@@ -251,7 +251,7 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
         has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, nn.modules.conv._ConvNd)
                        for m in modules)
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
-    has_upsampling = any(isinstance(m, nn.Upsample) for m in modules)
+    has_interpolation = any(isinstance(m, nn.Upsample) and m.mode != "nearest" for m in modules)
     bias = options.get("bias", True)
     reasons = []
     if backend == "innvestigate":
@@ -270,9 +270,10 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
         if method == "integrated_gradients" and options.get("rule", "riemann_trapezoid") != "riemann_left":
             reasons.append("innvestigate's integrated gradients is a left Riemann sum "
                            "(compare with rule='riemann_left')")
-    if backend in ("innvestigate", "zennit") and method in ("lrp.flat", "lrp.wsquare") and has_upsampling:
-        reasons.append(f"{backend} passes relevance through upsampling by the plain gradient (native: the Norm rule); "
-                       "flat/w^2 send relevance to the zero outputs of ReLUs, where the two differ")
+    if backend in ("innvestigate", "zennit") and method in ("lrp.flat", "lrp.wsquare") and has_interpolation:
+        reasons.append(f"{backend} passes relevance through (bi/tri)linear upsampling by the plain gradient "
+                       "(native: the Norm rule); flat/w^2 send relevance to the zero outputs of ReLUs, "
+                       "where the two differ")
     return reasons
 
 

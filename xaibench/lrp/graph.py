@@ -363,6 +363,7 @@ class _Builder:
             module_copy = _parameter_free_copy(module)
             step = NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
             step.explicit_adjoint = _nearest_upsample_adjoint(module)
+            step.single_source = step.explicit_adjoint is not None
             return step
         if isinstance(module, _SOFTMAX_MODULES):
             module_copy = _parameter_free_copy(module)
