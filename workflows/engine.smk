@@ -1,5 +1,6 @@
-# The native LRP engine: conformance (conservation, agreement with zennit) and the benchmark
-# (time and peak memory against zennit and one plain gradient).
+# The native LRP engine: conformance (conservation, agreement with zennit), the cross-library
+# agreement census (every method on zennit and innvestigate against native) and the benchmark
+# (time and peak memory against zennit, innvestigate and one plain gradient).
 
 
 rule conformance:
@@ -18,6 +19,22 @@ rule conformance:
         "xaibench conformance --out {params.out} {params.quick} > {log} 2>&1"
 
 
+rule census:
+    output:
+        table="results/census/agreement.csv",
+        markdown="results/census/agreement.md",
+    log:
+        "results/logs/engine/census.log",
+    conda:
+        "envs/xaibench.yaml"
+    params:
+        out=subpath(output.table, parent=True),
+        quick="--quick" if config["census"]["quick"] else "",
+        seed=config["census"]["seed"],
+    shell:
+        "xaibench census --out {params.out} {params.quick} --seed {params.seed} > {log} 2>&1"
+
+
 rule bench:
     output:
         table="results/engine/bench.csv",
@@ -29,6 +46,7 @@ rule bench:
     params:
         out=subpath(output.table, parent=True),
         models=",".join(config["bench"]["models"]),
+        backends=",".join(config["bench"]["backends"]),
         batch_scale=config["bench"]["batch_scale"],
         repeats=config["bench"]["repeats"],
         seed=config["bench"]["seed"],
@@ -36,6 +54,6 @@ rule bench:
     # beside it: timings taken beside another job are not comparable.
     threads: config["bench"]["threads"] or workflow.cores
     shell:
-        "xaibench bench --out {params.out} --models {params.models} "
+        "xaibench bench --out {params.out} --models {params.models} --backends {params.backends} "
         "--batch-scale {params.batch_scale} --repeats {params.repeats} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"

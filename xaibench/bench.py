@@ -1,8 +1,9 @@
 """The engine benchmark: time and peak memory of LRP on the three reference networks.
 
-For each reference network and each LRP method, three things are timed on the same input:
-the native engine, zennit (for the methods it has) and the floor, one plain autograd
-gradient of the raw model (forward + backward to the input for the same target). Each is
+For each reference network and each LRP method, up to four things are timed on the same input:
+the native engine, zennit and innvestigate (for the methods each has; innvestigate only when
+asked for, with backends=[..., "innvestigate"]) and the floor, one plain autograd gradient of
+the raw model (forward + backward to the input for the same target). Each is
 called once to warm up (the native engine traces and caches the model's graph there), then
 `repeats` times; the median is reported, with its ratio to the gradient of the same model.
 The floor is timed before and after a model's methods and the lower median kept, so that
@@ -16,6 +17,14 @@ Peak memory is measured in a separate call after the timed ones:
   new call would reuse them without growing the RSS; malloc_trim(0) before the call hands
   those free pages back, so the growth counts every page the call touches. The timed calls
   run with the allocator untouched. NaN where /proc is not available.
+
+innvestigate runs in a worker process in the TF environment (backends/innvestigate_backend.py);
+it is timed end to end through xaibench.explain, so its time includes exporting the model's
+weights (hashed to find the worker's cached twin), the twin's forward check and the .npz file
+exchange with the worker. The warm-up call builds the analyzer graph once; the timed calls reuse
+it. The main process's resident set does not see the worker's memory, so peak_mem_mb is NaN for
+innvestigate; the worker's own resident-set high-water mark (absolute: it includes TensorFlow
+itself) is recorded beside it (worker_memory(); bench.md lists it).
 
 The targets are the argmax logit for the classifiers and the centre output pixel for the
 radar encoder-decoder. Inputs and models are drawn from fixed seeds.
@@ -43,6 +52,9 @@ from .models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
 COLUMNS = ["model", "method", "backend", "device", "batch", "median_s", "ratio_to_gradient",
            "peak_mem_mb"]
 MODEL_NAMES = ("enso", "convection", "radar")
+BACKENDS = ("native", "zennit", "innvestigate")
+#: the innvestigate worker's memory, apart from bench.csv (another process: see the module docstring)
+WORKER_COLUMNS = ["model", "method", "batch", "worker_peak_rss_mb"]
 #: batch sizes of the quick configuration (minutes on two CPU cores); --batch-scale multiplies them
 QUICK_BATCH = {"enso": 64, "convection": 4, "radar": 2}
 QUICK_REPEATS = 3
@@ -164,6 +176,27 @@ def peak_memory_mb(function: Callable[[], object], device: torch.device) -> floa
         return math.nan
 
 
+def worker_memory(function: Callable[[], object]) -> float:
+    """The innvestigate worker's resident-set high-water mark during one call, in MiB: absolute
+    (TensorFlow, the loaded twins and analyzers included), not the growth, because TensorFlow's
+    allocator keeps memory freed by the warm-up call. NaN where /proc is not available."""
+    from .backends import innvestigate_backend
+
+    try:
+        process = innvestigate_backend.worker("float32").process
+        with open(f"/proc/{process.pid}/clear_refs", "w") as clear:
+            clear.write("5")  # resets the worker's VmHWM to its current RSS
+        result = function()
+        with open(f"/proc/{process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    del result
+                    return float(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return math.nan
+
+
 # --- the benchmark -----------------------------------------------------------------------
 def lrp_methods(backend: str = "native") -> list[str]:
     return [m for m in api.methods(backend) if m.startswith("lrp.")]
@@ -196,8 +229,12 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
         raise ValueError(f"batch_scale must be positive, got {batch_scale}")
     backends = list(backends)
     for backend in backends:
-        if backend not in ("native", "zennit"):
-            raise ValueError(f"unknown backend '{backend}'; the benchmark runs native and zennit")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend '{backend}'; the benchmark runs {', '.join(BACKENDS)}")
+    if "innvestigate" in backends:   # fail before any timing, not once per method
+        from .backends import innvestigate_backend
+
+        innvestigate_backend.check_available()
     if threads:
         torch.set_num_threads(int(threads))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -207,34 +244,41 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     bad = [m for m in methods if m not in all_methods]
     if bad:
         raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
-    zennit_methods = set(api.methods("zennit")) if "zennit" in backends else set()
+    available = {backend: set(api.methods(backend)) for backend in backends}
 
     log(f"engine benchmark on {device} ({torch.get_num_threads()} threads), repeats {repeats}")
-    rows, failures = [], []
+    rows, failures, worker_rows = [], [], []
     started = time.perf_counter()
     for name in models:
         batch = max(1, round(batch_sizes[name] * batch_scale))
         case = make_case(name, batch, device, seed)
         log(f"{name}: {case.description}, batch {batch}")
-        rows += _measure_model(case, methods, backends, zennit_methods, device, repeats, failures, log)
+        rows += _measure_model(case, methods, backends, available, device, repeats, failures, log, worker_rows)
     table = pd.DataFrame(rows, columns=COLUMNS)
+    worker = pd.DataFrame(worker_rows, columns=WORKER_COLUMNS)
     log(f"benchmark took {time.perf_counter() - started:.1f} s")
     if out_dir is not None:
-        write_tables(table, out_dir)
+        write_tables(table, out_dir, worker)
     log(summary(table))
     if failures:
         raise BenchmarkError(f"{len(failures)} benchmark run(s) failed:\n  " + "\n  ".join(failures))
     return table
 
 
-def _measure_model(case: Case, methods, backends, zennit_methods, device, repeats, failures, log) -> list[dict]:
+def _measure_model(case: Case, methods, backends, available, device, repeats, failures, log,
+                   worker_rows) -> list[dict]:
     """The rows of one model: the gradient floor, then every method on every backend."""
     rows = []
 
     def row(method, backend, function):
         try:
             median = time_call(function, device, repeats)
-            memory = peak_memory_mb(function, device)
+            if backend == "innvestigate":   # its memory is in another process
+                memory = math.nan
+                worker_rows.append({"model": case.name, "method": method, "batch": case.x.shape[0],
+                                    "worker_peak_rss_mb": worker_memory(function)})
+            else:
+                memory = peak_memory_mb(function, device)
         except Exception as error:  # recorded, reported, and raised after the table is written
             failures.append(f"{case.name} {method} {backend}: {type(error).__name__}: {error}")
             log(f"  FAILED {method} [{backend}]: {type(error).__name__}: {error}")
@@ -248,7 +292,7 @@ def _measure_model(case: Case, methods, backends, zennit_methods, device, repeat
     for method in methods:
         options = _options(method, case.x)
         for backend in backends:
-            if backend == "zennit" and method not in zennit_methods:
+            if backend != "native" and method not in available[backend]:
                 continue
 
             def call(method=method, backend=backend, options=options):
@@ -270,8 +314,8 @@ def _measure_model(case: Case, methods, backends, zennit_methods, device, repeat
 
 
 def comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and method: native / zennit time and peak-memory ratios."""
-    lrp = table[table["backend"].isin(["native", "zennit"])]
+    """Per model and method: native / zennit (and native / innvestigate) time and memory ratios."""
+    lrp = table[table["backend"].isin(["native", "zennit", "innvestigate"])]
     wide = lrp.pivot_table(index=["model", "method"], columns="backend",
                            values=["median_s", "peak_mem_mb", "ratio_to_gradient"], dropna=False)
     out = pd.DataFrame(index=wide.index)
@@ -281,13 +325,16 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
         out["time_native_over_zennit"] = wide[("median_s", "native")] / wide[("median_s", "zennit")]
         out["mem_native_over_zennit"] = (wide[("peak_mem_mb", "native")]
                                          / wide[("peak_mem_mb", "zennit")])
+    if ("median_s", "innvestigate") in wide.columns:
+        out["innvestigate_ratio_to_gradient"] = wide[("ratio_to_gradient", "innvestigate")]
+        out["time_native_over_innvestigate"] = wide[("median_s", "native")] / wide[("median_s", "innvestigate")]
     order = {m: i for i, m in enumerate(MODEL_NAMES)}
     out = out.reset_index()
     return out.sort_values(["model", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
                            kind="stable").reset_index(drop=True)
 
 
-def write_tables(table: pd.DataFrame, out_dir: str | Path):
+def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "bench.csv", index=False)
@@ -302,11 +349,26 @@ def write_tables(table: pd.DataFrame, out_dir: str | Path):
         "",
         table.to_markdown(index=False, floatfmt=".4g"),
         "",
-        "## Native engine vs zennit",
+        "## Native engine vs zennit" + (" and innvestigate" if "innvestigate" in set(table["backend"]) else ""),
         "",
         comparison(table).to_markdown(index=False, floatfmt=".3g"),
         "",
     ]
+    if "innvestigate" in set(table["backend"]):
+        text += [
+            "## innvestigate",
+            "",
+            "innvestigate 2.1.2 runs in a worker process in the TF environment. Its median_s is end to end "
+            "through xaibench.explain after one warm-up call that builds the analyzer graph: it includes "
+            "exporting the weights, the Keras twin's forward check and the .npz file exchange with the "
+            "worker, not only the analysis. Its peak_mem_mb is empty (NaN): the worker's memory is not in "
+            "this process's resident set. The worker's resident-set high-water mark during one call is "
+            "below; it is absolute (TensorFlow, the loaded twins and their analyzers included), not the "
+            "call's growth, because TensorFlow's allocator keeps what the warm-up call freed.",
+            "",
+        ]
+        if worker is not None and len(worker):
+            text += [worker.to_markdown(index=False, floatfmt=".4g"), ""]
     (out / "bench.md").write_text("\n".join(text))
 
 
@@ -323,6 +385,10 @@ def summary(table: pd.DataFrame) -> str:
                      f"(range {part['time_native_over_zennit'].min():.2f}-"
                      f"{part['time_native_over_zennit'].max():.2f}), memory median "
                      f"{part['mem_native_over_zennit'].median():.2f}")
+        if "time_native_over_innvestigate" in part:
+            line += (f"; native/innvestigate time median {part['time_native_over_innvestigate'].median():.2f} "
+                     f"(range {part['time_native_over_innvestigate'].min():.2f}-"
+                     f"{part['time_native_over_innvestigate'].max():.2f})")
         lines.append(line)
     return "\n".join(lines)
 
