@@ -63,8 +63,11 @@ $(STAMP_TF): $(REQ_TF) | $(VENV_TF)/bin/python
 	@touch $@
 
 # .venv/bin first on PATH so shell rules find `xaibench` and the right `python`.
+# The workflow, then its browsable report (figures with captions, the metrics table).
 reproduce: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) \
+		--report results/report.html
 
 # pytest's exit status is the recipe's, so make fails with it (5 = no tests collected included).
 # XAIBENCH_REQUIRE_TF=1: a test needing the innvestigate worker fails instead of skipping when

@@ -17,10 +17,13 @@ validate(config, schema="workflows/config/schema.yaml")
 
 
 include: "workflows/engine.smk"
+include: "workflows/cases.smk"
 
 
 rule all:
     input:
         rules.conformance.output,
+        rules.census.output,
         rules.bench.output,
+        case_outputs(),
     default_target: True

@@ -2,6 +2,7 @@
 
     xaibench bench --out results/engine [--batch-scale F] [--repeats N] [--models enso,convection,radar]
     xaibench conformance --out results/engine [--quick]
+    xaibench census --out results/census [--quick] [--seed N]
     xaibench methods [--markdown docs/methods.md]
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
                       [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
@@ -84,13 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch.set_num_threads (0: torch's default)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     bench.add_argument("--backends", default="native,zennit",
-                       help="comma-separated backends to time beside the gradient (default: %(default)s)")
+                       help="comma-separated backends to time beside the gradient: native, zennit, innvestigate "
+                            "(default: %(default)s)")
 
     conformance = commands.add_parser(
         "conformance", help="the conformance table (conservation, agreement with zennit)",
         description="Writes OUT/conformance.csv and OUT/conformance.md.")
     conformance.add_argument("--out", default="results/engine", help="output folder (default: %(default)s)")
     conformance.add_argument("--quick", action="store_true", help="the quick configuration (small sizes)")
+
+    census = commands.add_parser(
+        "census", help="cross-library agreement census: every method on zennit and innvestigate vs native",
+        description="Writes OUT/agreement.csv and OUT/agreement.md (see xaibench.census).")
+    census.add_argument("--out", default="results/census", help="output folder (default: %(default)s)")
+    census.add_argument("--quick", action="store_true",
+                        help="the quick configuration (five small models, four samples; minutes on two cores)")
+    census.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the weights and inputs")
 
     methods = commands.add_parser("methods", help="list the canonical method names per backend")
     methods.add_argument("--markdown", metavar="FILE",
@@ -155,7 +165,49 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-data", dest="eval_data", action="extend", nargs="+", default=[],
                        metavar="[NAME=]FILE.nc",
                        help="extra evaluation set(s), scored with the best model (name: the file's stem)")
+    _add_case_commands(commands)
     return parser
+
+
+def _add_case_commands(commands):
+    """The steps of the reference-case pipeline (workflows/cases.smk)."""
+    data = commands.add_parser("data", help="generate a data set as netCDF (xaibench.data)")
+    data.add_argument("name", help="enso, enso_real, convection, radar, or a name whose --settings give "
+                                   "'generator'")
+    data.add_argument("--settings", type=_json_object, default={}, metavar="JSON",
+                      help="the generator's keyword arguments (and 'generator' when NAME is not one)")
+    data.add_argument("--out", required=True, metavar="FILE.nc")
+
+    explain = commands.add_parser("explain-case", help="explain a trained reference network on every backend")
+    explain.add_argument("case", help="enso, convection, radar1, radar2 or radar3")
+    explain.add_argument("--model", required=True, metavar="DIR", help="folder with model.safetensors/model.json")
+    explain.add_argument("--data", required=True, metavar="FILE.nc")
+    explain.add_argument("--out", required=True, metavar="DIR")
+    explain.add_argument("--samples", type=_positive_int, default=16, metavar="N", help="samples per subset")
+    explain.add_argument("--backends", default=None, metavar="B1,B2", help="default: every backend")
+    explain.add_argument("--methods", nargs="+", default=None, metavar="M", help="default: xaibench.cases'")
+    explain.add_argument("--eval-data", dest="eval_data", action="extend", nargs="+", default=[],
+                         metavar="NAME=FILE.nc", help="the extra evaluation sets training used")
+
+    metrics = commands.add_parser("metrics-case", help="metrics of a case's explanations (CSV)")
+    metrics.add_argument("case")
+    metrics.add_argument("--explanations", required=True, metavar="DIR")
+    metrics.add_argument("--data", required=True, metavar="FILE.nc")
+    metrics.add_argument("--out", required=True, metavar="FILE.csv")
+    metrics.add_argument("--per-sample", dest="per_sample", default=None, metavar="FILE.csv")
+
+    figure = commands.add_parser("figure", help="the relevance figure of a case (PNG)")
+    figure.add_argument("case")
+    figure.add_argument("--explanations", required=True, metavar="DIR")
+    figure.add_argument("--out", required=True, metavar="FILE.png")
+    figure.add_argument("--subset", default=None, help="draw one subset (e.g. test, real_winters, no_shortcut)")
+    figure.add_argument("--methods", nargs="+", default=None, metavar="METHOD__BACKEND",
+                        help="explanation files to draw (default: a few methods per case)")
+
+    table = commands.add_parser("table", help="concatenate metrics CSVs into one CSV and a markdown table")
+    table.add_argument("inputs", nargs="+", metavar="FILE.csv")
+    table.add_argument("--out", required=True, metavar="FILE.csv")
+    table.add_argument("--markdown", required=True, metavar="FILE.md")
 
 
 def _tolerance(text: str) -> tuple[str, float]:
@@ -201,6 +253,17 @@ def _conformance(args) -> int:
     write_conformance(args.out, quick=args.quick)
     print(f"wrote {args.out}/conformance.csv and conformance.md")
     return 0
+
+
+def _census(args) -> int:
+    from .census import run_census
+
+    started = time.perf_counter()
+    table = run_census(args.out, quick=args.quick, seed=args.seed)
+    errors = int(table["status"].str.startswith("error").sum())
+    print(f"wrote {args.out}/agreement.csv and agreement.md in {time.perf_counter() - started:.1f} s "
+          f"({len(table)} rows, {errors} with errors)")
+    return 1 if errors else 0
 
 
 def _methods(args) -> int:
@@ -277,8 +340,99 @@ def _train(args) -> int:
     return 0
 
 
-COMMANDS = {"bench": _bench, "conformance": _conformance, "methods": _methods, "validate": _validate,
-            "train": _train}
+def _eval_data(items) -> dict:
+    evaluation = {}
+    for item in items:
+        name, separator, path = item.partition("=")
+        if not separator or not name or not path:
+            raise ValueError(f"--eval-data {item!r}: give NAME=FILE.nc")
+        evaluation[name] = path
+    return evaluation
+
+
+def _data(args) -> int:
+    from .data import GENERATORS, generate, write_dataset
+
+    settings = dict(args.settings)
+    generator = settings.pop("generator", args.name)
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown data set '{generator}'; known: {', '.join(GENERATORS)} "
+                         "(or give {{\"generator\": ...}} in --settings)")
+    dataset = generate(generator, **settings)
+    write_dataset(dataset, args.out)
+    print(f"wrote {args.out}: {dict(dataset.sizes)}")
+    return 0
+
+
+def _explain_case(args) -> int:
+    from .cases import explain_case
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
+    written = explain_case(args.case, args.model, args.data, args.out, methods=args.methods, backends=backends,
+                           n_samples=args.samples, evaluation=_eval_data(args.eval_data) or None,
+                           log=lambda line: print(line, flush=True))
+    print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _metrics_case(args) -> int:
+    from .cases import metrics_case
+
+    frame = metrics_case(args.case, args.explanations, args.data, args.out, per_sample_csv=args.per_sample)
+    print(frame.to_string(max_rows=100))
+    return 0
+
+
+#: what each case's figure draws by default (method__backend file stems)
+FIGURE_FILES = {
+    "enso": ["lrp.epsilon__native", "lrp.alpha1beta0__native", "input_x_gradient__native",
+             "integrated_gradients__native", "deep_taylor__innvestigate", "lrp.alpha1beta0__innvestigate"],
+    "convection": ["lrp.epsilon__native", "lrp.alpha1beta0__native", "input_x_gradient__native"],
+    "radar": ["lrp.alpha1beta0__native"],
+}
+
+
+def _figure(args) -> int:
+    from pathlib import Path
+
+    from .report import convection_relevance, enso_composite_maps, radar_relevance
+
+    kind = "radar" if args.case.startswith("radar") else args.case
+    if kind not in FIGURE_FILES:
+        raise ValueError(f"unknown case '{args.case}'; known: enso, convection, radar1, radar2, radar3")
+    folder = Path(args.explanations)
+    stems = args.methods or FIGURE_FILES[kind]
+    files = [folder / f"{stem}.nc" for stem in stems if (folder / f"{stem}.nc").exists()]
+    if not files:
+        raise ValueError(f"none of {', '.join(stems)} in {folder}")
+    if kind == "enso":
+        enso_composite_maps(files, args.out, subset=args.subset)
+    elif kind == "convection":
+        convection_relevance(files, args.out, subset=args.subset)
+    else:
+        radar_relevance(files[0], args.out, samples=(0, 1))
+    print(f"wrote {args.out} from {', '.join(f.name for f in files)}")
+    return 0
+
+
+def _table(args) -> int:
+    import os
+
+    import pandas as pd
+
+    from .report import write_table
+
+    frame = pd.concat([pd.read_csv(path) for path in args.inputs], ignore_index=True)
+    frame.to_csv(f"{args.out}.partial", index=False)
+    os.replace(f"{args.out}.partial", args.out)   # a half-written table never looks finished
+    write_table(args.out, args.markdown, title="Metrics of the reference cases")
+    print(f"wrote {args.out} and {args.markdown} ({len(frame)} rows)")
+    return 0
+
+
+COMMANDS = {"bench": _bench, "conformance": _conformance, "census": _census, "methods": _methods, "validate": _validate,
+            "train": _train, "data": _data, "explain-case": _explain_case, "metrics-case": _metrics_case,
+            "figure": _figure, "table": _table}
 
 
 def main(argv=None) -> int:
