@@ -98,7 +98,8 @@ DEFAULT_OPTIONS = {
     "smoothgrad": {"noise_level": 0.1, "samples": 32, "seed": 0},
 }
 #: options only the native engine has (the other backends refuse unknown options)
-NATIVE_ONLY_OPTIONS = {"smoothgrad": ("seed", "kind", "batch_samples"), "integrated_gradients": ("batch_steps",)}
+NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed", "kind", "batch_samples"),
+                       "integrated_gradients": ("batch_steps",)}
 #: innvestigate analyzers that wrap another and change the Keras twin's graph: run them last
 WRAPPERS = ("smoothgrad", "integrated_gradients")
 #: methods whose relevance is per unit of input (no conservation residual)

@@ -273,9 +273,9 @@ def method_options(method: str, backend: str, bias: bool, domain: tuple[float, f
     if method == "integrated_gradients":
         options.update(steps=settings.integrated_gradients_steps, baseline="zeros", rule="riemann_left")
     if method == "smoothgrad":
-        options.update(noise_level=0.1, samples=settings.smoothgrad_samples)
-        if backend == "native":
-            options["seed"] = seed
+        options.update(samples=settings.smoothgrad_samples)
+        if backend == "native":   # innvestigate 2.1.2 honours neither (see smoothgrad_note)
+            options.update(noise_level=0.1, seed=seed)
     return options
 
 

@@ -43,7 +43,7 @@ WORKER = Path(__file__).with_name("innvestigate_worker.py")
 FORWARD_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10}
 #: options the innvestigate backend reads beyond the LRP ones
 EXTRA_OPTIONS = {"integrated_gradients": {"baseline": "zeros", "steps": 64, "rule": "riemann_left"},
-                 "smoothgrad": {"noise_level": 0.1, "samples": 32}}
+                 "smoothgrad": {"samples": 32}}
 
 
 def tf_python() -> Path:
@@ -184,6 +184,10 @@ def _check_twin(model_id, process, x_keras, expected: torch.Tensor):
 
 def _options(method: str, options: dict) -> dict:
     known = {**native_composites.DEFAULT_OPTIONS, **EXTRA_OPTIONS.get(method, {})}
+    if method == "smoothgrad" and ("noise_level" in options or "seed" in options):
+        raise ValueError("innvestigate 2.1.2's SmoothGrad ignores its noise_scale (its noise layer is built "
+                         "without it: the standard deviation is always 1 in input units) and draws TF's own "
+                         "random numbers: noise_level and seed cannot be honoured")
     unknown = set(options) - set(known)
     if unknown:
         raise ValueError(f"unknown option(s) {sorted(unknown)} for {method} on innvestigate; known: {sorted(known)}")
@@ -251,7 +255,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     entry = METHODS[method].innvestigate
     kwargs = entry.kwargs(o)
     if method == "smoothgrad":
-        kwargs["noise_scale"] = float(o["noise_level"] * (x.max() - x.min()))
+        o["noise_std"] = 1.0   # what innvestigate 2.1.2 adds, whatever noise_scale says (recorded)
     inputs, out = process.path("in"), process.path("out")
     np.savez(inputs, x=x_keras, selection=selection, **_arrays(method, o, x))
     process.request(op="analyze", model=model_id, analyzer=entry.analyzer(o), kwargs=kwargs,
@@ -263,7 +267,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     relevance = relevance.reshape((-1,) + tuple(x.shape[1:]))
     explained = selected.explained(output)
     recorded = {k: v for k, v in o.items() if k in options or k in ("low", "high") and method in
-                ("lrp.zbox", "deep_taylor.bounded")}
+                ("lrp.zbox", "deep_taylor.bounded") or k == "noise_std"}
     return Explanation(selected.arrange(relevance), selected.arrange(explained), method, BACKEND,
                        selected.description, stripped=list(spec.stripped), options=recorded)
 

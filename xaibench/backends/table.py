@@ -125,8 +125,8 @@ _TABLE = [
     Method("smoothgrad", "gradient averaged over noisy copies of the input (Smilkov et al. 2017)", lrp=False,
            options=("noise_level", "samples", "seed"),
            innvestigate=Innvestigate(_same("smoothgrad"), lambda o: {"augment_by_n": o.get("samples", 32)},
-                                     "smoothgrad(augment_by_n=samples, noise_scale=noise_level x the batch's "
-                                     "value range); TF's own random noise, so agreement is statistical")),
+                                     "smoothgrad(augment_by_n=samples): 2.1.2 ignores noise_scale, the noise "
+                                     "std is always 1 in input units; TF's own random numbers")),
     Method("occlusion", "output drop when patches of the input are replaced by a fill value", lrp=False,
            options=("patch", "stride", "fill")),
     Method("lrp.z", "LRP-0 on every layer", options=("stabilizer", "bias"),
@@ -267,6 +267,9 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
                 isinstance(m, nn.modules.conv._ConvNd) and m.padding not in ("same", "valid")
                 and any(_as_tuple(m.padding)) and not _same_padding(m) for m in modules):
             reasons.append("innvestigate's flat/w^2 rules give relevance to explicit zero padding, then drop it")
+        if method == "smoothgrad":
+            reasons.append("innvestigate 2.1.2's SmoothGrad ignores noise_scale (noise std always 1 in input "
+                           "units) and draws its own random numbers")
         if method == "integrated_gradients" and options.get("rule", "riemann_trapezoid") != "riemann_left":
             reasons.append("innvestigate's integrated gradients is a left Riemann sum "
                            "(compare with rule='riemann_left')")
