@@ -131,6 +131,8 @@ def test_innvestigate_refuses_what_it_cannot_do_with_a_clear_error(innvestigate_
         xaibench.explain(model, x, "integrated_gradients", rule="riemann_trapezoid", backend="innvestigate")
     with pytest.raises(ValueError, match="unknown option"):
         xaibench.explain(model, x, "lrp.epsilon", epsilom=0.1, backend="innvestigate")
+    with pytest.raises(ValueError, match="ignores its noise_scale"):   # innvestigate 2.1.2: std is always 1
+        xaibench.explain(model, x, "smoothgrad", noise_level=0.2, backend="innvestigate")
 
 
 def test_the_users_model_and_input_are_unchanged(innvestigate_worker):
