@@ -16,6 +16,7 @@ configfile: "workflows/config/default.yaml"
 validate(config, schema="workflows/config/schema.yaml")
 
 
+include: "workflows/common.smk"
 include: "workflows/engine.smk"
 include: "workflows/cases.smk"
 

@@ -3,30 +3,6 @@
 # -> figures. Everything is synthetic except the real HadISST winters (data set enso_real).
 # Rules named train_* and explain_* ask for a GPU in the SLURM profile (workflows/profiles/).
 
-import json
-
-CASES = config["cases"]
-MODELS = list(CASES["training"])
-RADAR_MODELS = [model for model in MODELS if model.startswith("radar")]
-
-
-def _training(model):
-    return CASES["training"][model]
-
-
-def _data_file(model):
-    return f"results/data/{_training(model)['data']}.nc"
-
-
-def _eval_files(model):
-    return {name: f"results/data/{data}.nc" for name, data in _training(model).get("eval", {}).items()}
-
-
-def _eval_option(model):
-    files = _eval_files(model)
-    return ("--eval-data " + " ".join(f"{name}={path}" for name, path in files.items())) if files else ""
-
-
 rule data:
     output:
         "results/data/{dataset}.nc",
@@ -170,14 +146,3 @@ rule figure_radar:
         model="|".join(RADAR_MODELS) or "radar",
     shell:
         "xaibench figure {wildcards.model} --explanations {input} --out {output} > {log} 2>&1"
-
-
-def case_outputs():
-    """What `rule all` needs from the cases: the metrics table and every figure."""
-    figures = []
-    if "enso" in MODELS:
-        figures += expand("results/figures/enso_{subset}.png", subset=["test", "real_winters"])
-    if "convection" in MODELS:
-        figures += expand("results/figures/convection_{subset}.png", subset=["test", "no_shortcut"])
-    figures += expand("results/figures/{model}.png", model=RADAR_MODELS)
-    return ["results/metrics/metrics.csv"] + figures
