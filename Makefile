@@ -32,7 +32,7 @@ STAMP_MAIN := $(VENV)/.stamp-requirements
 STAMP_EDITABLE := $(VENV)/.stamp-editable
 STAMP_TF := $(VENV_TF)/.stamp-requirements
 
-.PHONY: setup reproduce test clean-results distclean check-python
+.PHONY: setup reproduce test clean-results distclean check-python check-baseline update-baseline
 
 setup: $(STAMP_EDITABLE) $(STAMP_TF)
 
@@ -68,6 +68,14 @@ reproduce: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) \
 		--report results/report.html
+
+# The regression gate: recompute the baseline's tables and compare (exit 1 names the metric).
+check-baseline: setup
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) regression
+
+# After an intended change of results: take the current tables as the new baseline.
+update-baseline:
+	$(VENV)/bin/xaibench regression update --results results --baseline results/baseline
 
 # pytest's exit status is the recipe's, so make fails with it (5 = no tests collected included).
 # XAIBENCH_REQUIRE_TF=1: a test needing the innvestigate worker fails instead of skipping when

@@ -19,6 +19,7 @@ validate(config, schema="workflows/config/schema.yaml")
 include: "workflows/common.smk"
 include: "workflows/engine.smk"
 include: "workflows/cases.smk"
+include: "workflows/regression.smk"
 
 
 rule all:

@@ -33,3 +33,9 @@ def case_outputs():
         figures += expand("results/figures/convection_{subset}.png", subset=["test", "no_shortcut"])
     figures += expand("results/figures/{model}.png", model=RADAR_MODELS)
     return ["results/metrics/metrics.csv"] + figures
+
+
+# The tables the regression gate compares (results/baseline/tolerances.yaml lists them).
+from xaibench.regression import load_spec
+
+REGRESSION_TABLES = list(load_spec("results/baseline").files)

@@ -4,6 +4,8 @@
     xaibench conformance --out results/engine [--quick]
     xaibench census --out results/census [--quick] [--seed N]
     xaibench methods [--markdown docs/methods.md]
+    xaibench data | train | explain-case | metrics-case | figure | table   (the reference-case pipeline)
+    xaibench regression check|update [--results results] [--baseline results/baseline]
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
                       [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
     xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--seed N]
@@ -166,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="[NAME=]FILE.nc",
                        help="extra evaluation set(s), scored with the best model (name: the file's stem)")
     _add_case_commands(commands)
+    from .regression import add_commands as add_regression_commands
+
+    add_regression_commands(commands)   # xaibench regression check|update
     return parser
 
 
@@ -415,6 +420,12 @@ def _figure(args) -> int:
     return 0
 
 
+def _regression(args) -> int:
+    from .regression import main as regression_main
+
+    return regression_main(args)
+
+
 def _table(args) -> int:
     import os
 
@@ -432,7 +443,7 @@ def _table(args) -> int:
 
 COMMANDS = {"bench": _bench, "conformance": _conformance, "census": _census, "methods": _methods, "validate": _validate,
             "train": _train, "data": _data, "explain-case": _explain_case, "metrics-case": _metrics_case,
-            "figure": _figure, "table": _table}
+            "figure": _figure, "table": _table, "regression": _regression}
 
 
 def main(argv=None) -> int:

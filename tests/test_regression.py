@@ -1,0 +1,236 @@
+"""xaibench.regression: the CI comparison of metrics tables with the committed baseline."""
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from xaibench import regression
+from xaibench.regression import RegressionSpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = {
+    "version": 1,
+    "files": {
+        "engine/metrics.csv": {
+            "key": ["case", "method", "backend"],
+            "metrics": {
+                "conservation_f64": {"abs": 1e-12},
+                "skill": {"abs": 0.01, "rel": 0.1},
+            },
+            "exact": ["status"],
+            "ignore": ["median_s"],
+            "overrides": [{"where": {"method": "smoothgrad"}, "metrics": {"skill": {"abs": 0.5}}}],
+        },
+        "census/other.csv": {"key": ["model"], "metrics": {"difference": {"rel": 1e-6}}},
+    },
+}
+
+ROWS = [
+    {"case": "dense", "method": "lrp.epsilon", "backend": "native", "conservation_f64": 1e-17,
+     "skill": 0.80, "status": "ok", "median_s": 0.01},
+    {"case": "dense", "method": "lrp.epsilon", "backend": "zennit", "conservation_f64": 2e-17,
+     "skill": 0.70, "status": "ok", "median_s": 0.02},
+    {"case": "conv", "method": "smoothgrad", "backend": "native", "conservation_f64": math.nan,
+     "skill": 0.50, "status": "ok", "median_s": 0.03},
+]
+OTHER = [{"model": "enso", "difference": 2.5e-3}, {"model": "radar", "difference": 0.0}]
+
+
+def write(folder: Path, rows=ROWS, other=OTHER) -> Path:
+    (folder / "engine").mkdir(parents=True, exist_ok=True)
+    (folder / "census").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(folder / "engine" / "metrics.csv", index=False)
+    pd.DataFrame(other).to_csv(folder / "census" / "other.csv", index=False)
+    return folder
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    """A results folder and a baseline made from it by `update` (the documented command)."""
+    results, baseline = write(tmp_path / "results"), tmp_path / "results" / "baseline"
+    baseline.mkdir()
+    (baseline / "tolerances.yaml").write_text(yaml.safe_dump(SPEC))
+    regression.update(results, baseline)
+    return results, baseline
+
+
+def with_change(rows, index, **values):
+    rows = [dict(row) for row in rows]
+    rows[index].update(values)
+    return rows
+
+
+def test_update_then_check_passes(dirs):
+    results, baseline = dirs
+    assert (baseline / "engine" / "metrics.csv").is_file()
+    assert regression.check(results, baseline) == []
+    # the baseline keeps keys, metrics and exact columns only: no timings to churn in git
+    kept = pd.read_csv(baseline / "engine" / "metrics.csv")
+    assert list(kept.columns) == ["case", "method", "backend", "conservation_f64", "skill", "status"]
+    assert yaml.safe_load((baseline / "tolerances.yaml").read_text()) == SPEC   # the spec is kept
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (baseline / "engine" / "metrics.csv").stat().st_mode & 0o777 == 0o666 & ~umask   # not mkstemp's 0600
+
+
+def test_drift_beyond_tolerance_names_the_metric(dirs):
+    results, baseline = dirs
+    write(results, with_change(ROWS, 1, conservation_f64=1e-9))
+    drifts = regression.check(results, baseline)
+    assert len(drifts) == 1
+    drift = drifts[0]
+    assert (drift.file, drift.metric, drift.reason) == ("engine/metrics.csv", "conservation_f64", "beyond tolerance")
+    assert dict(drift.key) == {"case": "dense", "method": "lrp.epsilon", "backend": "zennit"}
+    assert drift.baseline == 2e-17 and drift.new == 1e-9 and drift.tolerance == "abs 1e-12"
+    text = str(drift)
+    assert "conservation_f64" in text and "backend=zennit" in text and "abs 1e-12" in text
+
+
+def test_within_tolerance_passes(dirs):
+    results, baseline = dirs
+    # skill: abs 0.01 + rel 0.1 * 0.8 = 0.09 allowed; timings change freely
+    rows = with_change(ROWS, 0, skill=0.80 + 0.085, conservation_f64=5e-13, median_s=99.0)
+    write(results, rows, [{"model": "enso", "difference": 2.5e-3 * (1 + 1e-7)}, OTHER[1]])
+    assert regression.check(results, baseline) == []
+    write(results, with_change(ROWS, 0, skill=0.80 + 0.095))
+    assert [d.metric for d in regression.check(results, baseline)] == ["skill"]
+
+
+def test_override_loosens_the_matching_rows_only(dirs):
+    results, baseline = dirs
+    write(results, with_change(ROWS, 2, skill=0.9))   # smoothgrad: abs 0.5
+    assert regression.check(results, baseline) == []
+    write(results, with_change(ROWS, 1, skill=0.9))   # not smoothgrad: 0.2 > 0.01 + 0.07
+    assert [d.metric for d in regression.check(results, baseline)] == ["skill"]
+
+
+def test_missing_row_fails_and_new_row_is_only_reported(dirs):
+    results, baseline = dirs
+    extra = {**ROWS[0], "case": "unet"}
+    write(results, [ROWS[0], ROWS[2], extra])
+    report = regression.compare(results, baseline)
+    assert [(d.reason, dict(d.key)["backend"]) for d in report.drifts] == [("row missing from the results", "zennit")]
+    assert any("1 new row" in str(note) and "case=unet" in str(note) for note in report.notes)
+    # a new row alone is not a failure
+    write(results, [*ROWS, extra])
+    report = regression.compare(results, baseline)
+    assert report.ok and any("new row" in str(note) for note in report.notes)
+
+
+def test_nan_where_the_baseline_has_a_number_is_a_drift(dirs):
+    results, baseline = dirs
+    write(results, with_change(ROWS, 0, skill=math.nan))
+    drifts = regression.check(results, baseline)
+    assert [(d.metric, d.reason) for d in drifts] == [("skill", "NaN where the baseline has a number")]
+    # NaN in both (smoothgrad has no conservation) is equal
+    write(results)
+    assert regression.check(results, baseline) == []
+
+
+def test_missing_file_and_column_and_text_change_are_drifts(dirs):
+    results, baseline = dirs
+    (results / "census" / "other.csv").unlink()
+    table = pd.DataFrame(with_change(ROWS, 0, status="error: boom")).drop(columns=["skill"])
+    table.to_csv(results / "engine" / "metrics.csv", index=False)
+    reasons = {(d.file, d.metric, d.reason.split(":")[0]) for d in regression.check(results, baseline)}
+    assert ("census/other.csv", None, "results file missing") in reasons
+    assert ("engine/metrics.csv", "skill", "column missing from the results") in reasons
+    assert ("engine/metrics.csv", "status", "text differs") in reasons
+
+
+def test_update_of_one_file_is_atomic_and_leaves_the_others(dirs):
+    results, baseline = dirs
+    before = (baseline / "census" / "other.csv").read_bytes()
+    write(results, with_change(ROWS, 0, skill=0.1), [{"model": "enso", "difference": 1.0}, OTHER[1]])
+    written = regression.update(results, baseline, files=["engine/metrics.csv"])
+    assert written == [baseline / "engine" / "metrics.csv"]
+    assert (baseline / "census" / "other.csv").read_bytes() == before
+    assert [d.file for d in regression.check(results, baseline)] == ["census/other.csv"]
+    assert not list(baseline.rglob("*.tmp"))
+    with pytest.raises(RegressionSpecError, match="not in .*tolerances.yaml: engine/nope.csv"):
+        regression.update(results, baseline, files=["engine/nope.csv"])
+
+
+def test_failed_update_writes_nothing(dirs):
+    results, baseline = dirs
+    before = (baseline / "engine" / "metrics.csv").read_bytes()
+    write(results, with_change(ROWS, 0, skill=0.1))
+    (results / "census" / "other.csv").write_text("model,difference\nenso,abc\n")
+    with pytest.raises(RegressionSpecError, match="not numbers"):
+        regression.update(results, baseline)
+    assert (baseline / "engine" / "metrics.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.update(tolerance=1), r"top level: unknown key\(s\) 'tolerance'"),
+    (lambda s: s["files"]["engine/metrics.csv"].update(keys=["case"]),
+     r"files.engine/metrics.csv: unknown key\(s\) 'keys'"),
+    (lambda s: s["files"]["engine/metrics.csv"]["metrics"]["skill"].update(absolute=1),
+     r"metrics.skill: unknown key\(s\) 'absolute' \(allowed: abs, rel, why\)"),
+    (lambda s: s["files"]["engine/metrics.csv"]["metrics"].update(x={"why": "no number"}), "give abs and/or rel"),
+    (lambda s: s["files"]["engine/metrics.csv"]["metrics"]["skill"].update(abs=-1), "must be a finite number >= 0"),
+    (lambda s: s["files"]["engine/metrics.csv"]["metrics"]["skill"].update(abs="tight"), "expected a number"),
+    (lambda s: s["files"]["engine/metrics.csv"].update(ignore=["skill"]), "'skill' is in both metrics and ignore"),
+    (lambda s: s["files"]["engine/metrics.csv"].update(key=[]), "must name at least one column"),
+    (lambda s: s["files"]["engine/metrics.csv"]["overrides"][0].update(when={}), r"unknown key\(s\) 'when'"),
+    (lambda s: s["files"]["engine/metrics.csv"]["overrides"][0].update(metrics={"median_s": {"abs": 1}}),
+     "'median_s' is not one of the file's metrics"),
+    (lambda s: s.update(version=2), "version: expected 1"),
+    (lambda s: s["files"].update({"../outside.csv": {"key": ["a"]}}), "must be a relative path"),
+])
+def test_the_tolerance_file_is_validated(tmp_path, edit, message):
+    spec = yaml.safe_load(yaml.safe_dump(SPEC))
+    edit(spec)
+    (tmp_path / "tolerances.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(RegressionSpecError, match=message) as error:
+        regression.load_spec(tmp_path)
+    assert "tolerances.yaml" in str(error.value)   # names the file
+
+
+def test_yaml_1e_minus_12_without_a_dot_is_a_number(tmp_path):
+    # PyYAML reads 1e-12 as the string '1e-12'; the spec accepts it as the number people mean.
+    (tmp_path / "tolerances.yaml").write_text(
+        "version: 1\nfiles:\n  a.csv:\n    key: [k]\n    metrics:\n      m: {abs: 1e-12}\n")
+    assert regression.load_spec(tmp_path).files["a.csv"].metrics["m"].abs == 1e-12
+
+
+def test_duplicate_keys_are_a_spec_error(dirs):
+    results, baseline = dirs
+    write(results, [*ROWS, ROWS[0]])
+    with pytest.raises(RegressionSpecError, match="two rows with the key case=dense"):
+        regression.check(results, baseline)
+
+
+def test_command_exit_status_and_output(dirs, capsys):
+    results, baseline = dirs
+    parser = argparse.ArgumentParser(prog="xaibench")
+    regression.add_commands(parser.add_subparsers(dest="command", required=True))
+
+    def run(*argv):
+        args = parser.parse_args(["regression", *argv, "--results", str(results), "--baseline", str(baseline)])
+        return regression.main(args)
+
+    assert run("check") == 0
+    assert "no drift" in capsys.readouterr().out
+    write(results, with_change(ROWS, 0, skill=0.1))
+    assert run("check") == 1
+    out = capsys.readouterr().out
+    assert "drifted: engine/metrics.csv:skill" in out and "beyond tolerance" in out
+    assert run("update", "--file", "engine/metrics.csv") == 0
+    assert run("check") == 0
+    (baseline / "tolerances.yaml").write_text("version: 1\nfiles: {a.csv: {key: [k], metric: {}}}\n")
+    assert run("check") == 2
+    assert "unknown key(s) 'metric'" in capsys.readouterr().err
+
+
+def test_the_committed_spec_is_valid():
+    spec = regression.load_spec(ROOT / "results" / "baseline")
+    assert "engine/conformance.csv" in spec.files
+    bench = spec.files["engine/bench.csv"]
+    assert not bench.metrics and {"median_s", "peak_mem_mb"} <= set(bench.ignore)   # timings never checked
