@@ -337,7 +337,8 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
 def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "bench.csv", index=False)
+    from .io import write_csv  # atomic: a half-written table never looks finished
+    write_csv(table, out / "bench.csv")
     device = ", ".join(sorted(table["device"].unique()))
     text = [
         "# Engine benchmark",

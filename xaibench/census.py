@@ -491,7 +491,8 @@ def _worst(values: pd.Series) -> float:
 def write_tables(census: pd.DataFrame, out_dir: str | Path, settings: Settings | None = None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    census.to_csv(out / "agreement.csv", index=False)
+    from .io import write_csv  # atomic: a half-written table never looks finished
+    write_csv(census, out / "agreement.csv")
     models = ", ".join(f"{name} ({MODELS[name].description})" for name in dict.fromkeys(census["model"])
                        if name in MODELS)
     size = "" if settings is None else (

@@ -216,8 +216,9 @@ def write_conformance(out_dir, quick: bool = True):
     out.mkdir(parents=True, exist_ok=True)
     networks = pd.DataFrame(network_rows(batch=4 if quick else 16))
     layers = pd.DataFrame(layer_rows())
-    networks.to_csv(out / "conformance.csv", index=False)
-    layers.to_csv(out / "conformance_layers.csv", index=False)
+    from .io import write_csv  # atomic: a half-written table never looks finished
+    write_csv(networks, out / "conformance.csv")
+    write_csv(layers, out / "conformance_layers.csv")
     by_rule = layers.groupby("rule")["max_error_vs_reference"].max().reset_index()
     worst = networks.groupby("method").agg(
         conservation_error_f64=("conservation_error_f64", "max"),
