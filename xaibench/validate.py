@@ -529,25 +529,14 @@ def randomized_copy(model: nn.Module, layers: list[str], seed: int) -> nn.Module
 
 
 def spearman_per_sample(a: torch.Tensor, b: torch.Tensor, sample_dims: int) -> np.ndarray:
-    """Spearman rank correlation of |a| and |b| per sample (ties get average ranks).
+    """Spearman rank correlation of |a| and |b| per sample (and target: the first sample_dims
+    axes are rows), by xaibench.metrics.spearman: ties get average ranks; a constant map
+    against a non-constant one counts as 0 (it lost its structure), two constant maps as 1."""
+    from .metrics import spearman
 
-    A constant map has no ranking: against a non-constant one it counts as 0 (the map changed
-    into one without structure), two constant maps count as 1 (nothing changed)."""
-    from scipy.stats import rankdata
-
-    a = a.detach().abs().double().cpu().numpy()
-    b = b.detach().abs().double().cpu().numpy()
     rows = int(np.prod(a.shape[:sample_dims]))
-    a, b = a.reshape(rows, -1), b.reshape(rows, -1)
-    result = np.empty(rows)
-    for i in range(rows):
-        ra, rb = rankdata(a[i]), rankdata(b[i])
-        sa, sb = ra.std(), rb.std()
-        if sa == 0 or sb == 0:
-            result[i] = 1.0 if sa == 0 and sb == 0 else 0.0
-        else:
-            result[i] = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
-    return result
+    return spearman(a.detach().double().cpu().numpy().reshape(rows, -1),
+                    b.detach().double().cpu().numpy().reshape(rows, -1), absolute=True)
 
 
 def agreement(relevance: torch.Tensor, reference: torch.Tensor, sample_dims: int) -> torch.Tensor:
