@@ -19,7 +19,8 @@ class Explanation:
     backend: str
     target: torch.Tensor      # the flat output indices explained, or the mask
     ledger: Ledger | None = None   # native LRP only
-    conservation_error: torch.Tensor | None = None  # native LRP only: per sample
+    # per sample: native LRP, the ledger's closure; integrated gradients, its completeness residual
+    conservation_error: torch.Tensor | None = None
     stripped: list = field(default_factory=list)    # final layers removed before explaining
     options: dict = field(default_factory=dict)
 

@@ -1,4 +1,5 @@
-"""The three reference networks of the benchmark (architectures only; training comes later).
+"""The three reference networks of the benchmark; training.py trains them (train, evaluate,
+load_trained: safetensors + JSON metadata).
 
     EnsoDense          dense 8-8-2 classifier of flattened SST maps (Toms et al. 2020)
     ConvectionCNN      3D CNN over 5 frames x 2 GOES channels (Lee et al. 2021; layers chosen here)
