@@ -142,18 +142,29 @@ def _load(model: nn.Module, x: torch.Tensor, floatx: str) -> tuple[str, keras_ex
         spec_path.write_text(json.dumps(spec.to_json()))
         weights_path = process.path("weights")
         np.savez(weights_path, **spec.weights)
-        process.request(op="load", model=model_id, spec=str(spec_path), weights=weights_path)
+        try:
+            process.request(op="load", model=model_id, spec=str(spec_path), weights=weights_path)
+        finally:
+            _remove(spec_path, weights_path)
         process.models.add(model_id)
     return model_id, spec, process
+
+
+def _remove(*paths):
+    for path in paths:
+        Path(path).unlink(missing_ok=True)
 
 
 def _twin_output(model_id, process, x_keras, shape) -> np.ndarray:
     """The Keras twin's output for x, in the PyTorch layout `shape`."""
     inputs, out = process.path("forward-in"), process.path("forward-out")
     np.savez(inputs, x=x_keras)
-    process.request(op="forward", model=model_id, inputs=inputs, out=out)
-    with np.load(out) as archive:
-        keras_output = archive["output"]
+    try:
+        process.request(op="forward", model=model_id, inputs=inputs, out=out)
+        with np.load(out) as archive:
+            keras_output = archive["output"]
+    finally:
+        _remove(inputs, out)
     if len(shape) > 2:   # the twin's output is flattened in (*S, C) order
         return keras_export.from_keras_input(keras_output.reshape(shape[:1] + shape[2:] + shape[1:2]))
     return keras_output.reshape(shape)
@@ -258,10 +269,13 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         o["noise_std"] = 1.0   # what innvestigate 2.1.2 adds, whatever noise_scale says (recorded)
     inputs, out = process.path("in"), process.path("out")
     np.savez(inputs, x=x_keras, selection=selection, **_arrays(method, o, x))
-    process.request(op="analyze", model=model_id, analyzer=entry.analyzer(o), kwargs=kwargs,
-                            inputs=inputs, out=out)
-    with np.load(out) as archive:
-        relevance = archive["relevance"]            # [T, B, *Keras input]
+    try:
+        process.request(op="analyze", model=model_id, analyzer=entry.analyzer(o), kwargs=kwargs,
+                        inputs=inputs, out=out)
+        with np.load(out) as archive:
+            relevance = archive["relevance"]            # [T, B, *Keras input]
+    finally:
+        _remove(inputs, out)   # a long census would otherwise fill the scratch folder
     relevance = np.stack([keras_export.from_keras_input(r) for r in relevance])
     relevance = torch.from_numpy(np.ascontiguousarray(relevance)).to(x.dtype).to(x.device)
     relevance = relevance.reshape((-1,) + tuple(x.shape[1:]))
