@@ -348,3 +348,20 @@ def method_options(method: str, x: torch.Tensor, dtype=torch.float64, **extra) -
     if method == "lrp.alpha_beta":
         options.update(alpha=3.0, beta=2.0)
     return options
+
+
+# --- shared by the "model and input are left untouched" tests ---------------------------------------
+def batchnorm_model():
+    """A small conv net with BatchNorm, Dropout and max pooling, seeded."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
+                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4), nn.BatchNorm1d(4),
+                          nn.ReLU(), nn.Linear(4, 2))
+    return randomize(model, seed=3)
+
+
+def snapshot(model):
+    """(state dict copy, training flag per module, dtype per parameter)."""
+    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
+            {name: m.training for name, m in model.named_modules()},
+            {name: p.dtype for name, p in model.named_parameters()})
+

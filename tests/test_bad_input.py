@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from strategies import randomize
+from strategies import batchnorm_model, randomize, snapshot
 from torch import nn
 
 import xaibench
@@ -142,19 +142,6 @@ def test_input_without_batch_dimension(backend):
 
 
 # --- the model and the input are left untouched --------------------------------------------------
-def _bn_model():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4), nn.BatchNorm1d(4),
-                          nn.ReLU(), nn.Linear(4, 2))
-    return randomize(model, seed=3)
-
-
-def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {name: m.training for name, m in model.named_modules()},
-            {name: p.dtype for name, p in model.named_parameters()})
-
-
 @pytest.mark.parametrize("train_mode", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize("backend, method, options", [
     ("native", "lrp.epsilon", {}),
@@ -168,10 +155,10 @@ def _snapshot(model):
     ("zennit", "input_x_gradient", {}),
 ])
 def test_model_and_input_are_left_untouched(train_mode, backend, method, options):
-    model = _bn_model()
+    model = batchnorm_model()
     model.train(train_mode)
     model[3].train(not train_mode)  # a mixed state must come back as it was
-    before = _snapshot(model)
+    before = snapshot(model)
     x = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
     x[0, 0, 0, 0] = 0.0
     x_before = x.clone()
@@ -182,7 +169,7 @@ def test_model_and_input_are_left_untouched(train_mode, backend, method, options
         assert x.requires_grad == requires_grad
         assert x.grad is None
         assert torch.equal(x.detach(), x_before)
-    state, training, dtypes = _snapshot(model)
+    state, training, dtypes = snapshot(model)
     assert state.keys() == before[0].keys()
     for key in state:
         assert torch.equal(state[key], before[0][key]), f"{key} changed"

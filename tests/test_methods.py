@@ -13,7 +13,7 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from strategies import randomize
+from strategies import batchnorm_model, randomize, snapshot
 from torch import nn
 
 import xaibench
@@ -344,24 +344,12 @@ def test_nan_input_and_wrong_shape(method):
 
 
 # --- the model and the input are left untouched --------------------------------------------------
-def _bn_model():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4), nn.BatchNorm1d(4),
-                          nn.ReLU(), nn.Linear(4, 2))
-    return randomize(model, seed=3)
-
-
-def _snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            {name: m.training for name, m in model.named_modules()})
-
-
 @pytest.mark.parametrize("method", NEW_METHODS + ["optimal_input"])
 def test_model_and_input_are_left_untouched(method):
-    model = _bn_model()
+    model = batchnorm_model()
     model.train(True)
     model[3].train(False)
-    before = _snapshot(model)
+    before = snapshot(model)
     x = _x(3, 2, 6, 6)
     x_before = x.clone()
     for requires_grad in (False, True):
@@ -375,7 +363,7 @@ def test_model_and_input_are_left_untouched(method):
             assert e.relevance.shape == x.shape
         assert x.requires_grad == requires_grad and x.grad is None
         assert torch.equal(x.detach(), x_before)
-    state, training = _snapshot(model)
+    state, training, _ = snapshot(model)
     for key in state:
         assert torch.equal(state[key], before[0][key]), f"{key} changed"
     assert training == before[1]
