@@ -189,10 +189,11 @@ def test_unavailable_and_failing_backends_are_recorded_not_raised(enso, tmp_path
     assert statuses["deep_taylor", "innvestigate"].startswith("skipped: BackendUnavailableError")
 
 
-def test_innvestigate_wrappers_run_after_its_other_methods():
+def test_pairs_are_the_backends_that_have_each_method():
+    # (the order no longer matters: innvestigate's wrappers get a Keras twin of their own)
     pairs = cases._pairs(["smoothgrad", "integrated_gradients", "lrp.zbox", "deep_taylor"], ["native", "innvestigate"])
     innvestigate = [m for m, b in pairs if b == "innvestigate"]
-    assert innvestigate[-2:] == ["smoothgrad", "integrated_gradients"] and "deep_taylor" in innvestigate
+    assert "deep_taylor" in innvestigate
     assert ("deep_taylor", "native") not in pairs
 
 

@@ -146,8 +146,8 @@ def test_innvestigate_rows_on_the_dense_net(innvestigate_worker):
     assert rows.loc[("lrp.alpha1beta0", False), "max_relative_difference"] < 1e-8
     assert rows.loc[("lrp.alpha1beta0", True), "max_relative_difference"] > 1e-3
     assert "known:" in rows.loc[("lrp.alpha1beta0", True), "note"]
-    # z^B on the first layer although integrated gradients and SmoothGrad were asked for before it:
-    # the census builds innvestigate's wrappers last (they re-wire the worker's Keras twin)
+    # z^B on the first layer although integrated gradients and SmoothGrad were asked for before it
+    # (the worker gives innvestigate's wrappers a Keras twin of their own)
     assert rows.loc[("deep_taylor.bounded", False), "max_relative_difference"] < 1e-8
     assert "statistical comparison" in rows.loc[("smoothgrad", True), "note"]
     assert math.isnan(rows.loc[("smoothgrad", True), "conservation_residual_max"])

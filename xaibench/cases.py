@@ -40,9 +40,7 @@ only (Toms et al. used it); its agreement is measured against table.NEAREST_NATI
 A backend that is not installed or cannot mirror the model (BackendUnavailableError,
 ExportError, UnsupportedLayerError, ImportError) is recorded in out_dir/skipped.csv with the
 reason, as is any other failure of a non-native backend (status "error"); a failure of the native
-engine raises. innvestigate's SmoothGrad and integrated gradients run after its other methods:
-they re-wire the worker's Keras twin, and a bounded analyzer built afterwards silently loses
-its z^B rule (measured by xaibench.census). Where TensorFlow has no float64 kernel (3D
+engine raises. Where TensorFlow has no float64 kernel (3D
 pooling), innvestigate runs in float32 and the file's dtype attribute says so.
 
 File format (out_dir/<method>__<backend>.nc, written atomically by data.write_dataset):
@@ -100,8 +98,6 @@ DEFAULT_OPTIONS = {
 #: options only the native engine has (the other backends refuse unknown options)
 NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed", "kind", "batch_samples"),
                        "integrated_gradients": ("batch_steps",)}
-#: innvestigate analyzers that wrap another and change the Keras twin's graph: run them last
-WRAPPERS = ("smoothgrad", "integrated_gradients")
 #: methods whose relevance is per unit of input (no conservation residual)
 PER_INPUT_UNIT = ("gradient", "smoothgrad")
 #: "this backend cannot do this model here", not "the explanation is wrong"
@@ -415,7 +411,7 @@ def _dtype(dtype) -> torch.dtype:
 
 
 def _pairs(methods, backends) -> list[tuple[str, str]]:
-    """(method, backend) for every backend that has the method; innvestigate's wrappers last."""
+    """(method, backend) for every backend that has the method."""
     from . import api
 
     unknown = [m for m in methods if m not in table.METHODS]
@@ -424,8 +420,7 @@ def _pairs(methods, backends) -> list[tuple[str, str]]:
     bad = [b for b in backends if b not in api.BACKENDS]
     if bad:
         raise InputError(f"unknown backend(s) {', '.join(bad)}; backends: {', '.join(api.BACKENDS)}")
-    pairs = [(m, b) for b in backends for m in methods if m in table.available(b)]
-    return sorted(pairs, key=lambda p: p[1] == "innvestigate" and p[0] in WRAPPERS)
+    return [(m, b) for b in backends for m in methods if m in table.available(b)]
 
 
 def _one_line(error: BaseException) -> str:

@@ -48,12 +48,6 @@ Choices, and why:
   with different seeds and the same number of copies. A difference of the same order as the
   floor is agreement. innvestigate 2.1.2's SmoothGrad ignores its noise scale (the noise has
   standard deviation 1); the note gives the difference to a native run with that noise too.
-- innvestigate's SmoothGrad and integrated gradients run after every other innvestigate method
-  of a model. Both wrap the analyzer model and call it on new (noisy / interpolated) tensors,
-  which adds inbound nodes to the worker's shared Keras twin; innvestigate's is_input_layer then
-  no longer recognizes the first layer, and a bounded-rule analyzer built afterwards (lrp.zbox,
-  deep_taylor.bounded) silently applies z+ instead of z^B there (measured: 0.15 relative
-  difference on the bias-free dense net).
 - The note column gives the documented reasons a backend cannot agree on that model
   (table.known_differences, each pinned in tests/test_innvestigate_agreement.py), prefixed "known:".
 - A backend that is not installed, or cannot mirror a model (ExportError), gives rows with
@@ -87,8 +81,6 @@ BACKENDS = ("native", "zennit", "innvestigate")
 STABILIZER = 1e-12
 EPSILON = 0.1
 ALPHA_BETA = {"alpha": 3.0, "beta": 2.0}   # lrp.alpha_beta: a pair no named preset covers
-#: innvestigate analyzers that wrap another and change the Keras twin's graph (run last per model)
-WRAPPERS = ("smoothgrad", "integrated_gradients")
 #: errors that mean "this backend cannot run this model here", not "the backend is wrong"
 SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
 
@@ -333,8 +325,7 @@ class _Run:
             target = spec.target if spec.target is not None else output.reshape(len(x), -1).argmax(1)
             native: dict[str, object] = {}
             done = {}
-            # innvestigate's wrappers last: they re-wire the worker's Keras twin (module docstring)
-            for triple in sorted(triples, key=lambda t: t[1] == "innvestigate" and t[0] in WRAPPERS):
+            for triple in triples:
                 method, backend, reference = triple
                 started = time.perf_counter()
                 row = done[triple] = self.row(spec, variant, x, target, bias, method, backend, reference, native)
