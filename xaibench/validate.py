@@ -540,13 +540,15 @@ def spearman_per_sample(a: torch.Tensor, b: torch.Tensor, sample_dims: int) -> n
 
 
 def agreement(relevance: torch.Tensor, reference: torch.Tensor, sample_dims: int) -> torch.Tensor:
-    """max|R - R_ref| / sum|R_ref| per sample: the project's agreement metric."""
-    dims = tuple(range(sample_dims, reference.dim()))
-    difference = (relevance.to(reference.dtype) - reference).abs().amax(dims)
-    scale = reference.abs().sum(dims)
-    tiny = torch.finfo(scale.dtype).tiny
-    # equal zero maps agree; a non-zero map against a zero reference does not
-    return torch.where(difference == 0, torch.zeros_like(difference), difference / scale.clamp(min=tiny))
+    """max|R - R_ref| / sum|R_ref| per sample (and target: the first sample_dims axes are rows),
+    by xaibench.metrics.agreement: equal maps agree (0), a non-zero map against a zero
+    reference does not (inf)."""
+    from .metrics import agreement as metric
+
+    rows = int(np.prod(reference.shape[:sample_dims]))
+    values = metric(relevance.detach().double().cpu().numpy().reshape(rows, -1),
+                    reference.detach().double().cpu().numpy().reshape(rows, -1))
+    return torch.from_numpy(values).reshape(reference.shape[:sample_dims])
 
 
 def _one_line(error: BaseException) -> str:
