@@ -255,7 +255,7 @@ def known_differences(backend: str, method: str, options: dict, model) -> list[s
     bias = options.get("bias", True)
     reasons = []
     if backend == "innvestigate":
-        if method in _ALPHA_BETA_FAMILY and bias and has_bias and not (method == "lrp.zplus" and not bias):
+        if method in _ALPHA_BETA_FAMILY and bias and has_bias:
             reasons.append("innvestigate's alpha-beta rule divides both streams by the full bias, not b+ and b- "
                            f"(innvestigate issue 116; {_PINNED})")
         if method == "lrp.wsquare" and bias and has_bias:
