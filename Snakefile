@@ -19,6 +19,9 @@ validate(config, schema="workflows/config/schema.yaml")
 include: "workflows/common.smk"
 include: "workflows/engine.smk"
 include: "workflows/cases.smk"
+include: "workflows/groundtruth.smk"
+include: "workflows/adjoint.smk"
+include: "workflows/receptive_fields.smk"
 include: "workflows/regression.smk"
 
 

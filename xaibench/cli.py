@@ -171,7 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     from .regression import add_commands as add_regression_commands
 
     add_regression_commands(commands)   # xaibench regression check|update
+    for module in _command_modules():
+        COMMANDS.update(module.add_commands(commands))
     return parser
+
+
+#: Modules that add their own subcommands: each has add_commands(subparsers) -> {name: handler}.
+#: A concern that owns a workflow (xaibench/<concern>) keeps its command beside its code.
+COMMAND_MODULES = ("xaibench.groundtruth", "xaibench.physics.adjoint_experiment",
+                   "xaibench.physics.receptive_field")
+
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(name) for name in COMMAND_MODULES]
 
 
 def _add_case_commands(commands):

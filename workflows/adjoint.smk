@@ -1,0 +1,1 @@
+# Relevance vs adjoint sensitivity of a linear ocean model (XAIRT study, PAPERS.md section 5).

@@ -1,0 +1,1 @@
+# The ground-truth attribution benchmark (Mamalakis et al. 2022).
