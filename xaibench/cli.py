@@ -8,8 +8,9 @@
     xaibench regression check|update [--results results] [--baseline results/baseline]
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
                       [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
-    xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--seed N]
-                   [--threads N] [--eval-data [NAME=]FILE.nc ...]
+    xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--optimizer sgd|adam]
+                   [--seed N] [--threads N] [--eval-data [NAME=]FILE.nc ...]
+    xaibench groundtruth explain|score|figure     the ground-truth attribution benchmark (xaibench.groundtruth)
 
 Exit status: 0 on success, 1 when a run fails, 2 on a usage error (argparse's convention).
 `validate` gates a CI: 0 when every check passes, 1 when one fails, 2 for bad input.
@@ -149,16 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train", help="train a reference network (seeded, bit-reproducible on CPU)",
-        description="Train MODEL (enso, convection, radar1, radar2, radar3) on a data set written by the "
+        description="Train MODEL (enso, convection, radar1, radar2, radar3, groundtruth) on a data set written by the "
                     "data step, keep the epoch with the lowest validation loss and write DIR/model.safetensors "
                     "and DIR/model.json (metadata: config, data hash, history, skill). Options not given "
                     "take the model's defaults (the paper's setup; see xaibench.models.training).")
-    train.add_argument("model", metavar="MODEL", help="enso, convection, radar1, radar2 or radar3")
+    train.add_argument("model", metavar="MODEL", help="enso, convection, radar1, radar2, radar3 or groundtruth")
     train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF from xaibench.data)")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and model.json")
     train.add_argument("--epochs", type=_positive_int, default=None, metavar="N")
     train.add_argument("--batch-size", type=_positive_int, default=None, metavar="N")
     train.add_argument("--lr", type=_positive_float, default=None, metavar="X", help="learning rate")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                       help="the optimizer (default: the model's, see xaibench.models.training)")
     train.add_argument("--seed", type=_non_negative_int, default=None, metavar="N",
                        help="seed of the initial weights and the shuffling (default 0)")
     train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
@@ -191,7 +194,7 @@ def _command_modules():
 def _add_case_commands(commands):
     """The steps of the reference-case pipeline (workflows/cases.smk)."""
     data = commands.add_parser("data", help="generate a data set as netCDF (xaibench.data)")
-    data.add_argument("name", help="enso, enso_real, convection, radar, or a name whose --settings give "
+    data.add_argument("name", help="enso, enso_real, convection, radar, groundtruth, or a name whose --settings give "
                                    "'generator'")
     data.add_argument("--settings", type=_json_object, default={}, metavar="JSON",
                       help="the generator's keyword arguments (and 'generator' when NAME is not one)")
@@ -333,7 +336,7 @@ def _train(args) -> int:
     from .models.training import format_epoch, train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "threads": args.threads}
+                 "threads": args.threads, "optimizer": args.optimizer}
     config = {key: value for key, value in overrides.items() if value is not None}
     evaluation = {}
     for item in args.eval_data:

@@ -17,6 +17,10 @@ xarray.DataArrays; with DataArrays a mask or a weight is broadcast by dimension 
         positive  sum_{mask} R+ / sum R+          (NaN where the mask is empty or R+ = 0)
     pattern_correlation(a, b, lat)          cos(lat)-weighted Pearson (or uncentred) correlation of maps
     spearman(a, b, absolute=False)          Spearman rank correlation (ties get average ranks)
+    pearson(a, b)                           unweighted Pearson correlation over all elements of a sample
+    deletion_curve(predict, x, relevance, fractions, fill)
+                                            outputs as the most relevant inputs are replaced by `fill`
+    deletion_score(curves)                  mean drop f(x) - f(x deleted) along a curve (AOPC, Samek et al.)
     channel_shares(relevance, channel_axis) sum |R_c| / sum |R| per channel
     temporal_shares(relevance, time_axis)   static / temporal split of sum R^2 (see the function)
 
@@ -219,6 +223,56 @@ def spearman(a, b, absolute: bool = False) -> np.ndarray:
         else:
             result[i] = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
     return result
+
+
+def pearson(a, b) -> np.ndarray:
+    """Pearson correlation of a and b per sample over all their other elements (unweighted, as
+    the ground-truth benchmark of Mamalakis et al. 2022 scores heat maps). NaN where a map is
+    constant."""
+    a, b = _rows(a), _rows(b)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    return _divide((a * b).sum(1), np.sqrt((a * a).sum(1) * (b * b).sum(1)))
+
+
+# --- faithfulness (needs the model, not a ground truth) --------------------------------------------
+def deletion_curve(predict, x, relevance, fractions=None, fill: float = 0.0) -> np.ndarray:
+    """[sample, fraction]: the model's output when the round(fraction * n) inputs with the largest
+    relevance (signed: most positive first) are replaced by `fill`, for each fraction (default
+    0, 0.05, ..., 1). predict maps an array [n, *x] to outputs [n]. Ties are broken by position,
+    so a constant map deletes in input order. The first column (fraction 0) is f(x).
+
+    A faithful map lowers the output fastest: the inputs it calls most positive are those whose
+    removal costs the most (Samek et al. 2017, "most relevant first")."""
+    x, relevance = np.asarray(x, dtype=np.float64), _rows(relevance)
+    flat = x.reshape(x.shape[0], -1)
+    if relevance.shape != flat.shape:
+        raise ValueError(f"relevance {relevance.shape} does not match the inputs {flat.shape} (flattened)")
+    fractions = np.linspace(0.0, 1.0, 21) if fractions is None else np.asarray(fractions, dtype=np.float64)
+    if fractions.ndim != 1 or fractions.size == 0 or fractions.min() < 0 or fractions.max() > 1:
+        raise ValueError(f"fractions must be a 1-D array of values in [0, 1], got {fractions}")
+    n_inputs = flat.shape[1]
+    order = np.argsort(-relevance, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n_inputs)[None, :].repeat(len(flat), 0), axis=1)
+    counts = np.rint(fractions * n_inputs).astype(np.int64)
+    curves = np.empty((flat.shape[0], counts.size))
+    for column, count in enumerate(counts):
+        deleted = np.where(rank < count, fill, flat)
+        curves[:, column] = np.asarray(predict(deleted.reshape(x.shape)), dtype=np.float64).reshape(-1)
+    return curves
+
+
+def deletion_score(curves) -> np.ndarray:
+    """Per sample: the mean over the deletion steps after the first of f(x) - f(x with the top
+    inputs deleted), i.e. the area over the perturbation curve (AOPC). Larger is more faithful;
+    in the output's units (divide by a typical output scale to compare models)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.ndim != 2 or curves.shape[1] < 2:
+        raise ValueError(f"curves must be [sample, step] with at least 2 steps, got {curves.shape}")
+    return (curves[:, :1] - curves[:, 1:]).mean(1)
 
 
 # --- channels and time (convection) ----------------------------------------------------------------

@@ -8,6 +8,7 @@ and coordinate, and dataset attributes saying what is synthetic and what is real
     make_enso_real(...)                   the 50 real HadISST winters (held-out test set)
     make_convection(n_samples, size, shortcut, ..., seed)
     make_radar(n_samples, size, footprint_radius, ..., seed)
+    make_groundtruth(n_samples, stride, n_breakpoints, shrinkage, seed)   exact attributions (Mamalakis et al.)
     split(ds, validation=0.2, test=0.2)   contiguous train/validation/test blocks (SPLIT_CONVENTION)
     data_hash(ds)                         sha256 over arrays + config, for training metadata
     write_dataset(ds, path) / read_dataset(path)   atomic netCDF (h5netcdf) write, checked read
@@ -19,6 +20,7 @@ This package knows nothing of models; the model shapes follow from the data's di
 from .common import SPLIT_CONVENTION, config_of, data_hash, split
 from .convection import make_convection
 from .enso import load_hadisst_sample, make_enso, make_enso_real, nino34_index
+from .groundtruth import make_groundtruth
 from .radar import footprint_kernel, make_radar, reflectivity_operator
 from .storage import read_dataset, write_dataset
 
@@ -28,6 +30,7 @@ GENERATORS = {
     "enso_real": make_enso_real,
     "convection": make_convection,
     "radar": make_radar,
+    "groundtruth": make_groundtruth,
 }
 
 

@@ -1,4 +1,4 @@
-"""Seeded, bit-reproducible (on CPU) training of the three reference networks.
+"""Seeded, bit-reproducible (on CPU) training of the reference networks.
 
     train(model_name, data, config=None, *, out=None, evaluation=None, progress=None) -> TrainingResult
     evaluate(model, dataset, *, class_weights=None) -> dict of skill scores
@@ -6,9 +6,10 @@
     default_config(model_name) -> dict          the paper's setup (or our documented choice)
 
 Model names: enso, convection, radar1, radar2, radar3 (radarN = the encoder-decoder with N
-blocks each way). The network is built to fit the data (grid, frames, channels); the data are
-split with xaibench.data.split (contiguous train/validation/test blocks) and the epoch with
-the lowest validation loss is kept.
+blocks each way), groundtruth (the dense regression net of the ground-truth benchmark). The
+network is built to fit the data (grid, frames, channels); the data are split with
+xaibench.data.split (contiguous train/validation/test blocks) and the epoch with the lowest
+validation loss is kept.
 
 Losses (PAPERS.md sections 1-3):
 - enso: cross-entropy on logits, class weights max(count)/count from the training labels, and
@@ -20,9 +21,10 @@ Losses (PAPERS.md sections 1-3):
 - convection: Adam, cross-entropy on logits (balanced classes by construction: no weights);
   lr 0.001, batch 16, 30 epochs are our choice (not published).
 - radar: Adam, batch 18, the weighted MSE mean(exp(5 y^4) (yhat - y)^2) of Hilburn et al.
+- groundtruth: plain MSE; SGD lr 0.02, batch 32, 50 epochs (Mamalakis et al. 2022).
 
 Skill: accuracy for the classifiers; R^2 (pooled over every pixel of the set) and the RMSD in
-dBZ (target scaled 0-1 from 0-60 dBZ) for radar. The validation loss used to pick the best
+dBZ (target scaled 0-1 from 0-60 dBZ) for radar; R^2 and RMSD for groundtruth. The validation loss used to pick the best
 epoch is the data loss (class-weighted cross-entropy or weighted MSE) WITHOUT the L2 penalty:
 the penalty does not depend on the validation data, and selecting on it would favour small
 weights over good predictions (Keras' val_loss would include it).
@@ -61,6 +63,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .groundtruth import GroundTruthDense
 from .radar import RadarEncoderDecoder, weighted_mse
 
 logger = logging.getLogger(__name__)
@@ -76,12 +79,13 @@ MODELS = {
     "radar1": ("radar", {"n_blocks": 1}),
     "radar2": ("radar", {"n_blocks": 2}),
     "radar3": ("radar", {"n_blocks": 3}),
+    "groundtruth": ("groundtruth", {}),
 }
 MODEL_NAMES = tuple(MODELS)
 
 #: what each model is trained on: the generator that makes its data (checked against the
 #: dataset's "generator" attribute when it has one; make_enso_real is ENSO data too)
-_DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar"}
+_DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar", "groundtruth": "groundtruth"}
 
 # The paper's setup where PAPERS.md gives it; SETUP_NOTES says where and why we differ.
 _DEFAULTS = {
@@ -91,6 +95,8 @@ _DEFAULTS = {
                    "l2": None, "class_weights": False},
     "radar": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "batch_size": 18, "epochs": 100,
               "l2": None, "class_weights": False},
+    "groundtruth": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.0, "batch_size": 32, "epochs": 50,
+                    "l2": None, "class_weights": False},
 }
 _COMMON = {"seed": 0, "threads": 1, "validation": 0.2, "test": 0.2, "patience": None,
            "deterministic": True, "eval_batch_size": 256, "device": "cpu"}
@@ -102,6 +108,7 @@ SETUP_NOTES = {
     "convection": ("Adam and cross-entropy on logits; lr, batch and epochs are ours (the paper's training "
                    "details are not in PAPERS.md)."),
     "radar": "Adam, batch 18 and the weighted MSE as the paper; 100 epochs (the paper's) by default.",
+    "groundtruth": "SGD lr 0.02, batch 32, 50 epochs and MSE, the paper's setup; Glorot-uniform initial weights.",
 }
 
 
@@ -280,7 +287,7 @@ def _one_epoch(model, optimizer, x, y, batch_size, shuffler, class_weights, l2) 
     for start in range(0, x.shape[0], batch_size):
         index = order[start:start + batch_size]
         output = model(x[index])
-        loss = _data_loss(output, y[index], class_weights)
+        loss = _data_loss(output, y[index], class_weights, plain_mse=isinstance(model, GroundTruthDense))
         penalty = _penalty(l2)
         objective = loss + penalty if l2 else loss
         optimizer.zero_grad(set_to_none=True)
@@ -292,14 +299,17 @@ def _one_epoch(model, optimizer, x, y, batch_size, shuffler, class_weights, l2) 
     return total / batches, penalty_total / batches
 
 
-def _data_loss(output, target, class_weights, reduction: str = "mean"):
+def _data_loss(output, target, class_weights, reduction: str = "mean", plain_mse: bool = False):
     """Class-weighted cross-entropy (Keras semantics: mean of w[y_i] * ce_i) for integer
-    targets, the weighted MSE of Hilburn et al. for maps. reduction="sum" gives the sum over
-    samples (of the per-sample mean over pixels for maps), for accumulating over batches."""
+    targets, the weighted MSE of Hilburn et al. for maps, the plain MSE when plain_mse (the
+    ground-truth benchmark's regression). reduction="sum" gives the sum over samples (of the
+    per-sample mean over pixels for maps), for accumulating over batches."""
     if target.dtype == torch.long:
         per_sample = nn.functional.cross_entropy(output, target, reduction="none")
         if class_weights is not None:
             per_sample = per_sample * class_weights[target]
+    elif plain_mse:
+        per_sample = ((output - target.reshape(output.shape)) ** 2).flatten(1).mean(1)
     else:
         target = target.reshape(output.shape)
         if reduction == "mean":
@@ -382,7 +392,8 @@ def _scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_weights, b
             for start in range(0, x.shape[0], batch_size):
                 xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
                 output = model(xb)
-                loss_sum += float(_data_loss(output, yb, class_weights, reduction="sum").double())
+                loss_sum += float(_data_loss(output, yb, class_weights, reduction="sum",
+                                             plain_mse=isinstance(model, GroundTruthDense)).double())
                 if classification:
                     predicted = output.argmax(1)
                     correct += int((predicted == yb).sum())
@@ -405,7 +416,9 @@ def _scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_weights, b
         total = float(((target - target.mean()) ** 2).sum())  # SS_tot, two-pass: no cancellation
         r2 = 1.0 - residual_sum / total if total > 0 else float("nan")
         rmsd = math.sqrt(residual_sum / pixels)
-        scores.update(skill_name="r2", r2=r2, rmsd=rmsd, rmsd_dbz=60.0 * rmsd)
+        scores.update(skill_name="r2", r2=r2, rmsd=rmsd)
+        if isinstance(model, RadarEncoderDecoder):  # the target is reflectivity scaled from 0-60 dBZ
+            scores["rmsd_dbz"] = 60.0 * rmsd
         scores["skill"] = r2
     return scores
 
@@ -592,6 +605,10 @@ def _constructor_for(architecture: str, x: torch.Tensor) -> dict:
         if x.ndim != 5:
             raise InputError(f"convection inputs must be [sample, channel, time, y, x], got shape {tuple(x.shape)}")
         return {"in_channels": x.shape[1], "frames": x.shape[2], "height": x.shape[3], "width": x.shape[4]}
+    if architecture == "groundtruth":
+        if x.ndim != 2:
+            raise InputError(f"ground-truth inputs must be [sample, cell], got shape {tuple(x.shape)}")
+        return {"n_inputs": x.shape[1]}
     if x.ndim != 4:
         raise InputError(f"radar inputs must be [sample, channel, y, x], got shape {tuple(x.shape)}")
     return {"in_channels": x.shape[1]}
