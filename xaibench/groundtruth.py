@@ -60,6 +60,7 @@ OPTIONS = {
 }
 NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed")}
 MODELS = ("trained", "true_function")
+TOP_GROUP_WIDTH = 0.05   # methods within this of the best mean correlation share first place
 RELEVANCE_FILE = "relevance.nc"
 CORRELATION_COLUMNS = ["method", "backend", "mean_pearson", "median_pearson", "mean_spearman", "n_samples",
                        "model", "reference", "q05_pearson", "q25_pearson", "q75_pearson", "q95_pearson",
@@ -358,16 +359,36 @@ def paper_comparison(table: pd.DataFrame, test_r2: float) -> list[str]:
     lines.append(f"Ranking here (best backend per method): {order}.")
     lines.append("")
     notes = []
-    top_two = set(ranking.index[:2])
-    if top_two == {"input_x_gradient", "integrated_gradients"}:
-        notes.append("As in the paper, input x gradient and integrated gradients come first.")
+    # five methods can tie within sampling noise: compare groups, not places
+    top = [method for method, value in ranking.items() if value >= ranking.iloc[0] - TOP_GROUP_WIDTH]
+    expected = [method for method in ("input_x_gradient", "integrated_gradients", "lrp.z") if method in ranking]
+    outside = [method for method in expected if method not in top]
+    if outside:
+        notes.append(f"Unlike the paper, {', '.join(outside)} {'is' if len(outside) == 1 else 'are'} not in the top "
+                     f"group (within {TOP_GROUP_WIDTH} of the best: {', '.join(top)}).")
     else:
-        notes.append(f"Unlike the paper, the first two are {', '.join(sorted(top_two))}, not input x gradient and "
-                     "integrated gradients.")
+        notes.append(f"As in the paper, {', '.join(expected)} are in the top group (within {TOP_GROUP_WIDTH} of "
+                     f"the best mean correlation: {', '.join(top)}).")
+    near_zero = [method for method in ("gradient", "smoothgrad") if method in ranking]
+    if near_zero:
+        values = ", ".join(f"{method} {ranking[method]:.2f}" for method in near_zero)
+        verdict = "as in the paper" if all(abs(ranking[m]) < 0.2 for m in near_zero) else "unlike the paper"
+        notes.append(f"The gradient maps are near zero ({values}), {verdict}: a gradient is a sensitivity, not a "
+                     "contribution.")
     if np.isfinite(test_r2) and test_r2 < 0.99:
-        notes.append(f"The network's test R^2 is {test_r2:.3f}, below the paper's ~0.99: a network that fits F "
-                     "less well explains it less well, so every correlation here is lower than it would be with "
-                     "the paper's 900k samples x 50 epochs (the true-function rows give the ceiling).")
+        notes.append(f"The network's test R^2 is {test_r2:.3f}, below the paper's ~0.99 (900k samples x 50 "
+                     "epochs): a network that fits F less well can only be explained less well against F's truth, "
+                     "so expect somewhat lower correlations than the paper's.")
+    true_rows = table[(table["model"] == "true_function") & (table["reference"] == "ground_truth")]
+    true_ixg = true_rows[true_rows["method"] == "input_x_gradient"]["mean_pearson"]
+    if not true_ixg.empty and "input_x_gradient" in ranking:
+        trained_value, true_value = ranking["input_x_gradient"], float(true_ixg.iloc[0])
+        relation = "better than" if trained_value > true_value else "no better than"
+        notes.append(f"Input x gradient of the trained network ({trained_value:.2f}) does {relation} that of the true "
+                     f"function itself ({true_value:.2f}): on F, C_i'(X_i) X_i equals C_i(X_i) only on the pieces "
+                     "through 0, while integrated gradients and occlusion are exact there ("
+                     + ", ".join(f"{row.method} {row.mean_pearson:.3f}" for row in true_rows.itertuples()
+                                 if row.method in ("integrated_gradients", "occlusion")) + ").")
     notes.append("The input correlation comes from 50 Pacific winters of HadISST (450 cells on 5 degrees, "
                  "shrunk toward the identity), not from 70 years of monthly global COBE-SST2 (458 cells); how "
                  "much that changes the scores is not measured here (strongly correlated inputs make cells "

@@ -139,10 +139,14 @@ def faithfulness(scores_dir, out_png) -> Path:
             labels.setdefault(key, [point]).append(row["method"] + ("" if row["backend"] == "native"
                                                                else f" ({row['backend']})"))
         for point, *names in labels.values():   # methods at (nearly) the same point share one label
-            ax.annotate(", ".join(names), point, fontsize=6, xytext=(3, 2), textcoords="offset points")
+            right = point[0] > 0.5   # labels of points on the right go to their left, inside the axes
+            label = ax.annotate("\n".join(names), point, fontsize=6, xytext=(-4 if right else 4, 0),
+                                textcoords="offset points", ha="right" if right else "left", va="center")
+            label.set_in_layout(False)   # a long label must not squeeze the panels
         ax.axhline(0, color="0.7", linewidth=0.6)
         ax.axhline(1, color="0.7", linewidth=0.6, linestyle="--")
         ax.set_xlim(-0.25, 1.25)
+        ax.margins(y=0.12)   # room for the labels above the top point
         ax.set_xlabel("mean Pearson with the ground truth", fontsize=8)
         ax.set_ylabel("deletion score (0 random, 1 ground-truth order)", fontsize=8)
         ax.set_title("trained network" if model == "trained" else "true function", fontsize=9)
