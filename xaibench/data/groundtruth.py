@@ -156,11 +156,12 @@ def make_groundtruth(n_samples: int = 10000, stride: int = 1, n_breakpoints: int
         if n_breakpoints else np.zeros((0, cells))
 
     inputs = np.empty((n_samples, cells), dtype=dtype)
-    for chunk in range((n_samples + CHUNK_SAMPLES - 1) // CHUNK_SAMPLES):
+    response = np.empty(n_samples)
+    for chunk in range((n_samples + CHUNK_SAMPLES - 1) // CHUNK_SAMPLES):   # chunks: bounded memory at 10^6
         start, stop = chunk * CHUNK_SAMPLES, min((chunk + 1) * CHUNK_SAMPLES, n_samples)
         white = rng(seed, "groundtruth-inputs", chunk).standard_normal((CHUNK_SAMPLES, cells))
         inputs[start:stop] = (white @ factor.T)[: stop - start].astype(dtype)
-    response = (piecewise_linear(inputs, breakpoints, slopes) / cells).sum(axis=1)
+        response[start:stop] = (piecewise_linear(inputs[start:stop], breakpoints, slopes) / cells).sum(axis=1)
 
     config = {"n_samples": int(n_samples), "stride": int(stride), "n_breakpoints": int(n_breakpoints),
               "shrinkage": shrinkage, "dtype": dtype.name, "seed": seed}
