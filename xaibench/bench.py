@@ -299,6 +299,18 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
                 return api.explain(case.model, case.x, method, target=case.target, backend=backend, **options)
 
             row(method, backend, call)
+    if case.name == "radar":   # ERF maps of several output pixels in one call ([B, T] targets; issue 7)
+        from .physics import receptive_field
+        from .physics.receptive_field_experiment import ERF_MAP_PIXELS, erf_map_call, erf_map_pixels
+
+        pixels = erf_map_pixels(*case.x.shape[-2:])
+        for method in ("gradient", "lrp.epsilon"):
+            row(f"erf_map.{method}[{ERF_MAP_PIXELS} pixels]", "native", erf_map_call(case.model, case.x, method=method))
+
+        def one_pixel_per_call():   # the same LRP maps, one pixel per call: what batching the targets saves
+            return receptive_field.effective_receptive_field_loop(case.model, case.x, pixels, "lrp.epsilon")
+
+        row(f"erf_map_loop.lrp.epsilon[{ERF_MAP_PIXELS} pixels]", "native", one_pixel_per_call)
     # The floor again after the methods: on a shared machine one contended window would
     # otherwise skew every ratio of the model; the lower of the two medians is the floor.
     try:

@@ -11,6 +11,7 @@
     xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--optimizer sgd|adam]
                    [--seed N] [--threads N] [--eval-data [NAME=]FILE.nc ...]
     xaibench groundtruth explain|score|figure     the ground-truth attribution benchmark (xaibench.groundtruth)
+    xaibench receptive-field measure|table|figure the radar networks' receptive fields (xaibench.physics)
 
 Exit status: 0 on success, 1 when a run fails, 2 on a usage error (argparse's convention).
 `validate` gates a CI: 0 when every check passes, 1 when one fails, 2 for bad input.
