@@ -31,4 +31,7 @@ rule all:
         rules.census.output,
         rules.bench.output,
         case_outputs(),
+        rules.groundtruth_score.output,
+        expand("results/figures/groundtruth_{kind}.png", kind=["histograms", "maps", "faithfulness"]),
+        receptive_field_outputs(),
     default_target: True
