@@ -34,4 +34,5 @@ rule all:
         rules.groundtruth_score.output,
         expand("results/figures/groundtruth_{kind}.png", kind=["histograms", "maps", "faithfulness"]),
         receptive_field_outputs(),
+        adjoint_outputs(),
     default_target: True
