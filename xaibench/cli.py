@@ -8,7 +8,7 @@
     xaibench regression check|update [--results results] [--baseline results/baseline]
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc [--variable NAME] [--method M ...]
                       [--target T] [--out DIR] [--tolerance NAME=VALUE ...]
-    xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--optimizer sgd|adam]
+    xaibench train MODEL --data FILE.nc --out DIR [--epochs N] [--batch-size N] [--lr X] [--optimizer sgd|adam] [--lr-schedule constant|cosine]
                    [--seed N] [--threads N] [--eval-data [NAME=]FILE.nc ...]
     xaibench groundtruth explain|score|figure     the ground-truth attribution benchmark (xaibench.groundtruth)
     xaibench receptive-field measure|table|figure the radar networks' receptive fields (xaibench.physics)
@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None, metavar="X", help="learning rate")
     train.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
                        help="the optimizer (default: the model's, see xaibench.models.training)")
+    train.add_argument("--lr-schedule", dest="lr_schedule", choices=("constant", "cosine"), default=None,
+                       help="constant (default) or cosine decay from --lr toward 0 over the epochs")
     train.add_argument("--seed", type=_non_negative_int, default=None, metavar="N",
                        help="seed of the initial weights and the shuffling (default 0)")
     train.add_argument("--threads", type=_positive_int, default=None, metavar="N",
@@ -337,7 +339,7 @@ def _train(args) -> int:
     from .models.training import format_epoch, train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-                 "threads": args.threads, "optimizer": args.optimizer}
+                 "threads": args.threads, "optimizer": args.optimizer, "lr_schedule": args.lr_schedule}
     config = {key: value for key, value in overrides.items() if value is not None}
     evaluation = {}
     for item in args.eval_data:

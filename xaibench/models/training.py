@@ -23,6 +23,11 @@ Losses (PAPERS.md sections 1-3):
 - radar: Adam, batch 18, the weighted MSE mean(exp(5 y^4) (yhat - y)^2) of Hilburn et al.
 - groundtruth: plain MSE; SGD lr 0.02, batch 32, 50 epochs (Mamalakis et al. 2022).
 
+Learning-rate schedule (config lr_schedule): "constant" (the default, every paper's setup) or
+"cosine": epoch e (1-based) runs at lr * (1 + cos(pi (e - 1) / epochs)) / 2, from lr at the
+first epoch down toward 0 at the last; the schedule spans the configured epochs even when
+patience stops the run early.
+
 Skill: accuracy for the classifiers; R^2 (pooled over every pixel of the set) and the RMSD in
 dBZ (target scaled 0-1 from 0-60 dBZ) for radar; R^2 and RMSD for groundtruth. The validation loss used to pick the best
 epoch is the data loss (class-weighted cross-entropy or weighted MSE) WITHOUT the L2 penalty:
@@ -98,8 +103,10 @@ _DEFAULTS = {
     "groundtruth": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.0, "batch_size": 32, "epochs": 50,
                     "l2": None, "class_weights": False},
 }
-_COMMON = {"seed": 0, "threads": 1, "validation": 0.2, "test": 0.2, "patience": None,
+_COMMON = {"seed": 0, "threads": 1, "validation": 0.2, "test": 0.2, "patience": None, "lr_schedule": "constant",
            "deterministic": True, "eval_batch_size": 256, "device": "cpu"}
+
+LR_SCHEDULES = ("constant", "cosine")
 
 SETUP_NOTES = {
     "enso": ("the paper's optimizer, lr, batch, epochs and L2; the validation loss for the best epoch "
@@ -194,18 +201,22 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
         l2 = _l2_penalties(model, config["l2"])
 
         optimizer = _optimizer(model, config)
+        schedule = _lr_schedule(config)
         shuffler = torch.Generator().manual_seed(config["seed"])
         x_validation, y_validation = _tensors(parts["validation"])
         history: list[dict] = []
         best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
         for epoch in range(1, config["epochs"] + 1):
             epoch_started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = schedule(epoch)
             train_loss, train_penalty = _one_epoch(model, optimizer, x_train, y_train, config["batch_size"],
                                                    shuffler, class_weights, l2)
             scores = _scores(model, x_validation, y_validation, class_weights, config["eval_batch_size"])
             record = {"epoch": epoch, "train_loss": train_loss, "train_penalty": train_penalty,
                       "validation_loss": scores["loss"], "validation_skill": scores["skill"],
-                      "skill_name": scores["skill_name"], "seconds": time.perf_counter() - epoch_started}
+                      "skill_name": scores["skill_name"], "lr": schedule(epoch),
+                      "seconds": time.perf_counter() - epoch_started}
             history.append(record)
             logger.info(format_epoch(record))
             if progress is not None:
@@ -340,6 +351,14 @@ def weight_penalty(model: nn.Module, l2) -> float:
     penalties = _l2_penalties(model, l2)
     with torch.no_grad():
         return float(_penalty(penalties)) if penalties else 0.0
+
+
+def _lr_schedule(config):
+    """epoch (1-based) -> learning rate, as the module docstring describes."""
+    lr, epochs = config["lr"], config["epochs"]
+    if config["lr_schedule"] == "cosine":
+        return lambda epoch: lr * (1.0 + math.cos(math.pi * (epoch - 1) / epochs)) / 2.0
+    return lambda epoch: lr
 
 
 def _optimizer(model, config) -> torch.optim.Optimizer:
@@ -538,6 +557,9 @@ def _resolve_config(model_name: str, config: Mapping | None) -> dict:
     if not (isinstance(resolved["lr"], int | float) and resolved["lr"] > 0):
         raise InputError(f"config lr must be a positive number, got {resolved['lr']!r}")
     resolved["lr"] = float(resolved["lr"])
+    if resolved["lr_schedule"] not in LR_SCHEDULES:
+        raise InputError(f"config lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                         f"got {resolved['lr_schedule']!r}")
     patience = resolved["patience"]
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise InputError(f"config patience must be None or a positive integer, got {patience!r}")
