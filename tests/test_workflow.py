@@ -69,3 +69,54 @@ def test_a_bad_configuration_stops_before_any_job_naming_the_key(tmp_path, path,
     assert result.returncode != 0
     assert named in output and "Job stats" not in output, output[-2000:]
     assert [path.name for path in (folder / "results").iterdir()] == ["baseline"]   # no job ran
+
+
+def _captions():
+    """(rule file, caption path) of every report(...) output: `snakemake --report` reads them
+    only after the whole reproduction ran, so a broken one would fail `make reproduce` last."""
+    import re
+
+    found = []
+    for smk in sorted((ROOT / "workflows").glob("*.smk")):
+        for caption in re.findall(r'caption="([^"]+)"', smk.read_text()):
+            found.append((smk.name, caption))
+    return found
+
+
+def _render_caption(path, wildcards):
+    """What snakemake does with a caption: a Jinja template (with `snakemake.wildcards`), then
+    reStructuredText to HTML; here any docutils warning or error raises."""
+    from types import SimpleNamespace
+
+    import jinja2
+    from docutils.core import publish_parts
+
+    template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(path.read_text())
+    text = template.render(snakemake=SimpleNamespace(wildcards=SimpleNamespace(**wildcards)))
+    return publish_parts(text, writer_name="html",
+                         settings_overrides={"halt_level": 2, "report_level": 5})["body"]
+
+
+def test_every_report_caption_exists_and_renders_without_warnings():
+    captions = _captions()
+    assert len(captions) >= 10, captions
+    for smk, caption in captions:
+        # snakemake does not fill wildcards into the caption's path: one file per rule, which
+        # branches on snakemake.wildcards inside (groundtruth_figure.rst)
+        assert "{" not in caption, f"{smk}: caption path {caption!r} has a wildcard"
+        path = ROOT / "workflows" / caption
+        assert path.is_file(), f"{smk}: caption {caption} is missing"
+        if "snakemake.wildcards" not in path.read_text():
+            assert _render_caption(path, {}).strip(), caption
+
+
+def test_the_ground_truth_figure_caption_has_a_text_for_each_figure():
+    import re
+
+    constraint = re.search(r'kind="([^"]+)"', (ROOT / "workflows" / "groundtruth.smk").read_text()).group(1)
+    kinds = constraint.split("|")
+    texts = {kind: _render_caption(ROOT / "workflows" / "report" / "groundtruth_figure.rst", {"kind": kind})
+             for kind in kinds}
+    assert set(kinds) == {"histograms", "maps", "faithfulness"}
+    assert all(len(text) > 200 for text in texts.values()), texts
+    assert len(set(texts.values())) == len(kinds)

@@ -90,7 +90,7 @@ rule groundtruth_figure:
         relevance="results/groundtruth/relevance.nc",
         scores="results/groundtruth/correlations.csv",
     output:
-        report("results/figures/groundtruth_{kind}.png", caption="report/groundtruth_{kind}.rst",
+        report("results/figures/groundtruth_{kind}.png", caption="report/groundtruth_figure.rst",
                category="Ground truth"),
     log:
         "results/logs/figures/groundtruth_{kind}.log",
