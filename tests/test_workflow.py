@@ -120,3 +120,20 @@ def test_the_ground_truth_figure_caption_has_a_text_for_each_figure():
     assert set(kinds) == {"histograms", "maps", "faithfulness"}
     assert all(len(text) > 200 for text in texts.values()), texts
     assert len(set(texts.values())) == len(kinds)
+
+
+def test_the_quick_configuration_sets_every_key_the_default_one_sets():
+    """snakemake merges --configfile into the Snakefile's default.yaml key by key: a key only
+    default.yaml sets would silently run the paper-scale value in the quick reproduction (it
+    happened: a cosine learning-rate schedule leaked into the quick ground-truth training)."""
+    default = yaml.safe_load((ROOT / "workflows" / "config" / "default.yaml").read_text())
+    quick = yaml.safe_load((ROOT / "workflows" / "config" / "quick.yaml").read_text())
+
+    def leaks(full, small, path=()):
+        for key, value in full.items():
+            if key not in small:
+                yield ".".join(path + (key,))
+            elif isinstance(value, dict) and isinstance(small[key], dict):
+                yield from leaks(value, small[key], path + (key,))
+
+    assert not list(leaks(default, quick)), "set in default.yaml but not in quick.yaml"
