@@ -33,12 +33,11 @@ rule groundtruth_train:
     params:
         out=subpath(output.weights, parent=True),
         training=GROUNDTRUTH["training"],
-        lr_schedule=GROUNDTRUTH["training"].get("lr_schedule", "constant"),
     threads: 1   # bit-reproducible on CPU for a fixed thread count
     shell:
         "xaibench train groundtruth --data {input} --out {params.out} --optimizer {params.training[optimizer]} "
         "--epochs {params.training[epochs]} --batch-size {params.training[batch_size]} "
-        "--lr {params.training[lr]} --lr-schedule {params.lr_schedule} --seed {params.training[seed]} "
+        "--lr {params.training[lr]} --lr-schedule {params.training[lr_schedule]} --seed {params.training[seed]} "
         "--threads {threads} > {log} 2>&1"
 
 
