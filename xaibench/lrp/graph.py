@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import math
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import InputError, UnsupportedLayerError
+from ..errors import InputError, UnsupportedLayerError, XaibenchError
 from .operators import (
     AffineOperator,
     ConvOperator,
@@ -30,6 +30,7 @@ from .operators import (
     DenseOperator,
     batchnorm_scale_shift,
     operator_for,
+    parameter_copy,
 )
 from .rules import Absorbed, total
 from .steps import (
@@ -81,11 +82,15 @@ class Graph:
     explained_name: str   # the node explained: the output with a final softmax/sigmoid stripped
     depends: dict         # node name -> computed from the model input?
     stripped: list[str]   # the final steps stripped (softmax, sigmoid)
+    #: steps between the input and the first linear layers through which z^B bounds are carried
+    bound_carriers: set = field(default_factory=set)
+    #: first linear layer -> the step that keeps the input's bounds from reaching it
+    bounds_blocked: dict = field(default_factory=dict)
 
     def to(self, dtype=None, device=None) -> Graph:
         steps = [s.to(dtype, device) for s in self.steps]
         return Graph(steps, self.input_name, self.output_name, self.explained_name, self.depends,
-                     self.stripped)
+                     self.stripped, self.bound_carriers, self.bounds_blocked)
 
     def linear_steps(self):
         return [s for s in self.steps if isinstance(s, LinearStep)]
@@ -96,9 +101,11 @@ class Graph:
         stop = until or self.explained_name
         values = {self.input_name: x}
         for step in self.steps:
+            inputs = [values[n] for n in step.inputs]
+            _check_batched(step, inputs, x)
             try:
-                values[step.name] = step.forward([values[n] for n in step.inputs], state)
-            except UnsupportedLayerError:
+                values[step.name] = step.forward(inputs, state)
+            except XaibenchError:
                 raise
             except (RuntimeError, ValueError, IndexError) as error:
                 shapes = [tuple(values[n].shape) for n in step.inputs if torch.is_tensor(values[n])]
@@ -106,21 +113,35 @@ class Graph:
                     f"layer '{step.path}' ({step.kind}) cannot take inputs of shape "
                     f"{', '.join(map(str, shapes))} (model input {tuple(x.shape)}): "
                     f"{str(error).splitlines()[0]}") from None
+            out = values[step.name]
+            if self.depends[step.name] and torch.is_tensor(out) and (out.dim() == 0 or out.shape[0] != x.shape[0]):
+                raise UnsupportedLayerError(
+                    step.path, step.kind, f"its output {tuple(out.shape)} does not keep the batch dimension of "
+                    f"the input {tuple(x.shape)}: samples would be mixed, and no relevance rule mixes samples")
             if step.name == stop:
                 break
         return values
 
-    def map_bounds(self, bound: torch.Tensor, state: dict) -> dict:
-        """Carry an input-space tensor (a z^B bound) through the transparent steps to the
-        inputs of the first linear layers."""
-        mapped = {self.input_name: bound}
+    def map_bounds(self, low: torch.Tensor, high: torch.Tensor, values: dict) -> dict:
+        """Carry input-space bounds (of z^B) to the inputs of the first linear layers, through
+        the monotone steps before them (activations, pooling, reshapes, padding, scaling,
+        adding a constant): f(low) and f(high) bound f(x) elementwise, in one order or the
+        other. `values` are the forward pass's (constants and sizes the steps read).
+        Returns first layer name -> (low, high); layers the bounds cannot reach are in
+        bounds_blocked."""
+        mapped = {self.input_name: (low, high)}
         result = {}
+        scratch = {"composite": None}  # max pooling keeps indices in its state: not the real one's
         for step in self.steps:
-            if isinstance(step, LinearStep) and step.first:
+            if isinstance(step, LinearStep) and step.first and step.inputs[0] in mapped:
                 result[step.name] = mapped[step.inputs[0]]
-            elif step.transparent and step.inputs and step.inputs[0] in mapped:
-                values = [mapped.get(n) for n in step.inputs]
-                mapped[step.name] = step.forward(values, state)
+            elif step.name in self.bound_carriers:
+                live = next(n for n in step.inputs if n in mapped)
+                ends = []
+                for end in (0, 1):
+                    inputs = [mapped[n][end] if n == live else values[n] for n in step.inputs]
+                    ends.append(step.forward(inputs, scratch))
+                mapped[step.name] = (torch.minimum(*ends), torch.maximum(*ends))
         return result
 
     # --- the relevance walk -----------------------------------------------------------
@@ -175,8 +196,9 @@ class _Tracer(torch.fx.Tracer):
         return m.__module__.startswith("torch.nn") or super().is_leaf_module(m, qualname)
 
 
-def trace(model: nn.Module) -> Graph:
-    """Trace and canonize a model (its parameters are copied, the model is not changed)."""
+def trace(model: nn.Module, dtype: torch.dtype | None = None) -> Graph:
+    """Trace and canonize a model (its parameters are copied in `dtype`, None: their own, before
+    any folding; the model is not changed)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     root = model
@@ -189,12 +211,13 @@ def trace(model: nn.Module) -> Graph:
             type(model).__name__, type(model).__name__,
             "the model could not be traced symbolically by torch.fx (data-dependent control "
             f"flow or an untraceable operation): {str(error).splitlines()[0]}") from None
-    return _Builder(root, fx_graph).build()
+    return _Builder(root, fx_graph, dtype).build()
 
 
 class _Builder:
-    def __init__(self, root: nn.Module, fx_graph: torch.fx.Graph):
+    def __init__(self, root: nn.Module, fx_graph: torch.fx.Graph, dtype=None):
         self.root = root
+        self.dtype = dtype
         self.fx_graph = fx_graph
         self.steps: dict[str, Step] = {}
         self.depends: dict[str, bool] = {}
@@ -218,6 +241,7 @@ class _Builder:
                 self.output_name = result.name
                 continue
             step = self._step(node)
+            step.spatial_dims = _spatial_dims(step.kind) or (step.dims if isinstance(step, MaxPoolStep) else None)
             self.steps[node.name] = step
             self.depends[node.name] = any(self.depends[n] for n in step.inputs)
         if self.input_name is None or self.output_name is None:
@@ -227,7 +251,7 @@ class _Builder:
         self._check_no_inner_softmax(explained)
         order = [s for s in self.steps.values()]
         graph = Graph(order, self.input_name, self.output_name, explained, self.depends, stripped)
-        self._mark_first_layers()
+        graph.bound_carriers, graph.bounds_blocked = self._mark_first_layers()
         return graph
 
     # one fx node -> one Step
@@ -243,7 +267,7 @@ class _Builder:
             return args, kwargs
 
         if node.op == "get_attr":
-            value = _get_attr(self.root, node.target).detach().clone()
+            value = parameter_copy(_get_attr(self.root, node.target), self.dtype)
             return ValueStep(node.name, node.target, "parameter", [], lambda values: value)
         if node.op == "call_module":
             module = self.root.get_submodule(node.target)
@@ -270,7 +294,7 @@ class _Builder:
             if target in ("relu", "relu_"):
                 return PassStep(node.name, path, kind, inputs, lambda values: F.relu(values[0]))
             if target in ("mean", "sum"):
-                return NormStep(node.name, path, kind, inputs, call_method)
+                return NormStep(node.name, path, kind, inputs, _keeping_batch(node, path, kind, call_method))
             if target in _SOFTMAX_METHODS:
                 return PassStep(node.name, path, kind, inputs, call_method)
             raise UnsupportedLayerError(path, kind)
@@ -317,6 +341,10 @@ class _Builder:
             if mode != "constant" or value not in (None, 0, 0.0):
                 raise UnsupportedLayerError(path, kind, "only zero padding is supported")
             return SelectStep(node.name, path, kind, inputs, call_function)
+        if target in (torch.mean, torch.sum):
+            return NormStep(node.name, path, kind, inputs, _keeping_batch(node, path, kind, call_function))
+        if target in (F.interpolate, F.upsample):
+            return self._resample_step(node, path, kind, inputs, call_function)
         if target in _NORM_FUNCTIONS:
             return NormStep(node.name, path, kind, inputs, call_function)
         if target in _SOFTMAX_FUNCTIONS:
@@ -327,14 +355,14 @@ class _Builder:
         path, kind = node.target, type(module).__name__
         if len(inputs) != 1:
             raise UnsupportedLayerError(path, kind, "modules are supported with one tensor input")
-        op = operator_for(module)
+        op = operator_for(module, self.dtype)
         if op is not None:
             return LinearStep(node.name, path, kind, inputs, op)
         if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
             raise UnsupportedLayerError(path, kind, f"padding_mode '{module.padding_mode}' (only 'zeros')")
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             try:
-                scale, shift = batchnorm_scale_shift(module)
+                scale, shift = batchnorm_scale_shift(module, self.dtype)
             except ValueError as error:
                 raise UnsupportedLayerError(path, kind, str(error)) from None
             return LinearStep(node.name, path, kind, inputs, AffineOperator(scale, shift))
@@ -362,13 +390,24 @@ class _Builder:
                                nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample)):
             module_copy = _parameter_free_copy(module)
             step = NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
-            step.explicit_adjoint = _nearest_upsample_adjoint(module)
-            step.single_source = step.explicit_adjoint is not None
+            if isinstance(module, nn.Upsample):
+                _set_resampling_rule(step, module.mode, module.size, module.scale_factor)
             return step
         if isinstance(module, _SOFTMAX_MODULES):
             module_copy = _parameter_free_copy(module)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
         raise UnsupportedLayerError(path, kind)
+
+    def _resample_step(self, node, path, kind, inputs, call_function):
+        """F.interpolate / F.upsample: the same rule as nn.Upsample with the same arguments."""
+        names = ["input", "size", "scale_factor", "mode"]
+        bound = {"size": None, "scale_factor": None, "mode": "nearest", **dict(zip(names, node.args))}
+        bound.update({k: v for k, v in node.kwargs.items() if k in names})
+        if any(isinstance(bound[k], torch.fx.Node) for k in ("size", "scale_factor", "mode")):
+            raise UnsupportedLayerError(path, kind, "a size or scale factor computed in forward() (give numbers)")
+        step = NormStep(node.name, path, kind, inputs, call_function)
+        _set_resampling_rule(step, bound["mode"], bound["size"], bound["scale_factor"])
+        return step
 
     def _sum_step(self, node, path, kind, index):
         sign = _SUM_FUNCTIONS[node.target]
@@ -463,13 +502,71 @@ class _Builder:
                 seen_explained = True
 
     def _mark_first_layers(self):
-        for step in self.steps.values():
-            if not isinstance(step, LinearStep):
+        """The first linear layers are those that see the input: reached from it with no
+        linear layer in between. Where every step on the way is monotone (see
+        _carries_bounds), z^B's input bounds can be carried to them; otherwise the step
+        that blocks them is recorded, so z^B can say why it cannot apply.
+        Returns (the steps carrying bounds, first layer -> blocking step path)."""
+        reach = {self.input_name: "bounds"}   # node -> "bounds" or ("blocked", path); absent: not reached
+        carriers, blocked = set(), {}
+        for name, step in self.steps.items():
+            live = [n for n in step.inputs if n in reach]
+            if not live or isinstance(step, ValueStep):
                 continue
-            source = step.inputs[0]
-            while source in self.steps and self.steps[source].transparent:
-                source = self.steps[source].inputs[0]
-            step.first = source == self.input_name
+            if isinstance(step, LinearStep):
+                if step.inputs[0] in reach:
+                    step.first = True
+                    if reach[step.inputs[0]] != "bounds":
+                        blocked[name] = reach[step.inputs[0]][1]
+                continue
+            if len(live) == 1 and reach[live[0]] == "bounds" and _carries_bounds(step, live[0]):
+                reach[name] = "bounds"
+                carriers.add(name)
+            else:
+                blocking = next((reach[n] for n in live if reach[n] != "bounds"), ("blocked", step.path))
+                reach[name] = blocking
+        return carriers, blocked
+
+
+def _carries_bounds(step, live_input) -> bool:
+    """Whether f(low) and f(high) bound f(x) elementwise (in some order) for low <= x <= high:
+    monotone elementwise maps, reshapes, selections and zero padding, max pooling, and linear
+    maps with non-negative weights (average pooling, means, sums, nearest and (bi/tri)linear
+    resampling; not bicubic, whose weights change sign)."""
+    if isinstance(step, (ReshapeStep, SelectStep, MaxPoolStep, ScaleStep)):
+        return True
+    if isinstance(step, PassStep):
+        return not _is_softmax_step(step)
+    if isinstance(step, NormStep):
+        return getattr(step, "monotone", True)
+    if isinstance(step, SumStep):  # x + constant, constant - x: one operand depends on the input
+        return sum(1 for _sign, slot in step.operands if isinstance(slot, int)
+                   and step.inputs[slot] == live_input) == 1
+    return False
+
+
+#: module and function names whose input must carry a batch dimension: (spatial dims, name)
+_BATCHED_KINDS = {f"{name}{d}d": d for d in (1, 2, 3) for name in (
+    "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool",
+    "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "conv", "conv_transpose")}
+
+
+def _check_batched(step, inputs, x):
+    """Convolutions and pooling accept one unbatched sample in torch, and would then treat
+    the channels as the batch: name the missing batch dimension instead."""
+    dims = getattr(step, "spatial_dims", None)
+    if dims is None or not inputs or not torch.is_tensor(inputs[0]):
+        return
+    if inputs[0].dim() == dims + 1:
+        layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[dims]
+        raise InputError(
+            f"layer '{step.path}' ({step.kind}) needs a batch dimension: it takes {dims + 2}-d input {layout} "
+            f"but gets {tuple(inputs[0].shape)} (model input {tuple(x.shape)}); for one sample pass "
+            "x.unsqueeze(0)")
+
+
+def _spatial_dims(kind: str):
+    return _BATCHED_KINDS.get(kind.lstrip("_"))
 
 
 def _is_softmax_step(step):
@@ -562,13 +659,39 @@ def _merge_before(op, scale, shift):
     return None
 
 
-def _nearest_upsample_adjoint(module):
+def _set_resampling_rule(step, mode, size, scale_factor):
+    """Nearest resampling (any size or factor, up or down) copies exactly one input to each
+    output, so its relevance goes back to that input whole, by the transpose: the copy rule
+    (single_source), for nn.Upsample and F.interpolate alike. Other modes keep the Norm rule;
+    bicubic's weights change sign, so it cannot carry z^B bounds."""
+    if mode in ("nearest", "nearest-exact"):
+        step.single_source = True
+        step.explicit_adjoint = _nearest_upsample_adjoint(mode, size, scale_factor)
+    step.monotone = mode != "bicubic"
+
+
+def _keeping_batch(node, path, kind, function):
+    """A mean or sum over non-batch dimensions only: over the batch it would mix samples,
+    which no rule explains (and may keep the shape, so no later check would see it)."""
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", None)
+
+    def checked(values):
+        x = values[0]
+        dims = None if dim is None else (tuple(dim) if isinstance(dim, (tuple, list)) else (dim,))
+        if torch.is_tensor(x) and (dims is None or any(int(d) % max(x.dim(), 1) == 0 for d in dims)):
+            raise UnsupportedLayerError(path, kind, "it reduces over the batch dimension (dim 0), mixing samples; "
+                                        "reduce over the other dimensions, e.g. x.mean(dim=(1, 2))")
+        return function(values)
+    return checked
+
+
+def _nearest_upsample_adjoint(mode, size, scale_factor):
     """The transpose of nearest upsampling by an integer factor is a sum over each block
-    (an average pool times the block size): cheaper than autograd through a probe."""
-    if not isinstance(module, nn.Upsample) or module.mode != "nearest" or module.size is not None:
+    (an average pool times the block size): cheaper than autograd through a probe. Other
+    nearest resamplings take the autograd transpose (None here)."""
+    if mode != "nearest" or size is not None or scale_factor is None:
         return None
-    factor = module.scale_factor
-    factors = tuple(factor) if isinstance(factor, (tuple, list)) else (factor,)
+    factors = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (scale_factor,)
     if any(f is None or float(f) != int(f) for f in factors):
         return None
 

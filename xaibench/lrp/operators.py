@@ -189,29 +189,45 @@ def _autograd_adjoint(linear_map, s, input_shape):
     return grad
 
 
-def batchnorm_scale_shift(module: nn.modules.batchnorm._BatchNorm):
-    """BatchNorm in evaluation mode as scale * x + shift (running statistics)."""
+def parameter_copy(t, dtype=None):
+    """A detached copy of a parameter or buffer, in `dtype` (None: its own) before any
+    arithmetic on it, so that folding and merging happen in the dtype explained."""
+    if t is None:
+        return None
+    t = t.detach()
+    if dtype is not None and t.dtype.is_floating_point:
+        t = t.to(dtype)
+    return t.clone()
+
+
+def batchnorm_scale_shift(module: nn.modules.batchnorm._BatchNorm, dtype=None):
+    """BatchNorm in evaluation mode as scale * x + shift (running statistics), computed in
+    `dtype` (None: the module's own)."""
     if module.running_mean is None or module.running_var is None:
         raise ValueError("BatchNorm without running statistics (track_running_stats=False)")
-    scale = torch.rsqrt(module.running_var.detach() + module.eps)
+    mean, var = parameter_copy(module.running_mean, dtype), parameter_copy(module.running_var, dtype)
+    scale = torch.rsqrt(var + module.eps)
     if module.weight is not None:
-        scale = scale * module.weight.detach()
-    shift = -module.running_mean.detach() * scale
+        scale = scale * parameter_copy(module.weight, dtype)
+    shift = -mean * scale
     if module.bias is not None:
-        shift = shift + module.bias.detach()
+        shift = shift + parameter_copy(module.bias, dtype)
     return scale, shift
 
 
-def operator_for(module: nn.Module) -> LinearOperator | None:
-    """The operator of a supported linear module, or None."""
+def operator_for(module: nn.Module, dtype=None) -> LinearOperator | None:
+    """The operator of a supported linear module (parameters copied in `dtype`), or None."""
+    if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return None
+    weight, bias = parameter_copy(module.weight, dtype), parameter_copy(module.bias, dtype)
     if isinstance(module, nn.Linear):
-        return DenseOperator(module.weight, module.bias)
+        return DenseOperator(weight, bias)
     if isinstance(module, nn.modules.conv._ConvTransposeNd):
         if module.padding_mode != "zeros":
             return None
-        return ConvTransposeOperator(module)
+        return ConvTransposeOperator(module, weight, bias)
     if isinstance(module, nn.modules.conv._ConvNd):
         if module.padding_mode != "zeros":
             return None
-        return ConvOperator(module)
+        return ConvOperator(module, weight, bias)
     return None

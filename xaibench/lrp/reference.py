@@ -98,9 +98,8 @@ def engine_vs_reference(module, input_shape, method: str, options: dict, rule: s
     values = graph.forward(x, state)
     if comp.needs_bounds():
         low, high = torch.full_like(x, bounds[0]), torch.full_like(x, bounds[1])
-        lows, highs = graph.map_bounds(low, state), graph.map_bounds(high, state)
-        for name in lows:
-            state[("bounds", name)] = {"low": lows[name], "high": highs[name]}
+        for name, (layer_low, layer_high) in graph.map_bounds(low, high, values).items():
+            state[("bounds", name)] = {"low": layer_low, "high": layer_high}
     output = values[graph.explained_name]
     r_out = torch.randn((targets * batch,) + tuple(output.shape[1:]), generator=g, dtype=torch.float64)
     relevance_in, _ = graph.relevance(values, r_out, state)

@@ -32,6 +32,9 @@ class Step(abc.ABC):
 
     #: shape-only and identity steps are transparent when looking for the first layer
     transparent = False
+    #: convolutions and pooling: the spatial dims their input has after (N, C); torch would
+    #: take an input without N as one unbatched sample, so the graph checks it
+    spatial_dims = None
 
     def __init__(self, name: str, path: str, kind: str, inputs: list[str]):
         self.name = name
@@ -100,7 +103,7 @@ class LinearStep(Step):
 
     def to(self, dtype, device):
         new = LinearStep(self.name, self.path, self.kind, self.inputs, self.op.to(dtype, device))
-        new.first = self.first
+        new.first, new.spatial_dims = self.first, self.spatial_dims
         return new
 
 
