@@ -355,11 +355,11 @@ def test_model_and_input_are_left_untouched(method):
     for requires_grad in (False, True):
         x.requires_grad_(requires_grad)
         if method == "optimal_input":
-            result = optimal_input(model, x, target=1, steps=3)
+            result = optimal_input(model, x, target=1, steps=3, mode="eval")
             assert result.input.shape == x.shape
         else:
-            e = xaibench.explain(model, x, method, steps=4) if method == "integrated_gradients" else \
-                xaibench.explain(model, x, method)
+            e = xaibench.explain(model, x, method, steps=4, mode="eval") if method == "integrated_gradients" \
+                else xaibench.explain(model, x, method, mode="eval")
             assert e.relevance.shape == x.shape
         assert x.requires_grad == requires_grad and x.grad is None
         assert torch.equal(x.detach(), x_before)

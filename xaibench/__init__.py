@@ -1,6 +1,7 @@
 """xaibench: checkable attribution (LRP first) for earth-science neural networks."""
 
-from .api import explain, methods
+from . import methods  # the subpackage, callable: xaibench.methods() lists the method names
+from .api import explain
 from .errors import InputError, UnknownMethodError, UnsupportedLayerError, XaibenchError
 from .explanation import Explanation
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .errors import UnknownMethodError
 from .explanation import Explanation
-from .lrp import composites
+from .lrp import composites, engine
 from .lrp.engine import explain_lrp
 from .methods import METHODS as NATIVE_METHODS
 
@@ -30,14 +31,37 @@ def methods(backend: str | None = None):
 
 
 def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backend: str = "native",
-            dtype=None, **options) -> Explanation:
+            dtype=None, mode=None, **options) -> Explanation:
     """Explain model(x) for the target output(s) with a method on a backend.
 
-    See DESIGN.md for targets and options. Native LRP returns a ledger and the
-    conservation error per sample; dtype=torch.float64 runs in double precision.
+    target: None (the argmax per sample), an output index, one index per sample [B],
+    several per sample [B, T], or a boolean mask over the output (docs/architecture.md,
+    "Public API"). options: the method's own (epsilon, gamma, alpha/beta, low/high, bias,
+    ...; docs/methods.md lists them per method and backend).
+
+    dtype: the dtype to compute in (float32 or float64); default the model's own. An input
+    of another dtype is cast to it, and the explanation records both (e.dtype,
+    e.input_dtype); the model itself is never cast (a copy of its parameters is).
+
+    mode: None explains the model as it is; a model in train mode whose output depends on
+    the mode (dropout, BatchNorm, code reading self.training) is refused with an error that
+    names those layers. mode='eval' explains it as in evaluation mode and restores the
+    model's own mode afterwards. e.mode records the mode explained.
+
+    Native LRP returns a ledger and the conservation error per sample.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    with engine.evaluation_mode(model, mode):
+        explanation = _explain(model, x, method, target, backend, dtype, options)
+        explanation.mode = engine.recorded_mode(model)
+    explanation.dtype = explanation.relevance.dtype
+    if torch.is_tensor(x):
+        explanation.input_dtype = x.dtype
+    return explanation
+
+
+def _explain(model, x, method, target, backend, dtype, options) -> Explanation:
     if backend == "native":
         if method in composites.PRESETS:
             explanation = explain_lrp(model, x, composites.composite(method, **options), target, dtype)

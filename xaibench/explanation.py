@@ -23,6 +23,11 @@ class Explanation:
     conservation_error: torch.Tensor | None = None
     stripped: list = field(default_factory=list)    # final layers removed before explaining
     options: dict = field(default_factory=dict)
+    dtype: torch.dtype | None = None        # the dtype the explanation was computed in
+    input_dtype: torch.dtype | None = None  # the dtype of the input given (cast to dtype if they differ)
+    #: the model's mode: 'eval', or 'train' for a model whose output does not depend on it
+    #: (explain(..., mode='eval') on a model in train mode records 'eval')
+    mode: str | None = None
 
     @property
     def relative_conservation_error(self) -> torch.Tensor | None:

@@ -33,6 +33,7 @@ from .. import targets as targets_module
 from ..errors import BackendUnavailableError, ExportError, InputError, UnknownMethodError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
+from ..lrp import engine
 from ..lrp.engine import check_input, prepared_graph
 from . import keras_export
 from .table import METHODS, available
@@ -245,11 +246,9 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     if method not in available(BACKEND):
         raise UnknownMethodError(method, BACKEND, available(BACKEND))
     o = _options(method, options)
-    x = check_input(x, model, dtype)
+    prepared = engine.prepare(model, x, dtype)  # the native engine's mode and dtype policy
+    x, graph = prepared.x, prepared.graph
     floatx = "float64" if x.dtype == torch.float64 else "float32"
-    if x.dtype not in (torch.float32, torch.float64):
-        raise InputError(f"innvestigate runs in float32 or float64, got {x.dtype}")
-    graph, _ = prepared_graph(model, x.dtype, x.device)
     with torch.no_grad():
         output = graph.forward(x, {})[graph.explained_name]   # also names the layer of a wrong input shape
     selected = targets_module.resolve(output, target)

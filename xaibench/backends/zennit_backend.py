@@ -3,7 +3,9 @@
 Each canonical method maps to a zennit composite with the same rules and parameters as
 the native engine (see METHODS). zennit registers hooks on the model and, with the
 BatchNorm canonizer, edits its weights for the duration of the call; both are undone
-when the call returns, and the model's train/eval mode is restored.
+when the call returns (tests check the weights bit for bit). The mode and dtype policies are
+the native engine's (engine.prepare): a model in train mode where it matters is refused, and a
+model explained in another dtype than its own runs as a copy in that dtype.
 
 Known differences from the native engine, measured in the tests:
 - a functional `x + y` (residual) gets the plain gradient in zennit (relevance counted
@@ -16,6 +18,8 @@ Known differences from the native engine, measured in the tests:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -23,7 +27,7 @@ from .. import targets as targets_module
 from ..errors import InputError, UnknownMethodError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
-from ..lrp.engine import check_input, prepared_graph
+from ..lrp import engine
 from . import table
 
 
@@ -105,23 +109,22 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     o = {**native_composites.DEFAULT_OPTIONS, **options}
     if o["maxpool"] != "winner_take_all":
         raise ValueError("zennit has only winner-take-all max pooling (the plain gradient)")
-    x = check_input(x, model, dtype)
-    graph, _ = prepared_graph(model, x.dtype, x.device)
+    prepared = engine.prepare(model, x, dtype)  # the same mode and dtype policy as the native engine
+    x, graph = prepared.x, prepared.graph
     with torch.no_grad():
-        graph.forward(x, {})  # a wrong input shape gets an error naming the layer, before zennit runs
+        graph.forward(x, {"composite": None})  # a wrong input shape gets an error naming the layer
     if method in ("lrp.zbox", "lrp.epsilon_gamma_box") and (o["low"] is None or o["high"] is None):
         flat = x.reshape(x.shape[0], -1)
         shape = (-1,) + (1,) * (x.dim() - 1)
         o["low"] = flat.min(1).values.view(shape) if o["low"] is None else o["low"]
         o["high"] = flat.max(1).values.view(shape) if o["high"] is None else o["high"]
 
+    # zennit runs the model itself: in another dtype it runs a copy, never the user's model
+    # cast there and back (a float64 model would come back with its weights rounded)
+    if (engine.model_dtype(model) or x.dtype) != x.dtype:
+        model = copy.deepcopy(model).to(x.dtype)
     training = {m: m.training for m in model.modules()}
-    parameter = next(iter(model.parameters()), None)
-    original_dtype = x.dtype if parameter is None else parameter.dtype
     try:
-        model.eval()
-        if x.dtype != original_dtype:
-            model.to(x.dtype)
         with _StripFinal(model, graph.stripped), torch.no_grad():
             output = model(x)
         selected = targets_module.resolve(output, target)
@@ -141,9 +144,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         with _StripFinal(model, graph.stripped):
             _, relevance = attributor(repeated.clone().requires_grad_(True), seed_fn)
     finally:
-        if x.dtype != original_dtype:
-            model.to(original_dtype)
-        for module, flag in training.items():
+        for module, flag in training.items():  # zennit's canonizers must not leave a mode change
             module.train(flag)
     if method == "input_x_gradient":
         relevance = relevance * repeated

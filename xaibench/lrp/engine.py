@@ -3,52 +3,175 @@
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import targets as targets_module
-from ..errors import InputError
+from ..errors import InputError, UnsupportedLayerError
 from ..explanation import Explanation
 from .composites import Composite
 from .graph import Graph, trace
 from .ledger import Ledger, LedgerRow
+from .rules import ZBox
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
+#: the dtypes relevance is computed in: below float32 the ledger's sums lose the check
+COMPUTE_DTYPES = (torch.float32, torch.float64)
 
-def _signature(model: nn.Module):
-    """Identity and version of every parameter and buffer: changes when weights are
-    replaced or modified in place (an optimizer step), so a stale graph is never used."""
-    items = []
-    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
-        items.append((name, id(t), t.data_ptr(), t._version, t.dtype, str(t.device), tuple(t.shape)))
+
+# --- what the model computes: the key of the cached graph -----------------------------------------
+def _simple(value):
+    """A module attribute as a comparable value: numbers, strings and tuples of them by
+    value, anything else by identity (a replaced object changes the fingerprint)."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
+        return value
+    if isinstance(value, (tuple, list)) and all(
+            v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return (type(value).__name__, tuple(value))
+    return ("id", id(value))
+
+
+def _tensor_key(t):
+    if t is None:
+        return None
+    return (id(t), t.data_ptr(), t._version, t.dtype, str(t.device), tuple(t.shape))
+
+
+def fingerprint(model: nn.Module) -> tuple:
+    """Everything that decides what model(x) computes and that the traced graph copies: per
+    module its type and identity, its forward (class or instance), its plain attributes
+    (stride, padding, negative_slope, eps, ...), its training flag, its hooks, and the
+    identity and version of every parameter and buffer (an optimizer step or an in-place
+    edit bumps the version). Any change re-traces; measured at about 1 ms for resnet50
+    (the bench writes the figure), against a forward pass of the model for a check per call."""
+    from torch.nn.modules import module as module_globals
+
+    items = [("global hooks", tuple(map(id, module_globals._global_forward_hooks.values())),
+              tuple(map(id, module_globals._global_forward_pre_hooks.values())))]
+    for name, module in model.named_modules(remove_duplicate=False):
+        attributes = tuple((k, _simple(v)) for k, v in vars(module).items()
+                           if not k.startswith("_") and k != "training")
+        hooks = tuple(tuple(map(id, getattr(module, store).values()))
+                      for store in ("_forward_hooks", "_forward_pre_hooks"))
+        tensors = tuple((k, _tensor_key(t)) for k, t in
+                        list(module._parameters.items()) + list(module._buffers.items()))
+        items.append((name, id(module), type(module), id(type(module).forward),
+                      id(vars(module).get("forward")), module.training, attributes, hooks, tensors))
     return tuple(items)
 
 
+# --- policies: dtype and mode ------------------------------------------------------------------------
+def model_dtype(model: nn.Module):
+    """The floating dtype of the model's parameters and buffers (None if it has none); a
+    model mixing dtypes gets an error naming one tensor of each."""
+    seen = {}
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.dtype.is_floating_point:
+            seen.setdefault(t.dtype, name)
+    if len(seen) > 1:
+        listed = ", ".join(f"'{name}' is {str(d).replace('torch.', '')}" for d, name in seen.items())
+        raise InputError(f"the model mixes floating dtypes ({listed}); cast it to one dtype (model.float() or "
+                         "model.double())")
+    return next(iter(seen), None)
+
+
+def compute_dtype(model: nn.Module, x: torch.Tensor, dtype=None) -> torch.dtype:
+    """The dtype the explanation is computed in: `dtype` if given, else the model's own
+    (else the input's, for a model without floating tensors). Only float32 and float64:
+    in half precision the ledger's sums would be too coarse to check anything."""
+    chosen = dtype if dtype is not None else (model_dtype(model) or x.dtype)
+    if chosen not in COMPUTE_DTYPES:
+        name = str(chosen).replace("torch.", "")
+        whose = "requested" if dtype is not None else "the model's dtype"
+        raise InputError(f"cannot explain in {name} ({whose}): relevance is computed in float32 or "
+                         "float64; pass dtype=torch.float32 (the model is then explained as a float32 copy)")
+    return chosen
+
+
+def mode_dependent_modules(model: nn.Module) -> list[str]:
+    """The modules in training mode whose forward reads self.training (dropout, BatchNorm,
+    custom code with `if self.training`): their output depends on the mode."""
+    found = []
+    for name, module in model.named_modules():
+        forward = type(module).forward
+        code = getattr(forward, "__code__", None)
+        if module.training and code is not None and "training" in code.co_names:
+            found.append(f"'{name or '(model)'}' ({type(module).__name__})")
+    return found
+
+
+def check_mode(model: nn.Module):
+    """A model whose output depends on its training mode is explained only in eval mode:
+    in train mode dropout is random and BatchNorm normalizes by the batch, which no rule
+    explains. Never silently: the caller switches with explain(..., mode='eval')."""
+    dependent = mode_dependent_modules(model)
+    if dependent:
+        listed = ", ".join(dependent[:5]) + (f" and {len(dependent) - 5} more" if len(dependent) > 5 else "")
+        raise InputError(f"the model is in train mode and {listed} behave differently in training; call "
+                         "model.eval() first, or pass mode='eval' to explain it as in evaluation mode (the "
+                         "model's own mode is restored afterwards)")
+
+
+MODES = (None, "eval")
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module, mode=None):
+    """mode='eval': model.eval() for the call, every module's own flag restored afterwards
+    (so a model in train mode is explained as in evaluation mode); None: nothing changes."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+    flags = {module: module.training for module in model.modules()} if mode == "eval" else {}
+    try:
+        if mode == "eval":
+            model.eval()
+        yield
+    finally:
+        for module, flag in flags.items():
+            module.train(flag)
+
+
+def recorded_mode(model: nn.Module) -> str:
+    """The mode an explanation records: 'eval', or 'train' for a model in train mode whose
+    output does not depend on it (no dropout, no BatchNorm)."""
+    return "train" if model.training else "eval"
+
+
+# --- the prepare step: checked input, cached graph, verified once per model state ----------------
 def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tuple[Graph, dict]:
     """The traced graph of a model in a dtype and on a device, cached while the model's
-    parameters are unchanged. Returns (graph, cache entry for per-graph flags)."""
-    signature = _signature(model)
+    fingerprint is unchanged. Parameters are copied to `dtype` before any arithmetic (a
+    BatchNorm is folded in the dtype explained). Returns (graph, per-graph flags)."""
+    key = fingerprint(model)
     entry = _CACHE.get(model)
-    if entry is None or entry["signature"] != signature:
-        entry = {"signature": signature, "base": trace(model), "graphs": {}}
+    if entry is None or entry["fingerprint"] != key:
+        entry = {"fingerprint": key, "graphs": {}}
         _CACHE[model] = entry
-    key = (dtype, str(device))
-    if key not in entry["graphs"]:
-        entry["graphs"][key] = {"graph": entry["base"].to(dtype, device), "verified": False}
-    return entry["graphs"][key]["graph"], entry["graphs"][key]
+    slot = (dtype, str(device))
+    if slot not in entry["graphs"]:
+        entry["graphs"][slot] = {"graph": trace(model, dtype).to(dtype, device), "verified": False}
+    return entry["graphs"][slot]["graph"], entry["graphs"][slot]
+
+
+def as_tensor(x) -> torch.Tensor:
+    if torch.is_tensor(x):
+        return x
+    try:
+        import numpy as np
+
+        return torch.as_tensor(np.asarray(x))
+    except Exception:
+        raise InputError(f"input must be a tensor or an array, got {type(x).__name__}") from None
 
 
 def check_input(x, model: nn.Module, dtype=None) -> torch.Tensor:
-    """A float tensor with a batch dimension, finite, on the model's device."""
-    if not torch.is_tensor(x):
-        try:
-            import numpy as np
-
-            x = torch.as_tensor(np.asarray(x))
-        except Exception:
-            raise InputError(f"input must be a tensor or an array, got {type(x).__name__}") from None
+    """A float tensor with a batch dimension, finite, on the model's device, in the dtype
+    the explanation is computed in (see compute_dtype). The user's tensor is not changed."""
+    x = as_tensor(x)
     if not x.dtype.is_floating_point:
         raise InputError(f"input must be floating point, got {x.dtype}")
     if x.dim() < 2:
@@ -64,51 +187,71 @@ def check_input(x, model: nn.Module, dtype=None) -> torch.Tensor:
     parameter = next(iter(model.parameters()), None)
     if parameter is not None and parameter.device != x.device:
         raise InputError(f"the model is on {parameter.device} but the input is on {x.device}")
-    if dtype is not None:
-        x = x.to(dtype)
-    return x.detach()
+    return x.detach().to(compute_dtype(model, x, dtype))
 
 
-def _verify(model: nn.Module, graph: Graph, x: torch.Tensor, state: dict):
-    """Once per prepared graph: the traced graph must reproduce the model's own output
-    (it would not if, say, a forward hook changes what a layer returns)."""
-    training = {m: m.training for m in model.modules()}
-    parameter = next(iter(model.parameters()), None)
-    model_dtype = parameter.dtype if parameter is not None else x.dtype
-    try:
-        model.eval()
-        with torch.no_grad():
-            reference = model(x.to(model_dtype))
-    finally:
-        for module, flag in training.items():
-            module.train(flag)
-    values = graph.forward(x, dict(state), until=graph.output_name)
-    ours = values[graph.output_name]
+@dataclass
+class Prepared:
+    """What every native method and backend starts from."""
+
+    x: torch.Tensor          # checked, in the computation dtype
+    graph: Graph
+    flags: dict
+    input_dtype: torch.dtype  # the dtype the user passed (recorded when it differs)
+    mode: str
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+
+def prepare(model: nn.Module, x, dtype=None) -> Prepared:
+    """Check the input and the model's mode, get the cached graph and verify it against the
+    model itself whenever the graph is new, i.e. after any change of the model (see
+    fingerprint). The caller runs graph.forward first thing, so a wrong input shape gets an
+    error naming the layer."""
+    x = as_tensor(x)
+    input_dtype = x.dtype
+    x = check_input(x, model, dtype)
+    graph, flags = prepared_graph(model, x.dtype, x.device)  # a layer without a rule is named first
+    check_mode(model)
+    if not flags["verified"]:
+        _verify(model, graph, x)
+        flags["verified"] = True
+    return Prepared(x, graph, flags, input_dtype, recorded_mode(model))
+
+
+def _verify(model: nn.Module, graph: Graph, x: torch.Tensor):
+    """The traced graph must reproduce the model's own output (it would not if, say, a
+    forward hook changes what a layer returns). The model runs in its own mode, which
+    check_mode has made sure does not matter, and in its own dtype."""
+    own_dtype = model_dtype(model) or x.dtype
+    with torch.no_grad():
+        # the graph first: a wrong input shape gets an error naming the layer, not torch's
+        ours = graph.forward(x, {"composite": None}, until=graph.output_name)[graph.output_name]
+        reference = model(x.to(own_dtype))
     if not torch.is_tensor(reference) or reference.shape != ours.shape:
         raise InputError("the traced graph does not reproduce the model's output shape "
                          f"({tuple(ours.shape)} vs {getattr(reference, 'shape', type(reference))})")
     scale = reference.abs().max().clamp(min=1e-6).to(ours.dtype)
     difference = (ours - reference.to(ours.dtype)).abs().max() / scale
-    tolerance = 1e-3 if model_dtype == torch.float32 or ours.dtype == torch.float32 else 1e-8
+    tolerance = 1e-3 if torch.float32 in (own_dtype, ours.dtype) else 1e-8
     if difference > tolerance:
         raise InputError(
             f"the traced graph does not reproduce the model's output (relative difference "
-            f"{float(difference):.3g}); forward hooks or data-dependent code are not supported")
+            f"{float(difference):.3g}); forward hooks that change a layer's output and data-dependent code "
+            "are not supported")
 
 
 def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=None) -> Explanation:
-    x = check_input(x, model, dtype)
-    graph, flags = prepared_graph(model, x.dtype, x.device)
+    prepared = prepare(model, x, dtype)
+    x, graph = prepared.x, prepared.graph
     state = {"composite": composite}
     with torch.no_grad():
-        values = graph.forward(x, state)  # first: a wrong input shape gets an error naming the layer
-    if not flags["verified"]:
-        _verify(model, graph, x, state)
-        flags["verified"] = True
-    with torch.no_grad():
+        values = graph.forward(x, state)
         output = values[graph.explained_name]
         if composite.needs_bounds():
-            _set_bounds(graph, composite, x, state)
+            _set_bounds(graph, composite, x, values, state)
         selected = targets_module.resolve(output, target)
         seed = selected.selection * output.unsqueeze(0).expand(
             (selected.count,) + tuple(output.shape)).reshape(selected.selection.shape)
@@ -132,10 +275,11 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
     conservation_error = (input_total + ledger.absorbed() - output_arranged).abs()
     return Explanation(relevance=relevance, output=output_arranged, method=composite.name,
                        backend="native", target=selected.description, ledger=ledger,
-                       conservation_error=conservation_error, stripped=graph.stripped)
+                       conservation_error=conservation_error, stripped=graph.stripped,
+                       dtype=prepared.dtype, input_dtype=prepared.input_dtype, mode=prepared.mode)
 
 
-def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, state: dict):
+def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, values: dict, state: dict):
     """z^B bounds in input space -> per first layer. Default: each sample's min and max."""
     def as_bound(value, reduce):
         if value is None:
@@ -153,6 +297,13 @@ def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, state: dict
     high = as_bound(composite.high, lambda f: f.max(1).values)
     if bool((low > x).any()) or bool((high < x).any()):
         raise InputError("the input lies outside the z^B bounds low <= x <= high")
-    lows, highs = graph.map_bounds(low, state), graph.map_bounds(high, state)
-    for name in lows:
-        state[("bounds", name)] = {"low": lows[name], "high": highs[name]}
+    for step in graph.linear_steps():
+        if step.first and step.name in graph.bounds_blocked and isinstance(
+                composite.rule_for(step.op.kind, True), ZBox):
+            blocker = graph.bounds_blocked[step.name]
+            raise UnsupportedLayerError(
+                step.path, step.kind, f"z^B needs bounds on the input of this first layer, but they cannot be "
+                f"carried through '{blocker}' (only monotone steps carry them: activations, pooling, reshapes, "
+                "padding, scaling, adding a constant); use a method without z^B")
+    for name, (layer_low, layer_high) in graph.map_bounds(low, high, values).items():
+        state[("bounds", name)] = {"low": layer_low, "high": layer_high}

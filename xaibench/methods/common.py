@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..lrp.engine import _verify, check_input, prepared_graph
+from ..lrp import engine
 
 # Input elements per forward/backward pass when the caller does not choose a chunk size:
 # 2**24 float32 values are 64 MiB of input, small enough for a laptop, large enough for a GPU.
@@ -82,15 +82,12 @@ def reference(name: str, value, x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare(model: nn.Module, x, dtype):
-    """Checked input, the model's traced graph and the explained output f(x) [B, *out]."""
-    x = check_input(x, model, dtype)
-    graph, flags = prepared_graph(model, x.dtype, x.device)
+    """Checked input, the model's traced graph (verified against the model whenever it is
+    new) and the explained output f(x) [B, *out]."""
+    prepared = engine.prepare(model, x, dtype)
     with torch.no_grad():
-        output = explained(graph, x)  # first: a wrong input shape gets an error naming the layer
-    if not flags["verified"]:
-        _verify(model, graph, x, {})
-        flags["verified"] = True
-    return x, graph, output
+        output = explained(prepared.graph, prepared.x)
+    return prepared.x, prepared.graph, output
 
 
 def explained(graph, x: torch.Tensor) -> torch.Tensor:

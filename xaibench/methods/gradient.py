@@ -11,15 +11,11 @@ from torch import nn
 
 from .. import targets as targets_module
 from ..explanation import Explanation
-from ..lrp.engine import check_input, prepared_graph
+from . import common
 
 
 def _gradient(model: nn.Module, x, target, dtype=None):
-    x = check_input(x, model, dtype)
-    graph, _ = prepared_graph(model, x.dtype, x.device)
-    state = {}
-    with torch.no_grad():
-        output = graph.forward(x, state)[graph.explained_name]
+    x, graph, output = common.prepare(model, x, dtype)
     selected = targets_module.resolve(output, target)
     repeated = x.repeat((selected.count,) + (1,) * (x.dim() - 1)).requires_grad_(True)
     with torch.enable_grad():

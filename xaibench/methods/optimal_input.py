@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .. import targets as targets_module
+from ..lrp import engine
 from . import common
 
 OBJECTIVES = ("logit", "output")
@@ -25,7 +26,8 @@ class OptimalInput:
 
 
 def optimal_input(model: nn.Module, start, target=None, target_value=None, objective: str = "logit",
-                  steps: int = 100, step_size: float = 0.01, l2: float = 0.0, dtype=None) -> OptimalInput:
+                  steps: int = 100, step_size: float = 0.01, l2: float = 0.0, dtype=None,
+                  mode=None) -> OptimalInput:
     """Move each input of `start` by plain gradient descent on the loss
 
         -J(x) + l2 * |x|^2               when target_value is None (drive J as high as it goes)
@@ -39,9 +41,15 @@ def optimal_input(model: nn.Module, start, target=None, target_value=None, objec
     each sample, one per target). target_value is a number or broadcasts to [B] or [B, T].
     l2 > 0 keeps the input small, so that only the features the output needs grow.
 
-    Samples are optimized together as one batch and do not interact (the model runs in eval
-    mode). start and the model are never modified. Deterministic: no random numbers are used.
+    Samples are optimized together as one batch and do not interact. dtype and mode as in
+    xaibench.explain (a model in train mode with dropout or BatchNorm needs mode='eval').
+    start and the model are never modified. Deterministic: no random numbers are used.
     """
+    with engine.evaluation_mode(model, mode):
+        return _optimal_input(model, start, target, target_value, objective, steps, step_size, l2, dtype)
+
+
+def _optimal_input(model, start, target, target_value, objective, steps, step_size, l2, dtype) -> OptimalInput:
     objective = common.choice("objective", objective, OBJECTIVES)
     steps = common.integer("steps", steps)
     step_size = common.number("step_size", step_size, strict=True)
