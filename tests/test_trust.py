@@ -78,6 +78,23 @@ def test_changing_a_buffer_by_assignment_is_seen():
     assert torch.allclose(e.output, model(x)[:, 0], atol=1e-5)
 
 
+def test_editing_a_plain_tensor_attribute_in_place_is_seen():
+    class Shifted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(4, 2)
+            self.shift = torch.zeros(4)  # neither a parameter nor a buffer: fx reads it as an attribute
+
+        def forward(self, x):
+            return self.linear(x + self.shift)
+
+    model, x = randomize(Shifted(), seed=3).eval(), _x(3, 4)
+    xaibench.explain(model, x)
+    model.shift.add_(1.5)
+    e = xaibench.explain(model, x, target=1)
+    assert torch.allclose(e.output, model(x)[:, 1], atol=1e-6)
+
+
 @pytest.mark.parametrize("method", NATIVE_METHODS)
 def test_a_forward_hook_added_after_the_first_call_is_refused(method):
     model, x = _mlp(), _x(5, 4)

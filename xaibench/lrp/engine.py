@@ -29,6 +29,8 @@ def _simple(value):
     value, anything else by identity (a replaced object changes the fingerprint)."""
     if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
         return value
+    if torch.is_tensor(value):  # a plain tensor attribute read by forward(): edited in place too
+        return ("tensor", _tensor_key(value))
     if isinstance(value, (tuple, list)) and all(
             v is None or isinstance(v, (bool, int, float, str)) for v in value):
         return (type(value).__name__, tuple(value))
