@@ -4,7 +4,9 @@ Everything that says "method M on backend B means this" lives here: the zennit r
 composite and the innvestigate analyzer and its keyword arguments, as functions of the
 canonical options (xaibench.lrp.composites.DEFAULT_OPTIONS). The backends read it, and
 docs/methods.md is generated from it (`xaibench methods --markdown docs/methods.md`; a test
-checks the file is current), so nothing is written twice.
+checks the file is current), so nothing is written twice. So are the documented differences
+(DIFFERENCES): where another backend cannot agree with the native engine, why, and the control
+that `xaibench validate` runs before it calls such a disagreement KNOWN.
 
 Option names are the native engine's: epsilon, gamma, stabilizer, alpha, beta, low, high,
 bias (True: biases take part in the rules and absorb their share; False: innvestigate's
@@ -13,8 +15,13 @@ bias (True: biases take part in the rules and absorb their share; False: innvest
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
 
 
 @dataclass(frozen=True)
@@ -229,55 +236,260 @@ def markdown() -> str:
                  method.zennit.describe() if method.zennit else "-",
                  method.innvestigate.describe() if method.innvestigate else "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += [
+        "",
+        "## Documented differences",
+        "",
+        "Where another backend cannot agree with the native engine. `xaibench validate` reports such a",
+        "disagreement as KNOWN only when the control agrees within the agreement tolerance: the same",
+        "comparison with the cause removed on both backends, or the native engine recomputing what the",
+        "other library computes. Otherwise the documented cause does not explain it: FAIL.",
+        "",
+        "| backends | when | what the other library computes | control |",
+        "|---|---|---|---|",
+    ]
+    for difference in DIFFERENCES:
+        kind = "native recomputes" if difference.control.native_only else "cause removed"
+        cells = [", ".join(difference.backends), difference.when, difference.reason,
+                 f"{kind}: {difference.control.text}"]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 # --- documented differences ------------------------------------------------------------------------
+# Each entry says when another backend cannot agree with the native engine, why, and the control
+# that earns the KNOWN verdict of `xaibench validate`: a comparison in which the documented cause
+# cannot act, so that the two backends must agree there within the agreement tolerance. A
+# difference whose control also disagrees is not (only) the documented one: a FAIL.
+
 _ALPHA_BETA_FAMILY = {"lrp.alpha1beta0", "lrp.alpha2beta1", "lrp.alpha_beta", "lrp.zplus", "lrp.zbox",
                       "lrp.preset_a", "lrp.preset_b"}
+_PRESETS = {"lrp.preset_a", "lrp.preset_b"}   # alpha-beta on conv layers only, epsilon on dense ones
 _PINNED = "pinned in tests/test_innvestigate_agreement.py"
 
 
-def known_differences(backend: str, method: str, options: dict, model) -> list[str]:
-    """The documented reasons (measured and pinned in the tests) why `backend` cannot agree
-    with the native engine for this method on this model; empty when it should agree.
-    xaibench validate reports a disagreement with such a reason as KNOWN, not as a failure."""
-    from torch import nn
+@dataclass
+class Comparison:
+    """What one side of a control explains: method, options (the native engine's names) and
+    model, a deep copy of the user's that the control may change; x is the input batch, read only."""
 
-    modules = list(model.modules())
-    has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))
-                   for m in modules)
-    if method in ("lrp.preset_a", "lrp.preset_b"):   # alpha-beta on conv layers only, epsilon on dense ones
-        has_bias = any(getattr(m, "bias", None) is not None and isinstance(m, nn.modules.conv._ConvNd)
-                       for m in modules)
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in modules)
-    has_interpolation = any(isinstance(m, nn.Upsample) and m.mode != "nearest" for m in modules)
-    bias = options.get("bias", True)
-    reasons = []
-    if backend == "innvestigate":
-        if method in _ALPHA_BETA_FAMILY and bias and has_bias:
-            reasons.append("innvestigate's alpha-beta rule divides both streams by the full bias, not b+ and b- "
-                           f"(innvestigate issue 116; {_PINNED})")
-        if method == "lrp.wsquare" and bias and has_bias:
-            reasons.append("innvestigate's w^2 rule ignores biases (equals native bias=False)")
-        if method.startswith("lrp.") and has_batchnorm:
-            reasons.append("innvestigate linearizes BatchNorm with the variance squared and the mean not scaled "
-                           f"by gamma ({_PINNED})")
-        if method in ("lrp.flat", "lrp.wsquare") and any(
-                isinstance(m, nn.modules.conv._ConvNd) and m.padding not in ("same", "valid")
-                and any(_as_tuple(m.padding)) and not _same_padding(m) for m in modules):
-            reasons.append("innvestigate's flat/w^2 rules give relevance to explicit zero padding, then drop it")
-        if method == "smoothgrad":
-            reasons.append("innvestigate 2.1.2's SmoothGrad ignores noise_scale (noise std always 1 in input "
-                           "units) and draws its own random numbers")
-        if method == "integrated_gradients" and options.get("rule", "riemann_trapezoid") != "riemann_left":
-            reasons.append("innvestigate's integrated gradients is a left Riemann sum "
-                           "(compare with rule='riemann_left')")
-    if backend in ("innvestigate", "zennit") and method in ("lrp.flat", "lrp.wsquare") and has_interpolation:
-        reasons.append(f"{backend} passes relevance through (bi/tri)linear upsampling by the plain gradient "
-                       "(native: the Norm rule); flat/w^2 send relevance to the zero outputs of ReLUs, "
-                       "where the two differ")
-    return reasons
+    method: str
+    options: dict
+    model: nn.Module
+    x: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Control:
+    """A comparison without the documented cause. `change` edits a Comparison in place.
+    native_only: the native engine recomputes what the other library computes (the stronger
+    proof), and the other backend's explanation is used as measured; otherwise both backends
+    explain the changed comparison (the cause removed)."""
+
+    text: str
+    change: Callable[[Comparison], None]
+    native_only: bool = False
+
+
+@dataclass(frozen=True)
+class KnownDifference:
+    """Why `backends` cannot agree with the native engine where `applies`, and the control."""
+
+    backends: tuple
+    when: str                                          # the condition of `applies`, in words (docs/methods.md)
+    reason: str                                        # what the other library computes instead
+    applies: Callable[[str, dict, nn.Module], bool]    # (method, options, model)
+    control: Control
+
+
+_CONV = nn.modules.conv._ConvNd
+_CONV_OR_LINEAR = (nn.Linear, nn.modules.conv._ConvNd)
+_BATCHNORM = nn.modules.batchnorm._BatchNorm
+
+
+def _has_bias(model, kinds) -> bool:
+    return any(isinstance(m, kinds) and m.bias is not None for m in model.modules())
+
+
+def _has_batchnorm(model) -> bool:
+    return any(isinstance(m, _BATCHNORM) for m in model.modules())
+
+
+def _explicitly_padded(conv) -> bool:
+    """A conv the Keras twin exports as ZeroPadding + a 'valid' conv (keras_export._conv)."""
+    return (isinstance(conv, _CONV) and conv.padding not in ("same", "valid") and any(_as_tuple(conv.padding))
+            and not _same_padding(conv))
+
+
+def _interpolating(upsample) -> bool:
+    return isinstance(upsample, nn.Upsample) and upsample.mode != "nearest"
+
+
+def _replace_children(model, replace):
+    """Each submodule m for which replace(m) is not None becomes replace(m), in its parent; a
+    module registered under several names gets one replacement, shared as the original was."""
+    replacements = {}
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if id(child) not in replacements:
+                replacements[id(child)] = replace(child)
+            if replacements[id(child)] is not None:
+                setattr(parent, name, replacements[id(child)])
+
+
+class ExplicitlyPadded(nn.Module):
+    """conv(x) computed as F.pad(x), then the same conv with padding 0: how the Keras twin
+    mirrors a conv whose padding is not 'same'. Takes over the conv (of a control's copy)."""
+
+    def __init__(self, conv):
+        super().__init__()
+        rank = len(conv.kernel_size)
+        padding = _as_tuple(conv.padding) * (rank if len(_as_tuple(conv.padding)) == 1 else 1)
+        self.pad = [p for p in reversed(padding) for _ in (0, 1)]   # F.pad: the last dimension first
+        conv.padding = (0,) * rank
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(F.pad(x, self.pad))
+
+
+# the controls: each changes its own copy (Comparison.model), never the user's model
+def _ignore_alpha_beta_biases(c):
+    """bias=False: the biases still act in the forward pass, the rules leave them out. The
+    presets have no bias option in innvestigate: their conv biases are set to 0 instead."""
+    if c.method in _PRESETS:
+        with torch.no_grad():
+            for conv in c.model.modules():
+                if isinstance(conv, _CONV) and conv.bias is not None:
+                    conv.bias.zero_()
+    else:
+        c.options["bias"] = False
+
+
+def _native_without_biases(c):
+    c.options["bias"] = False
+
+
+def _remove_batchnorms(c):
+    """Every BatchNorm module replaced by nn.Identity (the Keras twin's forward check has
+    already compared the BatchNorm layers themselves with PyTorch)."""
+    _replace_children(c.model, lambda m: nn.Identity() if isinstance(m, _BATCHNORM) else None)
+
+
+def _pad_explicitly(c):
+    """The Keras twin's split of a padded conv, in PyTorch: the native rule then, like
+    innvestigate's, sees the padded positions as inputs and the padding's reverse drops their share."""
+    _replace_children(c.model, lambda m: ExplicitlyPadded(m) if _explicitly_padded(m) else None)
+
+
+def _nearest_upsampling(c):
+    for upsample in c.model.modules():
+        if _interpolating(upsample):
+            upsample.mode, upsample.align_corners = "nearest", None
+
+
+def _gradient_instead(c):
+    c.method, c.options = "gradient", {}
+
+
+def _left_riemann_sum(c):
+    c.options["rule"] = "riemann_left"
+
+
+def _batch_bounds(c):
+    """The bounds the innvestigate backend bakes into the analyzer: the whole batch's min and max."""
+    if c.options.get("low") is None:
+        c.options["low"] = float(c.x.min())
+    if c.options.get("high") is None:
+        c.options["high"] = float(c.x.max())
+
+
+DIFFERENCES = [
+    KnownDifference(
+        ("innvestigate",), "alpha-beta family (z+, z^B, the presets' conv layers) with bias=True, on a model "
+        "whose conv/linear layers have biases",
+        f"innvestigate's alpha-beta rule divides both streams by the full bias, not b+ and b- (innvestigate "
+        f"issue 116; {_PINNED})",
+        lambda method, options, model: method in _ALPHA_BETA_FAMILY and options.get("bias", True)
+        and _has_bias(model, _CONV if method in _PRESETS else _CONV_OR_LINEAR),
+        Control("both with bias=False, the presets with their conv biases set to 0", _ignore_alpha_beta_biases)),
+    KnownDifference(
+        ("innvestigate",), "lrp.wsquare with bias=True, on a model with biases",
+        "innvestigate's w^2 rule ignores biases (equals native bias=False)",
+        lambda method, options, model: method == "lrp.wsquare" and options.get("bias", True)
+        and _has_bias(model, _CONV_OR_LINEAR),
+        Control("native with bias=False", _native_without_biases, native_only=True)),
+    KnownDifference(
+        ("innvestigate",), "LRP methods on a model with BatchNorm",
+        "innvestigate explains BatchNorm as a layer of its own with its bn_layer_rule (native merges it into "
+        "the adjacent linear layer) and linearizes it with the variance squared and the mean not scaled by "
+        f"gamma ({_PINNED})",
+        lambda method, options, model: method.startswith("lrp.") and _has_batchnorm(model),
+        Control("both on the model with each BatchNorm replaced by nn.Identity", _remove_batchnorms)),
+    KnownDifference(
+        ("innvestigate",), "lrp.flat, lrp.wsquare on a conv with padding Keras cannot express as 'same'",
+        "innvestigate's flat/w^2 rules give relevance to explicit zero padding, then drop it",
+        lambda method, options, model: method in ("lrp.flat", "lrp.wsquare")
+        and any(map(_explicitly_padded, model.modules())),
+        Control("native with each such conv split into F.pad and an unpadded conv, as the Keras twin is",
+                _pad_explicitly, native_only=True)),
+    KnownDifference(
+        ("innvestigate",), "smoothgrad",
+        "innvestigate 2.1.2's SmoothGrad ignores noise_scale (noise std always 1 in input units) and draws "
+        "its own random numbers",
+        lambda method, options, model: method == "smoothgrad",
+        # the noise itself cannot be compared: random on both sides, with different scales
+        Control("both with the gradient that SmoothGrad averages; the noise is not compared",
+                _gradient_instead)),
+    KnownDifference(
+        ("innvestigate",), "integrated_gradients with a rule other than riemann_left",
+        "innvestigate's integrated gradients is a left Riemann sum (compare with rule='riemann_left')",
+        lambda method, options, model: method == "integrated_gradients"
+        and options.get("rule", "riemann_trapezoid") != "riemann_left",
+        Control("native with rule='riemann_left'", _left_riemann_sum, native_only=True)),
+    KnownDifference(
+        ("innvestigate",), "lrp.zbox without low or high",
+        "the innvestigate backend bakes one pair of z^B bounds into the analyzer: the whole batch's min and "
+        "max (native: each sample's own)",
+        lambda method, options, model: method == "lrp.zbox"
+        and (options.get("low") is None or options.get("high") is None),
+        Control("native with the batch's min and max as low and high", _batch_bounds, native_only=True)),
+    KnownDifference(
+        ("zennit", "innvestigate"), "lrp.flat, lrp.wsquare on a model with (bi/tri)linear upsampling",
+        "zennit and innvestigate pass relevance through (bi/tri)linear upsampling by the plain gradient "
+        "(native: the Norm rule); flat/w^2 send relevance to the zero outputs of ReLUs, where the two differ",
+        lambda method, options, model: method in ("lrp.flat", "lrp.wsquare")
+        and any(map(_interpolating, model.modules())),
+        Control("both with nearest upsampling", _nearest_upsampling)),
+]
+
+
+def documented_differences(backend: str, method: str, options: dict, model) -> list[KnownDifference]:
+    """The documented reasons (measured and pinned in the tests) why `backend` cannot agree
+    with the native engine for this method on this model, each with its control; empty when
+    it should agree."""
+    return [d for d in DIFFERENCES if backend in d.backends and d.applies(method, options, model)]
+
+
+def known_differences(backend: str, method: str, options: dict, model) -> list[str]:
+    """The reasons of documented_differences, as text (the census and the case files record them)."""
+    return [d.reason for d in documented_differences(backend, method, options, model)]
+
+
+def control(differences: list[KnownDifference], method: str, options: dict, model, x):
+    """The control of these differences together: (native side, other side), each a Comparison
+    on its own deep copy of the model with every cause removed. The other side is None when
+    every control is native_only: the other backend's measured explanation is the control's."""
+    removing = [d.control for d in differences if not d.control.native_only]
+    recomputing = [d.control for d in differences if d.control.native_only]
+    native = Comparison(method, dict(options), copy.deepcopy(model), x)
+    other = Comparison(method, dict(options), copy.deepcopy(model), x) if removing else None
+    for step in removing:
+        step.change(native)
+        step.change(other)
+    for step in recomputing:
+        step.change(native)
+    return native, other
 
 
 def _as_tuple(value):
