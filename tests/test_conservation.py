@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import (
@@ -147,13 +148,40 @@ def test_zplus_relevance_has_the_sign_of_the_output_for_nonnegative_inputs(case)
     assert bool((e.relevance[positive] >= 0).all())
 
 
-@given(case=networks(nonnegative=True))
-def test_alpha1beta0_equals_zplus_for_nonnegative_inputs(case):
-    a = xaibench.explain(case.model, case.x, "lrp.alpha1beta0", dtype=torch.float64)
-    b = xaibench.explain(case.model, case.x, "lrp.zplus", dtype=torch.float64)
-    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-12, atol=1e-14)
-    c = xaibench.explain(case.model, case.x, "lrp.alpha_beta", dtype=torch.float64, alpha=1.0, beta=0.0)
-    torch.testing.assert_close(c.relevance, b.relevance, rtol=1e-12, atol=1e-14)
+def _zplus_by_hand(layers, x):
+    """z+ through a chain of Linear/ReLU layers for a nonnegative input, written from the
+    formula R_i = sum_j x_i w+_ij / (sum_i x_i w+_ij + b+_j) R_j (stabilizer 1e-6): independent of
+    the engine's streams and groups."""
+    activations, a = [], x
+    for layer in layers:
+        activations.append(a)
+        a = layer(a)
+    relevance = torch.zeros_like(a).scatter(1, a.argmax(1, keepdim=True), a.max(1, keepdim=True).values)
+    for layer, a in zip(reversed(layers), reversed(activations)):
+        if isinstance(layer, nn.Linear):
+            weight, bias = layer.weight.clamp(min=0), layer.bias.clamp(min=0)
+            z = a @ weight.T + bias
+            relevance = a * ((relevance / (z + 1e-6)) @ weight)
+    return relevance
+
+
+@given(widths=st.lists(st.integers(1, 6), min_size=1, max_size=4), seed=st.integers(0, 2 ** 16))
+def test_alpha1beta0_and_zplus_match_the_formula_for_nonnegative_inputs(widths, seed):
+    generator = torch.Generator().manual_seed(seed)
+    sizes = [5] + widths + [3]
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layer = nn.Linear(n_in, n_out).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator, dtype=torch.float64))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=generator, dtype=torch.float64))
+        layers += [layer, nn.ReLU()]
+    model = nn.Sequential(*layers[:-1]).eval()
+    x = torch.rand(4, 5, generator=generator, dtype=torch.float64)
+    expected = _zplus_by_hand(list(model), x)
+    for method, options in (("lrp.zplus", {}), ("lrp.alpha1beta0", {}), ("lrp.alpha_beta", {"alpha": 1.0, "beta": 0.0})):
+        e = xaibench.explain(model, x, method, **options)
+        torch.testing.assert_close(e.relevance, expected, rtol=1e-10, atol=1e-12)
 
 
 # --- several targets at once ---------------------------------------------------------------------

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflows" / "profiles" / "slurm"
 GPU_PREFIXES = ("train_", "explain_")
 
-pytest.importorskip("snakemake")
-pytest.importorskip("snakemake_executor_plugin_slurm")
+import snakemake  # noqa: E402,F401  pinned in the main environment: missing is a failure, not a skip
+import snakemake_executor_plugin_slurm  # noqa: E402,F401
 
 
 def profile() -> dict:

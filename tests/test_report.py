@@ -27,7 +27,7 @@ from xaibench.report import (
 )
 from xaibench.report.figures import square_mask
 
-cartopy = pytest.importorskip("cartopy")
+import cartopy  # noqa: E402  pinned in the main environment: missing is a failure, not a skip
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The HadISST sample's grid: Pacific 22.5S-62.5N, 117.5E-97.5W (117.5..262.5 E), 5 degrees.

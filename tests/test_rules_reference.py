@@ -6,6 +6,8 @@ random relevance at the layer output for two targets at once; the reference
 applies the textbook formulas.
 """
 
+import zlib
+
 import pytest
 import torch
 from torch import nn
@@ -26,7 +28,7 @@ def test_linear_layer_rules_match_dense_reference(layer, rule, bias):
     build, shape = LAYERS[layer]
     method, options, ref_rule, ref_options = RULES[rule]
     error = engine_vs_reference(build(), shape, method, {**options, "bias": bias}, ref_rule, ref_options,
-                                seed=hash((layer, rule)) % 1000)
+                                seed=zlib.crc32(f"{layer}/{rule}".encode()) % 1000)
     assert error < TOLERANCE, f"{layer}/{rule}: error {error:.3g}"
 
 

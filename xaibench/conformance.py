@@ -66,7 +66,62 @@ PARAMETER_FREE = {
     "maxpool3d": (lambda: nn.MaxPool3d((1, 2, 2)), (2, 2, 4, 4), "gradient", {}, None),
     "maxpool2d_proportional": (lambda: nn.MaxPool2d(2), (2, 4, 4), "norm", {"maxpool": "proportional"},
                                _window_sum(2)),
+
+    "interpolate_nearest": (lambda: Functional("interpolate_nearest"), (2, 3, 3), "gradient", {}, None),
+    "interpolate_nearest_size": (lambda: Functional("interpolate_nearest_size"), (1, 4, 5), "gradient", {}, None),
+    "interpolate_bilinear": (lambda: Functional("interpolate_bilinear"), (1, 3, 4), "norm", {}, None),
+    "getitem_slice": (lambda: Functional("getitem_slice"), (3, 5, 6), "gradient", {}, None),
+    "pad_zero": (lambda: Functional("pad_zero"), (2, 3, 4), "gradient", {}, None),
+    "scale_by_number": (lambda: Functional("scale_by_number"), (2, 3), "identity", {}, None),
+    "permute_transpose": (lambda: Functional("permute_transpose"), (2, 3, 4), "gradient", {}, None),
+    "mean": (lambda: Functional("mean"), (3, 4, 5), "norm", {}, None),
+    "sum": (lambda: Functional("sum"), (3, 4, 5), "norm", {}, None),
+    # constants: their share of a sum is absorbed (the z-rule with the constant as a bias)
+    "add_buffer": (lambda: Functional("add_buffer"), (2, 3), "z", {}, None),
+    "add_parameter": (lambda: Functional("add_parameter"), (2, 3), "z", {}, None),
+    "subtract_number": (lambda: Functional("subtract_number"), (2, 3), "z", {}, None),
 }
+
+
+class Functional(nn.Module):
+    """One functional step of a forward(), for the dense-matrix reference tests of the engine
+    paths that are not modules: slicing, zero padding, scaling, constant operands read with
+    get_attr (a buffer, a parameter), permute/transpose, means and sums, F.interpolate."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+        generator = torch.Generator().manual_seed(7)
+        self.register_buffer("offset", torch.randn(6, generator=generator).reshape(2, 3) + 2.0)
+        self.shift = nn.Parameter(torch.randn(2, 3, generator=generator) - 2.0)
+
+    def forward(self, x):
+        kind = self.kind
+        if kind == "interpolate_nearest":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if kind == "interpolate_nearest_size":
+            return F.interpolate(x, size=(7, 3), mode="nearest")
+        if kind == "interpolate_bilinear":
+            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if kind == "getitem_slice":
+            return x[:, 1:, ::2, 1:-1]
+        if kind == "pad_zero":
+            return F.pad(x, (1, 2, 0, 1))
+        if kind == "scale_by_number":
+            return x * 2.5 / 4.0
+        if kind == "permute_transpose":
+            return x.permute(0, 3, 1, 2).transpose(1, 3)
+        if kind == "mean":
+            return torch.mean(x, dim=(2, 3))
+        if kind == "sum":
+            return x.sum(-1)
+        if kind == "add_buffer":
+            return x + self.offset
+        if kind == "add_parameter":
+            return self.shift + x
+        if kind == "subtract_number":
+            return x - 1.5
+        raise ValueError(kind)
 
 
 # --- networks covering the supported graph shapes --------------------------------------

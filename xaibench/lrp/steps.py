@@ -192,8 +192,12 @@ class SelectStep(UnaryStep):
 
     def relevance(self, values, output, relevance, state):
         relevance_in = self.adjoint(values, relevance)
-        dropped = total(relevance) - total(relevance_in)  # relevance that sat on padding
-        return self._first_only(relevance_in, values), Absorbed(constant=dropped)
+        # Booked from the step's own terms, not as a difference of sums (which would read 0
+        # for any wrong transpose): the relevance on output positions that copy no input
+        # element, i.e. the padding, found by selecting from a tensor of ones.
+        copied = self.function([torch.ones_like(values[0])] + list(values[1:]))
+        on_padding = total(per_target(1 - copied, relevance))
+        return self._first_only(relevance_in, values), Absorbed(constant=on_padding)
 
     def rule_name(self, composite=None):
         return "Select"
