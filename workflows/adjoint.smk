@@ -1,4 +1,4 @@
-# Relevance vs the adjoint sensitivity of a linear ocean model (the XAIRT study, PAPERS.md
+# Relevance vs the adjoint sensitivity of a linear ocean model (the XAIRT study, docs/papers.md
 # section 5) as a controlled experiment: the model runs with and without an atmospheric bridge
 # (tropical Atlantic SST -> NE Pacific forcing, not part of the ocean operator), the XAIRT dense
 # network is trained per lag and explained with LRP, and relevance is compared with the exact

@@ -1,4 +1,4 @@
-# The ground-truth attribution benchmark (Mamalakis, Ebert-Uphoff and Barnes 2022; PAPERS.md
+# The ground-truth attribution benchmark (Mamalakis, Ebert-Uphoff and Barnes 2022; docs/papers.md
 # section 6): data with exact attributions -> the dense regression network -> explanations on
 # every backend (and of the true function) -> correlation with the ground truth and deletion
 # faithfulness -> table and figures. All data are synthetic; the input correlation comes from

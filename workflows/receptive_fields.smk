@@ -1,4 +1,4 @@
-# Receptive fields (TRF, ERF) of the radar encoder-decoders (PAPERS.md sections 2 and 4): the exact
+# Receptive fields (TRF, ERF) of the radar encoder-decoders (docs/papers.md sections 2 and 4): the exact
 # and textbook TRF, its empirical check, and ERF maps (gradient, LRP, backward optimization) of
 # each trained radar network and of its initialization, against the data's true footprint.
 

@@ -6,7 +6,7 @@ metrics per method x backend.
     metrics_case(case, explanations_dir, data_path, out_csv, ...) -> pandas.DataFrame
 
 One case per reference network (training.MODEL_NAMES): enso, convection, radar1, radar2, radar3.
-What each case explains (PAPERS.md sections 1-3):
+What each case explains (docs/papers.md sections 1-3):
 
 - enso: the El Nino logit (index 1; the softmax is not part of the model) of correctly classified
   El Nino samples, as Toms et al. (2020): from the test block of the training data (the model's

@@ -21,7 +21,7 @@ skipped: reason / error: message) and note (how a row was compared, and "known:"
 bias=true runs the model as built and the methods with bias=True; bias=false runs a copy of the
 model with every bias set to zero (and bias=False), so that methods whose bias handling differs
 between libraries, or that have no bias option at all (deep_taylor, innvestigate's presets),
-are compared on the same function. The census is where the known defects of PAPERS.md section 7
+are compared on the same function. The census is where the known defects of docs/papers.md section 7
 show as numbers.
 
 Choices, and why:

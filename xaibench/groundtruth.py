@@ -1,4 +1,4 @@
-"""The ground-truth attribution benchmark (Mamalakis, Ebert-Uphoff and Barnes 2022; PAPERS.md 6).
+"""The ground-truth attribution benchmark (Mamalakis, Ebert-Uphoff and Barnes 2022; docs/papers.md section 6).
 
 Agreement between libraries says nothing about whether a heat map is right. Here the right answer
 is known for every sample: the response is additive over the ocean cells, F(X) = (1/D) sum_i
@@ -67,7 +67,7 @@ CORRELATION_COLUMNS = ["method", "backend", "mean_pearson", "median_pearson", "m
                        "median_spearman", "deletion_aopc", "faithfulness_relative", "options"]
 FAITHFULNESS_COLUMNS = ["method", "backend", "model", "ordering", "deletion_aopc", "faithfulness_relative",
                         "n_samples"]
-#: what the paper found (PAPERS.md section 6), shown beside our numbers
+#: what the paper found (docs/papers.md section 6), shown beside our numbers
 PAPER_FINDINGS = (
     ("input_x_gradient", "best with integrated gradients (about 0.8-0.9)"),
     ("integrated_gradients", "best with input x gradient (about 0.8-0.9)"),

@@ -1,4 +1,6 @@
-"""Files in and out, in one place (DESIGN.md's layout): netCDF data sets and trained models.
+"""Files in and out, in one place: netCDF data sets, tables and trained models.
+
+Part of the library (docs/architecture.md, "Library and studies").
 
 The code lives where it is used; this module only re-exports it.
 

@@ -1,8 +1,8 @@
 """The same explanations computed by innvestigate 2.1.2, in the TF environment.
 
-TensorFlow cannot share an environment with Snakemake 9 (DESIGN.md), so innvestigate runs
-in a worker process started with .venv-tf's Python (innvestigate_worker.py). The model is
-exported layer by layer to a Keras twin (keras_export.py); batches cross as .npz files;
+TensorFlow cannot share an environment with Snakemake 9 (docs/architecture.md, "Environments"),
+so innvestigate runs in a worker process started with .venv-tf's Python (innvestigate_worker.py).
+The model is exported layer by layer to a Keras twin (keras_export.py); batches cross as .npz files;
 the worker keeps the Keras model and each analyzer it built, so only the first call on a
 model pays for building the analyzer graph. One worker per float type runs for the life of
 the Python process.

@@ -8,10 +8,10 @@ Only a chain of layers innvestigate can mirror is exported: Linear, Conv1d/2d/3d
 padding), max/average pooling, adaptive average pooling, nearest/bilinear upsampling,
 Flatten, ReLU, BatchNorm, Dropout/Identity (eval mode), and a final softmax/sigmoid, which
 is dropped like the native engine drops it. Anything else raises ExportError naming the
-layer. Layout rules (DESIGN.md): Keras is channels-last, so inputs go NC... -> N...C, a conv
-kernel [out, in, *k] becomes [*k, in, out], a Linear weight is transposed, and the first
-Linear after a Flatten of a feature map has its input columns reordered from (C, *S) to
-(*S, C).
+layer. Layout rules (docs/architecture.md, "Weights from PyTorch to Keras"): Keras is
+channels-last, so inputs go NC... -> N...C, a conv kernel [out, in, *k] becomes [*k, in, out],
+a Linear weight is transposed, and the first Linear after a Flatten of a feature map has its
+input columns reordered from (C, *S) to (*S, C).
 """
 
 from __future__ import annotations

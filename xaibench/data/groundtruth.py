@@ -3,7 +3,7 @@
 Inputs are SST-like anomaly fields over the ocean cells of a grid, drawn from a multivariate
 normal whose spatial correlation is that of real SST anomalies; the response is a sum of one
 piecewise-linear function per cell, so the contribution of every cell to every sample's response
-is known exactly (PAPERS.md section 6):
+is known exactly (docs/papers.md section 6):
 
     X ~ N(0, S)                        S: correlation matrix of the real anomalies (shrunk, below)
     F(X) = (1/D) sum_i C_i(X_i)        D ocean cells, no noise

@@ -1,13 +1,13 @@
 """The convection-detection 3D CNN after Lee, Kummerow and Ebert-Uphoff (2021, AMT 14, 2699).
 
-Facts followed (PAPERS.md section 3):
+Facts followed (docs/papers.md section 3):
 - input: five consecutive GOES-16 images of two channels (ABI channel 2, 0.65 um
   reflectance, and channel 14, 11.2 um brightness temperature), here [B, 2, 5, H, W] with
   channels as Conv3d input channels and the five frames as the depth (time) axis, so that
   the kernels can see temporal "bubbling" texture as well as brightness;
 - output: convection / no convection (two logits; the paper also produced maps).
 
-Not published (PAPERS.md marks patch size and layers [U]), so chosen here and documented:
+Not published (docs/papers.md section 3 marks patch size and layers [U]), so chosen here and documented:
 - patch 64 x 64 pixels by default;
 - three 3x3x3 Conv3d blocks (2 -> 16 -> 32 -> 32 channels, padding 1 keeps the five frames),
   ReLU after each; MaxPool3d((1, 2, 2)) after the first two pools space only, never time

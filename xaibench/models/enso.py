@@ -1,6 +1,6 @@
 """The ENSO dense network after Toms, Barnes and Ebert-Uphoff (2020, JAMES).
 
-Facts followed (PAPERS.md section 1, verified in the paper and Toms' tutorial notebook):
+Facts followed (docs/papers.md section 1, verified in the paper and Toms' tutorial notebook):
 - input: one SST anomaly map, flattened (land set to 0 by the data step, not here);
 - Dense(8, ReLU) -> Dense(8, ReLU) -> Dense(2): two logits, El Nino vs La Nina;
 - the paper ends with a softmax; it is removed before explaining. Here the logits are the

@@ -1,5 +1,5 @@
 """The dense regression network of the ground-truth benchmark (Mamalakis, Ebert-Uphoff and
-Barnes 2022; PAPERS.md section 6).
+Barnes 2022; docs/papers.md section 6).
 
 Facts followed: D inputs (the ocean cells) -> 512 -> 256 -> 128 -> 64 -> 32 -> 16, ReLU after
 each, -> 1 linear output; trained with MSE (the paper: SGD lr 0.02, batch 32, 50 epochs).

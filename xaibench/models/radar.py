@@ -1,6 +1,6 @@
 """The radar encoder-decoder after Hilburn, Ebert-Uphoff and Miller (2021, "GREMLIN").
 
-Facts followed (PAPERS.md section 2, verified in the paper and its code):
+Facts followed (docs/papers.md section 2, verified in the paper and its code):
 - input: 4 channels (GOES-16 ABI C07, C09, C13 brightness temperature and GLM lightning
   group density), 256 x 256 patches; output: one map of scaled composite reflectivity;
 - a plain encoder-decoder with N blocks each way (the paper uses N = 3), no skip connections,

@@ -11,7 +11,7 @@ network is built to fit the data (grid, frames, channels); the data are split wi
 xaibench.data.split (contiguous train/validation/test blocks) and the epoch with the lowest
 validation loss is kept.
 
-Losses (PAPERS.md sections 1-3):
+Losses (docs/papers.md sections 1-3):
 - enso: cross-entropy on logits, class weights max(count)/count from the training labels, and
   Keras-style L2 weight penalties l2 * sum(w^2) on the weights of the three Linear layers
   (25, 0.01, 0.01; biases free, as Keras kernel_regularizer). Keras semantics for the class
@@ -92,7 +92,7 @@ MODEL_NAMES = tuple(MODELS)
 #: dataset's "generator" attribute when it has one; make_enso_real is ENSO data too)
 _DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar", "groundtruth": "groundtruth"}
 
-# The paper's setup where PAPERS.md gives it; SETUP_NOTES says where and why we differ.
+# The paper's setup where docs/papers.md gives it; SETUP_NOTES says where and why we differ.
 _DEFAULTS = {
     "enso": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.0, "batch_size": 32, "epochs": 50,
              "l2": [25.0, 0.01, 0.01], "class_weights": True},
@@ -113,7 +113,7 @@ SETUP_NOTES = {
              "excludes the L2 penalty. With the L2 of 25, lr above 0.04 makes plain SGD unstable on the "
              "penalty itself (each step multiplies the first-layer weights by 1 - 50 lr)."),
     "convection": ("Adam and cross-entropy on logits; lr, batch and epochs are ours (the paper's training "
-                   "details are not in PAPERS.md)."),
+                   "details are not in docs/papers.md section 3)."),
     "radar": "Adam, batch 18 and the weighted MSE as the paper; 100 epochs (the paper's) by default.",
     "groundtruth": "SGD lr 0.02, batch 32, 50 epochs and MSE, the paper's setup; Glorot-uniform initial weights.",
 }

@@ -1,4 +1,4 @@
-"""Relevance vs adjoint sensitivity: the XAIRT study (PAPERS.md section 5) in a controlled setting.
+"""Relevance vs adjoint sensitivity: the XAIRT study (docs/papers.md section 5) in a controlled setting.
 
     xaibench adjoint --config '{"days": 12000, ...}' --out results/adjoint
     xaibench adjoint-figure --maps results/adjoint/maps.nc --lag 60 --out results/figures/adjoint_lag60.png

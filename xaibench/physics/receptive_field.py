@@ -1,5 +1,5 @@
 """Receptive fields: the theoretical one (TRF) from the layers, and effective ones (ERF) measured
-by gradients, LRP and backward optimization (PAPERS.md sections 2 and 4).
+by gradients, LRP and backward optimization (docs/papers.md sections 2 and 4).
 
     receptive_field_layers(model, dims)          per layer: kernel, stride, ..., jump and TRF size
     theoretical_receptive_field(model, dims)     the TRF size per axis (interior output pixel)
