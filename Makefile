@@ -32,7 +32,7 @@ STAMP_MAIN := $(VENV)/.stamp-requirements
 STAMP_EDITABLE := $(VENV)/.stamp-editable
 STAMP_TF := $(VENV_TF)/.stamp-requirements
 
-.PHONY: setup reproduce test clean-results distclean check-python check-baseline update-baseline
+.PHONY: setup reproduce test mutation clean-results distclean check-python check-baseline update-baseline
 
 setup: $(STAMP_EDITABLE) $(STAMP_TF)
 
@@ -80,8 +80,15 @@ update-baseline:
 # pytest's exit status is the recipe's, so make fails with it (5 = no tests collected included).
 # XAIBENCH_REQUIRE_TF=1: a test needing the innvestigate worker fails instead of skipping when
 # .venv-tf is missing or broken, so CI cannot pass without having run them.
+# Then the mutation check: the suite must catch each defect planted in xaibench/lrp (about 2 min).
 test: setup
 	XAIBENCH_REQUIRE_TF=1 $(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory mutation
+
+# Plant each mutant of tools/mutation.py in a copy of the package, run the engine's tests on
+# it, write the kill table to results/mutation.md; exit 1 if any mutant survives.
+mutation: $(STAMP_EDITABLE)
+	$(VENV)/bin/python tools/mutation.py
 
 # Everything the workflow wrote, except the committed reference metrics in results/baseline/.
 clean-results:

@@ -74,3 +74,51 @@ def test_default_zbox_bounds_are_each_samples_own_min_and_max():
     for i in range(2):
         alone = xaibench.explain(model, x[i:i + 1], "lrp.zbox", target=0)
         torch.testing.assert_close(alone.relevance[0], default.relevance[i], rtol=0, atol=1e-13)
+
+
+class _PlusBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        self.register_buffer("offset", torch.tensor([2.0, -1.0, 0.5]))
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.linear(x) + self.offset))
+
+
+def test_relevance_sent_to_a_constant_is_booked_as_absorbed():
+    model = randomize(_PlusBuffer(), seed=5).double().eval()
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    e = xaibench.explain(model, x, "lrp.epsilon")
+    assert float(e.relative_conservation_error.max()) < 1e-12
+    constant = sum(float(r.absorbed_constant.abs().sum()) for r in e.ledger.rows)
+    assert constant > 1e-3  # the buffer's share of the sum
+
+
+@pytest.mark.parametrize("stabilizer", [1e-6, 0.5])
+def test_the_norm_rule_takes_the_stabilizer_option(stabilizer):
+    model = nn.Sequential(nn.AvgPool1d(2), nn.Flatten(), nn.Linear(3, 1)).double().eval()
+    with torch.no_grad():
+        model[2].weight.fill_(1.0)
+        model[2].bias.zero_()
+    x = torch.tensor([[[1.0, 3.0, -2.0, 0.5, 4.0, 4.0]]], dtype=torch.float64)
+    e = xaibench.explain(model, x, "lrp.z", stabilizer=stabilizer, bias=False)
+    pooled = x.view(1, 1, 3, 2).mean(-1)
+    # z-rule at the dense layer (stabilizer on z), then at the pool: R_i = x_i / 2 / (p + eps sign p) R_p
+    z = pooled.sum()
+    r_pooled = pooled / (z + stabilizer) * z
+    expected = (x.view(1, 1, 3, 2) / 2 / (pooled + torch.where(pooled >= 0, stabilizer, -stabilizer))[..., None]
+                * r_pooled[..., None]).view(1, 1, 6)
+    torch.testing.assert_close(e.relevance, expected, rtol=1e-12, atol=1e-14)
+
+
+def test_the_stabilizer_takes_sign_zero_as_plus():
+    """zennit's convention, which the engine and the reference share: a zero denominator becomes
+    +epsilon (innvestigate uses -epsilon in some rules, which flips relevance there)."""
+    from xaibench.lrp.stabilizer import stabilize
+
+    denominator = torch.tensor([-2.0, 0.0, 3.0], dtype=torch.float64)
+    stabilized, shift = stabilize(denominator, 0.1)
+    assert shift.tolist() == [-0.1, 0.1, 0.1]
+    assert stabilized.tolist() == [-2.1, 0.1, 3.1]
