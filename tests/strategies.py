@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
 
@@ -319,6 +320,109 @@ def unet_networks(draw, bias=True, activations=("relu", "leaky"), upsamples=("ne
                           f"bias_scale={bias_scale} dead={dead}")
 
 
+class FunctionalNet(nn.Module):
+    """conv -> a drawn sequence of functional steps -> flatten -> linear, with some steps
+    before the first conv too (they carry the z^B bounds). The steps are the engine paths that
+    are not modules: zero padding, slicing, scaling by a number, adding a buffer or a number,
+    permute/transpose, means and sums over a spatial dim, F.interpolate, torch.relu."""
+
+    def __init__(self, channels, size, before, after, n_out):
+        super().__init__()
+        self.before, self.after = list(before), list(after)
+        self.stem = nn.Conv2d(channels, 3, 3, padding=1)
+        self.inner = nn.Conv2d(3, 3, 3, padding=1)
+        self.register_buffer("offset", torch.linspace(-1.0, 2.0, 3).view(3, 1, 1))
+        h, w = size, size
+        for op in self.before + self.after:
+            h, w = _functional_size(op, h, w)
+        self.head = nn.Linear(3 * h * w, n_out)
+
+    def _apply(self, op, h):  # noqa: C901 - one branch per step kind, on purpose
+        if op == "pad":
+            return F.pad(h, (1, 1, 1, 1))
+        if op == "slice":
+            return h[:, :, 1:, :]
+        if op == "scale":
+            return h * -1.5
+        if op == "add_buffer":
+            return h + self.offset
+        if op == "add_number":
+            return h - 0.7
+        if op == "permute":
+            return h.permute(0, 1, 3, 2)
+        if op == "transpose":
+            return torch.transpose(h, 2, 3)
+        if op == "mean":
+            return h.mean(dim=3, keepdim=True)
+        if op == "sum":
+            return torch.sum(h, dim=2, keepdim=True)
+        if op == "nearest":
+            return F.interpolate(h, scale_factor=2, mode="nearest")
+        if op == "bilinear":
+            return F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+        if op == "relu":
+            return torch.relu(h)
+        if op == "conv":
+            return self.inner(h)
+        raise ValueError(op)
+
+    def forward(self, x):
+        for op in self.before:
+            x = self._apply(op, x)
+        h = self.stem(x)
+        for op in self.after:
+            h = self._apply(op, h)
+        return self.head(h.flatten(1))
+
+
+def _functional_size(op, h, w):
+    if op == "pad":
+        return h + 2, w + 2
+    if op == "slice":
+        return h - 1, w
+    if op in ("permute", "transpose"):
+        return w, h
+    if op == "mean":
+        return h, 1
+    if op == "sum":
+        return 1, w
+    if op in ("nearest", "bilinear"):
+        return 2 * h, 2 * w
+    return h, w
+
+
+FUNCTIONAL_BEFORE = ("pad", "slice", "scale", "add_number", "permute", "nearest", "relu")
+FUNCTIONAL_AFTER = ("pad", "slice", "scale", "add_buffer", "add_number", "permute", "transpose", "mean", "sum",
+                    "nearest", "bilinear", "relu", "conv")
+
+
+@st.composite
+def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from_zero=False):
+    """A FunctionalNet with 0-2 steps before the stem and 1-4 after it, sizes kept small."""
+    seed, bias_scale, dead = draw(_numbers(bias))
+    channels, size = draw(st.integers(1, 2)), draw(st.integers(3, 5))
+
+    def draw_steps(choices, low, high, h, w):
+        steps = []
+        for _ in range(draw(st.integers(low, high))):
+            allowed = [op for op in choices if (op != "slice" or h >= 2) and
+                       (op not in ("nearest", "bilinear") or max(h, w) <= 5)]
+            op = draw(st.sampled_from(allowed))
+            h, w = _functional_size(op, h, w)
+            steps.append(op)
+        return steps, h, w
+
+    before, h, w = draw_steps(FUNCTIONAL_BEFORE, 0, 2, size, size)
+    after, _, _ = draw_steps(FUNCTIONAL_AFTER, 1, 4, h, w)
+    model = FunctionalNet(channels, size, before, after, draw(st.integers(1, 3)))
+    if not bias:
+        model.stem.bias, model.inner.bias, model.head.bias = None, None, None
+    model = randomize(model, seed, bias_scale, dead)
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
+    x = make_input((batch, channels, size, size), seed, **style)
+    return Case(model, x, f"functional before={before} after={after} seed={seed} bias_scale={bias_scale}")
+
+
 def networks(**options):
     """Any of the four families (options a family does not take are dropped for it)."""
     def pick(strategy, names):
@@ -331,6 +435,7 @@ def networks(**options):
                                       "dropout", "max_depth", "leaky_before_upsample"}),
         pick(residual_networks, common | {"final_relu"}),
         pick(unet_networks, common | {"upsamples"}),
+        pick(functional_networks, common - {"activations"}),
     )
 
 

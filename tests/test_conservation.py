@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import (
     BOX_METHODS,
     conv_networks,
     dense_networks,
+    functional_networks,
     method_options,
     networks,
     residual_networks,
     unet_networks,
 )
+from torch import nn
 
 import xaibench
 
@@ -77,6 +78,18 @@ def test_ledger_closes_float64(method, case):
     assert e.relevance.dtype == torch.float64
     assert e.output.shape == (case.x.shape[0],)
     assert_ledger_closes(e, 1e-10)
+
+
+@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.flat", "lrp.zbox", "lrp.alpha2beta1",
+                                    "lrp.epsilon_plus_flat"])
+@given(case=functional_networks())
+def test_ledger_closes_through_functional_steps(method, case):
+    """Padding, slicing, scaling, constants, permutes, means, sums and F.interpolate between (and
+    before) the layers: the ledger closes, and z^B reaches the stem through the steps before it."""
+    e = xaibench.explain(case.model, case.x, method, dtype=torch.float64, **method_options(method, case.x))
+    assert_ledger_closes(e, 1e-10)
+    if method == "lrp.zbox":
+        assert any("ZBox" in row.rule for row in e.ledger.rows)
 
 
 @pytest.mark.parametrize("method", LRP_METHODS)
@@ -179,7 +192,8 @@ def test_alpha1beta0_and_zplus_match_the_formula_for_nonnegative_inputs(widths, 
     model = nn.Sequential(*layers[:-1]).eval()
     x = torch.rand(4, 5, generator=generator, dtype=torch.float64)
     expected = _zplus_by_hand(list(model), x)
-    for method, options in (("lrp.zplus", {}), ("lrp.alpha1beta0", {}), ("lrp.alpha_beta", {"alpha": 1.0, "beta": 0.0})):
+    for method, options in (("lrp.zplus", {}), ("lrp.alpha1beta0", {}),
+                            ("lrp.alpha_beta", {"alpha": 1.0, "beta": 0.0})):
         e = xaibench.explain(model, x, method, **options)
         torch.testing.assert_close(e.relevance, expected, rtol=1e-10, atol=1e-12)
 

@@ -13,14 +13,13 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflows" / "profiles" / "slurm"
 GPU_PREFIXES = ("train_", "explain_")
 
-import snakemake  # noqa: E402,F401  pinned in the main environment: missing is a failure, not a skip
+# pinned in the main environment (it brings snakemake): missing is a failure, not a skip
 import snakemake_executor_plugin_slurm  # noqa: E402,F401
 
 

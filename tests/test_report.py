@@ -8,6 +8,7 @@ import socket
 import urllib.request
 import warnings
 
+import cartopy  # noqa: E402  pinned in the main environment: missing is a failure, not a skip
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,8 +27,6 @@ from xaibench.report import (
     write_table,
 )
 from xaibench.report.figures import square_mask
-
-import cartopy  # noqa: E402  pinned in the main environment: missing is a failure, not a skip
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The HadISST sample's grid: Pacific 22.5S-62.5N, 117.5E-97.5W (117.5..262.5 E), 5 degrees.

@@ -410,6 +410,7 @@ def test_a_zennit_layout_bug_on_a_documented_difference_fails_not_known(monkeypa
     relevance comes back mirrored must still FAIL: the control (nearest upsampling, where
     zennit and native agree) catches the bug that the documented cause does not explain."""
     import zennit  # noqa: F401  pinned in the main environment: missing is a failure, not a skip
+
     from xaibench.backends import zennit_backend
 
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))

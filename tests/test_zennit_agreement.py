@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import zennit  # noqa: E402,F401  in the pinned main environment: a missing zennit fails, never skips
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import conv_networks, dense_networks, method_options, randomize
@@ -26,8 +27,6 @@ from test_conservation import assert_ledger_closes
 from torch import nn
 
 import xaibench
-
-import zennit  # noqa: E402,F401  in the pinned main environment: a missing zennit fails, never skips
 
 ZENNIT_METHODS = xaibench.methods("zennit")
 AGREEMENT = 1e-8

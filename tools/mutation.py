@@ -142,7 +142,8 @@ def main(argv=None) -> int:
              f"Tests: {', '.join(TESTS)} (pytest -x). Written by tools/mutation.py.", "",
              "| mutant | file | killed | first failing test | seconds |", "|---|---|---|---|---|"]
     for mutant, killed, first, seconds in rows:
-        lines.append(f"| {mutant.name} | {mutant.path} | {'yes' if killed else 'NO'} | {first or '-'} | {seconds:.0f} |")
+        verdict = "yes" if killed else "NO"
+        lines.append(f"| {mutant.name} | {mutant.path} | {verdict} | {first or '-'} | {seconds:.0f} |")
     survivors = [m.name for m, killed, _, _ in rows if not killed]
     lines += ["", f"{len(rows) - len(survivors)} of {len(rows)} mutants killed."]
     out = Path(args.out)
