@@ -447,3 +447,26 @@ def test_methods_is_both_the_subpackage_and_the_list_of_names():
     assert xaibench.methods.optimal_input is methods_package.optimal_input
     assert "lrp.epsilon" in xaibench.methods()["native"]
     assert xaibench.methods("native") == xaibench.methods()["native"]
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_interpolate_to_the_size_of_a_skip_tensor(mode):
+    """size=skip.shape[2:] (U-Net style) is a traced value, not a number: still explained, with
+    the rule of its mode (nearest copies, bilinear takes the Norm rule)."""
+    class Skip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+            self.head = nn.Conv2d(3, 1, 1)
+
+        def forward(self, x):
+            h = F.interpolate(torch.relu(self.down(x)), size=x.shape[2:], mode=mode)
+            return self.head(torch.cat([h, x], 1)).sum((2, 3))
+
+    model = randomize(Skip(), seed=15).double().eval()
+    x = _x(2, 1, 7, 7, dtype=torch.float64)
+    e = xaibench.explain(model, x, "lrp.flat", target=0)
+    assert torch.allclose(e.output, model(x)[:, 0])
+    assert float(e.relative_conservation_error.max()) < 1e-12
+    rows = [r for r in e.ledger.rows if "interpolate" in r.layer]
+    assert rows and ("copy" in rows[0].rule) == (mode == "nearest")

@@ -403,10 +403,13 @@ class _Builder:
         names = ["input", "size", "scale_factor", "mode"]
         bound = {"size": None, "scale_factor": None, "mode": "nearest", **dict(zip(names, node.args))}
         bound.update({k: v for k, v in node.kwargs.items() if k in names})
-        if any(isinstance(bound[k], torch.fx.Node) for k in ("size", "scale_factor", "mode")):
-            raise UnsupportedLayerError(path, kind, "a size or scale factor computed in forward() (give numbers)")
+        if isinstance(bound["mode"], torch.fx.Node):
+            raise UnsupportedLayerError(path, kind, "a resampling mode computed in forward()")
+        # a size read from another tensor (size=skip.shape[2:], as U-Nets do) is a traced value:
+        # the rule is still known from the mode, the transpose then comes from autograd
+        dynamic = any(isinstance(bound[k], torch.fx.Node) for k in ("size", "scale_factor"))
         step = NormStep(node.name, path, kind, inputs, call_function)
-        _set_resampling_rule(step, bound["mode"], bound["size"], bound["scale_factor"])
+        _set_resampling_rule(step, bound["mode"], "traced" if dynamic else bound["size"], bound["scale_factor"])
         return step
 
     def _sum_step(self, node, path, kind, index):
