@@ -45,6 +45,20 @@ def test_conservation_of_a_native_lrp_explanation_matches_the_engine():
     assert M.conservation_residual(xaibench.explain(model, x, "gradient")).ledger_closure is None
 
 
+def test_ledger_closure_of_an_explanation_divides_its_error_by_the_larger_of_output_and_sum_abs():
+    """On a real explanation the closure is 0 exactly, which any formula reproduces: here a
+    known non-zero error, so a wrong scale (e.g. |output| alone) shows."""
+    from xaibench.explanation import Explanation
+    from xaibench.lrp.ledger import Ledger
+
+    explanation = Explanation(relevance=torch.tensor([[1.0, -3.0], [1.0, -3.0]], dtype=torch.float64),
+                              output=torch.tensor([2.0, -8.0], dtype=torch.float64), method="lrp.epsilon",
+                              backend="native", target=torch.tensor([0, 0]), ledger=Ledger([]),
+                              conservation_error=torch.tensor([1.0, 1.0], dtype=torch.float64))
+    # sum |R| = 4: 1 / max(2, 4) and 1 / max(8, 4)
+    assert M.conservation_residual(explanation).ledger_closure.tolist() == [0.25, 0.125]
+
+
 def test_conservation_of_an_explanation_file_reports_the_ledger_for_native_lrp_only():
     ds = xr.Dataset({"relevance": (("sample", "x"), [[1.0, 1.0]]), "output": ("sample", [4.0]),
                      "conservation_error": ("sample", [2.0])}, attrs={"backend": "native", "lrp": True})

@@ -80,13 +80,21 @@ PARAMETER_FREE = {
     "add_buffer": (lambda: Functional("add_buffer"), (2, 3), "z", {}, None),
     "add_parameter": (lambda: Functional("add_parameter"), (2, 3), "z", {}, None),
     "subtract_number": (lambda: Functional("subtract_number"), (2, 3), "z", {}, None),
+    # torch.cat with a constant tensor: relevance is split back, the constant's part absorbed
+    "cat_constant": (lambda: Functional("cat_constant"), (2, 3), "gradient", {}, lambda t: _cat_zeros(t)),
 }
+
+
+def _cat_zeros(t):
+    """The linear part of Functional('cat_constant') for any batch (its constant is batch-sized)."""
+    return torch.cat([t, torch.zeros((t.shape[0], 1) + tuple(t.shape[2:]), dtype=t.dtype)], 1)
 
 
 class Functional(nn.Module):
     """One functional step of a forward(), for the dense-matrix reference tests of the engine
     paths that are not modules: slicing, zero padding, scaling, constant operands read with
-    get_attr (a buffer, a parameter), permute/transpose, means and sums, F.interpolate."""
+    get_attr (a buffer, a parameter), permute/transpose, means and sums, F.interpolate, torch.cat
+    with a constant tensor."""
 
     def __init__(self, kind: str):
         super().__init__()
@@ -94,6 +102,8 @@ class Functional(nn.Module):
         generator = torch.Generator().manual_seed(7)
         self.register_buffer("offset", torch.randn(6, generator=generator).reshape(2, 3) + 2.0)
         self.shift = nn.Parameter(torch.randn(2, 3, generator=generator) - 2.0)
+        # torch.cat needs the batch size: 2, engine_vs_reference's
+        self.register_buffer("block", torch.randn(2, 1, 3, generator=generator))
 
     def forward(self, x):
         kind = self.kind
@@ -121,6 +131,8 @@ class Functional(nn.Module):
             return self.shift + x
         if kind == "subtract_number":
             return x - 1.5
+        if kind == "cat_constant":
+            return torch.cat([x, self.block], dim=1)
         raise ValueError(kind)
 
 

@@ -85,10 +85,11 @@ def compute_dtype(model: nn.Module, x: torch.Tensor, dtype=None) -> torch.dtype:
     """The dtype the explanation is computed in: `dtype` if given, else the model's own
     (else the input's, for a model without floating tensors). Only float32 and float64:
     in half precision the ledger's sums would be too coarse to check anything."""
-    chosen = dtype if dtype is not None else (model_dtype(model) or x.dtype)
+    own = model_dtype(model)
+    chosen = dtype if dtype is not None else (own or x.dtype)
     if chosen not in COMPUTE_DTYPES:
         name = str(chosen).replace("torch.", "")
-        whose = "requested" if dtype is not None else "the model's dtype"
+        whose = "requested" if dtype is not None else ("the model's dtype" if own else "the input's dtype")
         raise InputError(f"cannot explain in {name} ({whose}): relevance is computed in float32 or "
                          "float64; pass dtype=torch.float32 (the model is then explained as a float32 copy)")
     return chosen
