@@ -324,9 +324,11 @@ class FunctionalNet(nn.Module):
     """conv -> a drawn sequence of functional steps -> flatten -> linear, with some steps
     before the first conv too (they carry the z^B bounds). The steps are the engine paths that
     are not modules: zero padding, slicing, scaling by a number, adding a buffer or a number,
-    permute/transpose, means and sums over a spatial dim, F.interpolate, torch.relu."""
+    permute/transpose, means and sums over a spatial dim, F.interpolate, torch.relu; and, with
+    constant_batch, a constant channel concatenated before the head (torch.cat needs the batch
+    size, so such a model takes only batches of that size)."""
 
-    def __init__(self, channels, size, before, after, n_out):
+    def __init__(self, channels, size, before, after, n_out, constant_batch=None):
         super().__init__()
         self.before, self.after = list(before), list(after)
         self.stem = nn.Conv2d(channels, 3, 3, padding=1)
@@ -335,7 +337,9 @@ class FunctionalNet(nn.Module):
         h, w = size, size
         for op in self.before + self.after:
             h, w = _functional_size(op, h, w)
-        self.head = nn.Linear(3 * h * w, n_out)
+        block = None if constant_batch is None else torch.linspace(-2.0, 3.0, constant_batch * h * w)
+        self.register_buffer("block", None if block is None else block.view(-1, 1, h, w))
+        self.head = nn.Linear((3 if self.block is None else 4) * h * w, n_out)
 
     def _apply(self, op, h):  # noqa: C901 - one branch per step kind, on purpose
         if op == "pad":
@@ -372,6 +376,8 @@ class FunctionalNet(nn.Module):
         h = self.stem(x)
         for op in self.after:
             h = self._apply(op, h)
+        if self.block is not None:
+            h = torch.cat([h, self.block], dim=1)
         return self.head(h.flatten(1))
 
 
@@ -397,9 +403,11 @@ FUNCTIONAL_AFTER = ("pad", "slice", "scale", "add_buffer", "add_number", "permut
 
 
 @st.composite
-def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from_zero=False):
-    """A FunctionalNet with 0-2 steps before the stem and 1-4 after it, sizes kept small."""
+def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from_zero=False, cat_constant=False):
+    """A FunctionalNet with 0-2 steps before the stem and 1-4 after it, sizes kept small;
+    cat_constant: sometimes with the constant channel (a model for the drawn batch size only)."""
     seed, bias_scale, dead = draw(_numbers(bias))
+    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
     channels, size = draw(st.integers(1, 2)), draw(st.integers(3, 5))
 
     def draw_steps(choices, low, high, h, w):
@@ -414,13 +422,14 @@ def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from
 
     before, h, w = draw_steps(FUNCTIONAL_BEFORE, 0, 2, size, size)
     after, _, _ = draw_steps(FUNCTIONAL_AFTER, 1, 4, h, w)
-    model = FunctionalNet(channels, size, before, after, draw(st.integers(1, 3)))
+    constant = cat_constant and draw(st.booleans())
+    model = FunctionalNet(channels, size, before, after, draw(st.integers(1, 3)), batch if constant else None)
     if not bias:
         model.stem.bias, model.inner.bias, model.head.bias = None, None, None
     model = randomize(model, seed, bias_scale, dead)
-    batch, style = draw(_input_style(nonnegative, zeros, away_from_zero))
     x = make_input((batch, channels, size, size), seed, **style)
-    return Case(model, x, f"functional before={before} after={after} seed={seed} bias_scale={bias_scale}")
+    return Case(model, x, f"functional before={before} after={after} cat_constant={constant} seed={seed} "
+                          f"bias_scale={bias_scale}")
 
 
 def networks(**options):

@@ -82,10 +82,11 @@ def test_ledger_closes_float64(method, case):
 
 @pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.flat", "lrp.zbox", "lrp.alpha2beta1",
                                     "lrp.epsilon_plus_flat"])
-@given(case=functional_networks())
+@given(case=functional_networks(cat_constant=True))
 def test_ledger_closes_through_functional_steps(method, case):
-    """Padding, slicing, scaling, constants, permutes, means, sums and F.interpolate between (and
-    before) the layers: the ledger closes, and z^B reaches the stem through the steps before it."""
+    """Padding, slicing, scaling, constants (added, or concatenated with torch.cat), permutes,
+    means, sums and F.interpolate between (and before) the layers: the ledger closes, and z^B
+    reaches the stem through the steps before it."""
     e = xaibench.explain(case.model, case.x, method, dtype=torch.float64, **method_options(method, case.x))
     assert_ledger_closes(e, 1e-10)
     if method == "lrp.zbox":

@@ -76,6 +76,28 @@ def test_default_zbox_bounds_are_each_samples_own_min_and_max():
         torch.testing.assert_close(alone.relevance[0], default.relevance[i], rtol=0, atol=1e-13)
 
 
+def test_default_zbox_bounds_match_the_dense_reference_with_each_samples_range():
+    """An independent computation of the default: the z^B formula of the dense-matrix reference
+    on one linear layer, with each sample's own min and max as its bounds (samples of very
+    different ranges, so batch-wide bounds would differ)."""
+    from xaibench.lrp.reference import layer_matrix
+    from xaibench.lrp.reference import relevance as reference_relevance
+
+    layer = randomize(nn.Sequential(nn.Linear(6, 3)), seed=7).double().eval()
+    x = torch.randn(3, 6, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    x[1] = x[1] * 10.0 + 4.0
+    x[2] = x[2] * 0.1 - 2.0
+    e = xaibench.explain(layer, x, "lrp.zbox", target=0)
+    M, b = layer_matrix(layer, (6,))
+    for i in range(3):
+        r_out = torch.zeros(3, dtype=torch.float64)
+        r_out[0] = e.output[i]
+        low = torch.full((6,), float(x[i].min()), dtype=torch.float64)
+        high = torch.full((6,), float(x[i].max()), dtype=torch.float64)
+        expected = reference_relevance("zbox", M, b, x[i], r_out, low=low, high=high)
+        torch.testing.assert_close(e.relevance[i], expected, rtol=0, atol=1e-10)
+
+
 class _PlusBuffer(nn.Module):
     def __init__(self):
         super().__init__()

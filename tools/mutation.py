@@ -72,6 +72,16 @@ MUTANTS = [
     Mutant("default z^B bounds batch-wide", "xaibench/lrp/engine.py",
            "            flat = x.reshape(x.shape[0], -1)\n            v = reduce(flat)",
            "            flat = x.reshape(1, -1).expand(x.shape[0], -1)\n            v = reduce(flat)"),
+    # the engine paths that are not modules
+    Mutant("F.interpolate nearest takes the Norm rule, not the copy rule", "xaibench/lrp/graph.py",
+           '        _set_resampling_rule(step, bound["mode"], "traced" if dynamic else bound["size"], '
+           'bound["scale_factor"])',
+           "        step.monotone = True"),
+    Mutant("permute undone with the permutation, not its inverse", "xaibench/lrp/steps.py",
+           "            inverse[dim] = position", "            inverse[position] = dim"),
+    Mutant("torch.cat halves the relevance of a tensor part", "xaibench/lrp/steps.py",
+           "                relevance_in[part] = piece if relevance_in[part] is None",
+           "                relevance_in[part] = 0.5 * piece if relevance_in[part] is None"),
 ]
 
 
@@ -81,14 +91,20 @@ def _copy_tree(destination: Path):
     shutil.copy(ROOT / "pyproject.toml", destination / "pyproject.toml")
 
 
-def _apply(mutant: Mutant, destination: Path):
-    target = destination / mutant.path
-    text = target.read_text()
+def _check_applies(mutant: Mutant, root: Path) -> str:
+    """The text of the mutant's file under root; stops the check unless the search text occurs
+    exactly once (a mutant whose code moved on must be updated, not skipped)."""
+    text = (root / mutant.path).read_text()
     count = text.count(mutant.search)
     if count != 1:
         raise SystemExit(f"mutant '{mutant.name}': its search text occurs {count} times in {mutant.path} "
                          "(expected once); update the mutant to the code")
-    target.write_text(text.replace(mutant.search, mutant.replace))
+    return text
+
+
+def _apply(mutant: Mutant, destination: Path):
+    text = _check_applies(mutant, destination)
+    (destination / mutant.path).write_text(text.replace(mutant.search, mutant.replace))
 
 
 def _run_tests(copy: Path) -> tuple[bool, str, float]:
@@ -98,7 +114,8 @@ def _run_tests(copy: Path) -> tuple[bool, str, float]:
     result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header",
                              *TESTS], cwd=copy, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    first = next((line.split(" ")[1] for line in result.stdout.splitlines() if line.startswith("FAILED ")), "")
+    first = next((line.split(" ")[1] for line in result.stdout.splitlines()
+                  if line.startswith(("FAILED ", "ERROR "))), "")
     if result.returncode not in (0, 1):
         raise SystemExit(f"pytest could not run (exit {result.returncode}):\n{result.stdout[-3000:]}{result.stderr}")
     return result.returncode == 1, first, seconds
@@ -119,6 +136,8 @@ def main(argv=None) -> int:
         for mutant in MUTANTS:
             print(f"{mutant.name}  ({mutant.path})")
         return 0
+    for mutant in MUTANTS:  # all of them before the first run, so a stale one fails in seconds
+        _check_applies(mutant, ROOT)
     rows = []
     with tempfile.TemporaryDirectory(prefix="xaibench-mutation-") as scratch:
         baseline = Path(scratch) / "unmutated"
@@ -126,6 +145,7 @@ def main(argv=None) -> int:
         package = _imported_package(baseline)
         if not package.startswith(str(baseline)):  # the copy, not the editable install, must be tested
             raise SystemExit(f"the tests would import {package}, not the copy in {baseline}")
+        print(f"the tests import {package}")
         failed, first, seconds = _run_tests(baseline)
         if failed:
             raise SystemExit(f"the unmutated suite fails ({first}): fix it before measuring mutants")

@@ -109,7 +109,7 @@ def engine_vs_reference(module, input_shape, method: str, options: dict, rule: s
     for row in range(targets * batch):
         sample = x[row % batch]
         if rule == "gradient":
-            M = local_matrix(module, sample)
+            M = local_matrix(reference_function or module, sample)
             b = torch.zeros(M.shape[0], dtype=torch.float64)
         else:
             M, b = layer_matrix(reference_function or module, input_shape)
