@@ -548,10 +548,10 @@ def _carries_bounds(step, live_input) -> bool:
     return False
 
 
-#: module and function names whose input must carry a batch dimension: (spatial dims, name)
+#: the supported modules and functions whose input must carry a batch dimension -> spatial dims
+#: (functional max pooling gets its dims from its MaxPoolStep)
 _BATCHED_KINDS = {f"{name}{d}d": d for d in (1, 2, 3) for name in (
-    "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool", "AdaptiveMaxPool", "LPPool",
-    "max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "conv", "conv_transpose")}
+    "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool", "avg_pool", "adaptive_avg_pool")}
 
 
 def _check_batched(step, inputs, x):
