@@ -16,7 +16,8 @@ import yaml
 from scipy import ndimage
 
 from xaibench.errors import InputError
-from xaibench.physics import adjoint_experiment, ocean
+from xaibench.studies.adjoint import experiment as adjoint_experiment
+from xaibench.studies.adjoint import ocean
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -264,7 +265,7 @@ def test_tiny_experiment_end_to_end(tmp_path):
     again = adjoint_experiment.run_experiment(TINY, None, log=lambda line: None)
     pd.testing.assert_frame_equal(result["comparison"], again["comparison"], check_exact=True)
 
-    from xaibench.physics.adjoint_figures import read_maps, sensitivity_relevance_maps
+    from xaibench.studies.adjoint.figures import read_maps, sensitivity_relevance_maps
 
     maps = read_maps(tmp_path / "a" / "maps.nc")
     assert maps["relevance"].sizes == {"lag_days": 2, "bridge": 2, "method": 2, "lat": 11, "lon": 30}

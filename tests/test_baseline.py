@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from xaibench.census import run_census
-from xaibench.conformance import write_conformance
-from xaibench.regression import compare
+from xaibench.studies.census.agreement import run_census
+from xaibench.studies.conformance.table import write_conformance
+from xaibench.studies.regression.gate import compare
 
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "baseline"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import xaibench
-from xaibench import cases
-from xaibench.data import make_convection, make_enso, make_radar, read_dataset, split, write_dataset
 from xaibench.errors import BackendUnavailableError, ExportError, InputError
-from xaibench.models.training import load_trained, train
+from xaibench.studies.cases import pipeline as cases
+from xaibench.studies.data import make_convection, make_enso, make_radar, read_dataset, split, write_dataset
+from xaibench.studies.models.training import load_trained, train
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The cross-library agreement census (xaibench.census) and innvestigate in the benchmark.
+"""The cross-library agreement census (xaibench.studies.census) and innvestigate in the benchmark.
 
 The census itself is a measurement; these tests check that it measures what it says: the
 documented columns, zennit agreeing with native to rounding where both run the same rule,
@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from xaibench import census
+from xaibench.studies.census import agreement as census
 
 TINY = census.Settings(models=("dense",), n_samples=3, smoothgrad_samples=8, integrated_gradients_steps=4)
 
@@ -155,8 +155,7 @@ def test_innvestigate_rows_on_the_dense_net(innvestigate_worker):
 
 @pytest.mark.tf
 def test_bench_times_innvestigate_end_to_end(innvestigate_worker, tmp_path):
-    from xaibench import bench
-
+    from xaibench.studies.bench import timing as bench
     table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 4}, repeats=1,
                                 methods=["lrp.epsilon", "lrp.gamma"], backends=["native", "innvestigate"],
                                 log=None)
@@ -172,7 +171,9 @@ def test_bench_times_innvestigate_end_to_end(innvestigate_worker, tmp_path):
 
 def test_cli_has_the_census_command():
     from xaibench import cli
+    from xaibench.studies.census import commands
 
-    args = cli.build_parser().parse_args(["census", "--out", "somewhere", "--quick"])
+    parser, handlers = cli.build_parser()
+    args = parser.parse_args(["census", "--out", "somewhere", "--quick"])
     assert (args.command, args.out, args.quick, args.seed) == ("census", "somewhere", True, 0)
-    assert cli.COMMANDS["census"] is cli._census
+    assert handlers["census"] is commands._census

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from xaibench.data import (
+from xaibench.errors import InputError
+from xaibench.studies.data import (
     data_hash,
     make_convection,
     make_enso,
@@ -20,8 +21,7 @@ from xaibench.data import (
     split,
     write_dataset,
 )
-from xaibench.data.enso import nino34_index
-from xaibench.errors import InputError
+from xaibench.studies.data.enso import nino34_index
 
 QUICK = {
     "enso": lambda seed: make_enso(n_samples=300, seed=seed),
@@ -81,9 +81,9 @@ def test_data_fits_the_reference_models():
     """Cross-check only (the data package itself never imports models)."""
     import torch
 
-    from xaibench.models.convection import ConvectionCNN
-    from xaibench.models.enso import EnsoDense
-    from xaibench.models.radar import RadarEncoderDecoder
+    from xaibench.studies.models.convection import ConvectionCNN
+    from xaibench.studies.models.enso import EnsoDense
+    from xaibench.studies.models.radar import RadarEncoderDecoder
 
     enso = QUICK["enso"](0)
     model = EnsoDense(n_lat=enso.sizes["lat"], n_lon=enso.sizes["lon"])

@@ -1,5 +1,5 @@
 """The ground-truth attribution benchmark: the data's exact attribution, the true function as a
-network, the scores, and a tiny end-to-end run (xaibench.data.groundtruth, xaibench.groundtruth)."""
+network, the scores, and a tiny end-to-end run (xaibench.studies.data.groundtruth, xaibench.studies.groundtruth)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,21 @@ import torch
 import xaibench
 from xaibench import metrics
 from xaibench.cli import main as cli_main
-from xaibench.data import make_groundtruth, write_dataset
-from xaibench.data.groundtruth import (
+from xaibench.errors import InputError
+from xaibench.studies.data import make_groundtruth, write_dataset
+from xaibench.studies.data.groundtruth import (
     attribution,
     correlation_matrix,
     ledoit_wolf_shrinkage,
     piecewise_linear,
     to_map,
 )
-from xaibench.errors import InputError
-from xaibench.groundtruth import CORRELATION_COLUMNS, explain_benchmark, score_benchmark, true_response_network
+from xaibench.studies.groundtruth.benchmark import (
+    CORRELATION_COLUMNS,
+    explain_benchmark,
+    score_benchmark,
+    true_response_network,
+)
 
 
 @pytest.fixture(scope="module")
@@ -170,11 +175,11 @@ def test_deletion_curve_on_a_linear_model():
 
 # --- training and the end-to-end benchmark ---------------------------------------------------------
 def test_the_network_trains_with_plain_mse(small):
-    from xaibench.models.training import evaluate, train
+    from xaibench.studies.models.training import evaluate, train
 
     result = train("groundtruth", small, {"epochs": 2, "optimizer": "adam"})
     test = result.metadata["skill"]["test"]
-    from xaibench.data import split
+    from xaibench.studies.data import split
 
     part = split(small)["test"]
     with torch.no_grad():
@@ -188,7 +193,7 @@ def test_the_network_trains_with_plain_mse(small):
 
 @pytest.fixture(scope="module")
 def benchmark_run(tmp_path_factory, small):
-    from xaibench.models.training import train
+    from xaibench.studies.models.training import train
 
     folder = tmp_path_factory.mktemp("groundtruth")
     write_dataset(small, folder / "data.nc")

@@ -127,7 +127,7 @@ def test_innvestigate_agrees_on_networks_without_biases(innvestigate_worker, met
 
 @pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.alpha1beta0", "gradient"])
 def test_3d_networks_agree_in_float32(innvestigate_worker, method):
-    from xaibench.models.convection import ConvectionCNN
+    from xaibench.studies.models.convection import ConvectionCNN
 
     torch.manual_seed(3)
     model = ConvectionCNN(height=16, width=16).eval()

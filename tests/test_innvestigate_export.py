@@ -18,9 +18,9 @@ from torch import nn
 import xaibench
 from xaibench.backends import keras_export, table
 from xaibench.errors import ExportError, InputError
-from xaibench.models.convection import ConvectionCNN
-from xaibench.models.enso import EnsoDense
-from xaibench.models.radar import RadarEncoderDecoder
+from xaibench.studies.models.convection import ConvectionCNN
+from xaibench.studies.models.enso import EnsoDense
+from xaibench.studies.models.radar import RadarEncoderDecoder
 
 pytestmark = pytest.mark.tf
 

@@ -1,4 +1,4 @@
-"""Receptive fields (xaibench.physics.receptive_field): the exact TRF box, its empirical check,
+"""Receptive fields (xaibench.receptive_field): the exact TRF box, its empirical check,
 ERF maps and their sizes, and bad input.
 
 - gradient and LRP relevance of one output are exactly zero outside the analytic TRF box, for
@@ -25,9 +25,9 @@ from strategies import make_input, randomize, snapshot
 from torch import nn
 
 import xaibench
+from xaibench import receptive_field as receptive
 from xaibench.errors import InputError, UnsupportedLayerError
-from xaibench.models import RadarEncoderDecoder
-from xaibench.physics import receptive_field as receptive
+from xaibench.studies.models import RadarEncoderDecoder
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 _CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d}
@@ -265,12 +265,12 @@ def test_sizes_of_known_maps():
 
 # --- the workflow's measurement on a tiny case ---------------------------------------------------
 def test_measure_table_and_figure(tmp_path):
-    from xaibench.data.radar import make_radar
     from xaibench.io import save_trained
-    from xaibench.physics import receptive_field_experiment as experiment
+    from xaibench.studies.data.radar import make_radar
+    from xaibench.studies.receptive_fields import experiment
 
     data = make_radar(n_samples=3, size=32, footprint_radius=3, seed=0)
-    with torch.random.fork_rng(devices=[]):  # as xaibench.models.training seeds the initial weights
+    with torch.random.fork_rng(devices=[]):  # as xaibench.studies.models.training seeds the initial weights
         torch.manual_seed(0)
         model = RadarEncoderDecoder(2, filters=4)
     save_trained(model, {"format": "xaibench.trained-model/1", "model": "radar2", "architecture": "radar",

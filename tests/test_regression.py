@@ -1,4 +1,4 @@
-"""xaibench.regression: the CI comparison of metrics tables with the committed baseline."""
+"""xaibench.studies.regression: the CI comparison of metrics tables with the committed baseline."""
 
 import argparse
 import math
@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from xaibench import regression
-from xaibench.regression import RegressionSpecError
+from xaibench.studies.regression import gate as regression
+from xaibench.studies.regression.gate import RegressionSpecError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
-"""The report's figures and tables (xaibench.report), from tiny synthetic explanation files in the
-format xaibench.cases writes (one file per method x backend; see xaibench.report.explanations),
+"""The report's figures and tables (xaibench.studies.report), from tiny synthetic explanation files in the
+format xaibench.studies.cases writes (one file per method x backend; see xaibench.studies.report.explanations),
 and the offline Natural Earth set-up of the maps."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from xaibench.data.storage import write_dataset
 from xaibench.errors import InputError
-from xaibench.report import (
+from xaibench.io import write_dataset
+from xaibench.studies.report import (
     convection_relevance,
     enso_composite_maps,
     footprint_share,
@@ -26,7 +26,7 @@ from xaibench.report import (
     read_explanations,
     write_table,
 )
-from xaibench.report.figures import square_mask
+from xaibench.studies.report.figures import square_mask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # The HadISST sample's grid: Pacific 22.5S-62.5N, 117.5E-97.5W (117.5..262.5 E), 5 degrees.
@@ -162,7 +162,7 @@ def test_cartopy_natural_earth_resolves_to_shipped_files(no_network):
 
 
 def test_coastlines_draw_without_network(no_network, tmp_path):
-    from xaibench.report.figures import new_figure, save_png
+    from xaibench.studies.report.figures import new_figure, save_png
 
     figure = new_figure(4, 3)
     ax = figure.add_subplot(projection=maps.map_projection())
@@ -278,7 +278,7 @@ def test_radar_footprint_from_the_region_variable_or_none(tmp_path):
     del ds.attrs["footprint_radius"]
     table = radar_relevance(ds, tmp_path / "none.png")
     assert np.isnan(table["footprint_share"][0]) and table["footprint_pixels"][0] == 0
-    # xaibench.cases writes the footprint as region(sample, y, x); a smaller one here (radius 1)
+    # xaibench.studies.cases writes the footprint as region(sample, y, x); a smaller one here (radius 1)
     size = ds.sizes["y"]
     ds["region"] = (("sample", "y", "x"), np.stack([square_mask((size, size), int(y), int(x), 1)
                                                     for y, x in zip(ds["target_y"].values, ds["target_x"].values)]))

@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
-from xaibench.conformance import LAYERS, PARAMETER_FREE, RULES
 from xaibench.lrp import composites
 from xaibench.lrp.graph import trace
 from xaibench.lrp.reference import engine_vs_reference, layer_matrix
 from xaibench.lrp.reference import relevance as reference_relevance
+from xaibench.studies.conformance.table import LAYERS, PARAMETER_FREE, RULES
 
 TOLERANCE = 1e-10
 

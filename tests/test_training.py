@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from xaibench.cli import main
-from xaibench.data import data_hash, make_convection, make_enso, make_radar, split, write_dataset
 from xaibench.errors import InputError
-from xaibench.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
-from xaibench.models.training import (
+from xaibench.studies.data import data_hash, make_convection, make_enso, make_radar, split, write_dataset
+from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
+from xaibench.studies.models.training import (
     METADATA_FILE,
     MODEL_NAMES,
     WEIGHTS_FILE,
@@ -146,7 +146,7 @@ def test_an_interrupted_write_leaves_the_previous_model_whole(enso_data, tmp_pat
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("xaibench.models.training.os.replace", interrupted)
+    monkeypatch.setattr("xaibench.io.os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train("enso", enso_data, {"epochs": 1, "seed": 1}, out=tmp_path)
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no temp file left
@@ -213,11 +213,11 @@ def test_tiny_enso_run_learns(enso_run):
 
 def test_progress_reaches_the_callback_and_the_log(enso_data, caplog):
     records = []
-    with caplog.at_level(logging.INFO, logger="xaibench.models.training"):
+    with caplog.at_level(logging.INFO, logger="xaibench.studies.models.training"):
         train("enso", enso_data, {"epochs": 2}, progress=records.append)
     assert [record["epoch"] for record in records] == [1, 2]
     assert {"train_loss", "validation_loss", "validation_skill"} <= set(records[0])
-    lines = [r.getMessage() for r in caplog.records if r.name == "xaibench.models.training"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "xaibench.studies.models.training"]
     assert len(lines) == 2 and "validation accuracy" in lines[0]
 
 

@@ -1,8 +1,11 @@
 """The Snakemake workflow: lint-clean, the configuration validated before any job, and the
-quick configuration plans the whole reproduction (a dry run; nothing is computed)."""
+quick configuration plans the whole reproduction (a dry run; nothing is computed). Each run sees
+exactly one complete configuration file: the schema has no defaults and requires every key, and
+a --configfile is not merged into default.yaml."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -51,10 +54,16 @@ def test_quick_configuration_plans_the_whole_reproduction(tmp_path):
         assert any(line.split() == [rule, str(count)] for line in plan.splitlines()), (rule, plan[-3000:])
 
 
+MISSING = object()   # the key left out
+
+
 @pytest.mark.parametrize("path, value, named", [
     (("cases", "training", "enso", "epochs"), 0, "epochs"),
     (("cases", "explain", "backends"), ["native", "captum"], "captum"),
     (("bench", "repeats"), "three", "repeats"),
+    # default.yaml sets it (cosine): a merge into default.yaml would run the paper-scale value
+    (("groundtruth", "training", "lr_schedule"), MISSING, "lr_schedule"),
+    (("adjoint", "bogus"), 1, "bogus"),
 ])
 def test_a_bad_configuration_stops_before_any_job_naming_the_key(tmp_path, path, value, named):
     folder = _workflow_copy(tmp_path)
@@ -62,7 +71,10 @@ def test_a_bad_configuration_stops_before_any_job_naming_the_key(tmp_path, path,
     node = config
     for key in path[:-1]:
         node = node[key]
-    node[path[-1]] = value
+    if value is MISSING:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
     (folder / "bad.yaml").write_text(yaml.safe_dump(config))
     result = _snakemake("-n", "--cores", "1", "--configfile", "bad.yaml", cwd=folder)
     output = result.stdout + result.stderr
@@ -122,18 +134,151 @@ def test_the_ground_truth_figure_caption_has_a_text_for_each_figure():
     assert len(set(texts.values())) == len(kinds)
 
 
-def test_the_quick_configuration_sets_every_key_the_default_one_sets():
-    """snakemake merges --configfile into the Snakefile's default.yaml key by key: a key only
-    default.yaml sets would silently run the paper-scale value in the quick reproduction (it
-    happened: a cosine learning-rate schedule leaked into the quick ground-truth training)."""
-    default = yaml.safe_load((ROOT / "workflows" / "config" / "default.yaml").read_text())
-    quick = yaml.safe_load((ROOT / "workflows" / "config" / "quick.yaml").read_text())
+# --- complete configurations: the schema requires every key, and a run sees one file only -----
 
-    def leaks(full, small, path=()):
-        for key, value in full.items():
-            if key not in small:
-                yield ".".join(path + (key,))
-            elif isinstance(value, dict) and isinstance(small[key], dict):
-                yield from leaks(value, small[key], path + (key,))
+CONFIG = ROOT / "workflows" / "config"
+SCHEMA = CONFIG / "schema.yaml"
 
-    assert not list(leaks(default, quick)), "set in default.yaml but not in quick.yaml"
+
+def _load(name):
+    return yaml.safe_load((CONFIG / f"{name}.yaml").read_text())
+
+
+def _validate(config):
+    """What the Snakefile does before any job: snakemake.utils.validate against the schema."""
+    from snakemake.utils import validate
+
+    validate(config, schema=str(SCHEMA))
+
+
+def _leaf_paths(node, path=()):
+    """Every key of a configuration whose value is not a non-empty mapping (a leaf)."""
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaf_paths(value, path + (key,))
+        else:
+            yield path + (key,)
+
+
+def _mapping_paths(node, path=()):
+    """Every mapping of a configuration (the top level included)."""
+    yield path
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _mapping_paths(value, path + (key,))
+
+
+# collections keyed by name (a new key there is a new data set or evaluation set, not a typo)
+NAMED_COLLECTIONS = {("cases", "data")} | {("cases", "training", model, "eval")
+                                           for model in _load("quick")["cases"]["training"]}
+QUICK_LEAVES = list(_leaf_paths(_load("quick")))
+QUICK_MAPPINGS = [path for path in _mapping_paths(_load("quick")) if path not in NAMED_COLLECTIONS]
+
+
+def _node(config, path):
+    for key in path:
+        config = config[key]
+    return config
+
+
+def test_the_schema_holds_no_defaults():
+    text = SCHEMA.read_text()
+    assert "default:" not in text and "DEFAULTS" not in text
+
+
+@pytest.mark.parametrize("name", ["default", "quick"])
+def test_both_configurations_validate_and_are_left_as_written(name):
+    config = _load(name)
+    _validate(config)
+    assert config == _load(name)   # nothing filled in
+
+
+def test_the_two_configurations_have_the_same_keys():
+    assert sorted(_leaf_paths(_load("default"))) == sorted(QUICK_LEAVES)
+
+
+@pytest.mark.parametrize("path", QUICK_LEAVES, ids=".".join)
+def test_a_configuration_missing_any_key_is_refused_naming_it(path):
+    from snakemake.exceptions import WorkflowError
+
+    assert len(QUICK_LEAVES) > 80
+    config = _load("quick")
+    del _node(config, path[:-1])[path[-1]]
+    with pytest.raises(WorkflowError) as refused:
+        _validate(config)
+    assert f"'{path[-1]}' is a required property" in str(refused.value)
+
+
+@pytest.mark.parametrize("path", QUICK_MAPPINGS, ids=lambda path: ".".join(path) or "top")
+def test_an_unknown_key_is_refused_naming_it(path):
+    from snakemake.exceptions import WorkflowError
+
+    config = _load("quick")
+    _node(config, path)["no_such_setting"] = 1
+    with pytest.raises(WorkflowError) as refused:
+        _validate(config)
+    assert "'no_such_setting' was unexpected" in str(refused.value)
+
+
+def _shell_commands(*args, folder):
+    result = _snakemake("-n", "-p", "--cores", "2", *args, cwd=folder)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "is extended by additional config" not in output and "is replaced by" not in output, output[:2000]
+    return [line.split("Shell command: ", 1)[1] for line in result.stdout.splitlines()
+            if line.startswith("Shell command: ")]
+
+
+def _command(commands, start):
+    found = [command for command in commands if command.startswith(start)]
+    assert len(found) == 1, (start, found)
+    return found[0]
+
+
+def _check_commands_follow(config, commands):
+    """The job commands carry config's values (values that differ between the two files)."""
+    bench = _command(commands, "xaibench bench ")
+    assert f"--repeats {config['bench']['repeats']} " in bench
+    assert f"--batch-scale {config['bench']['batch_scale']} " in bench
+    training = config["groundtruth"]["training"]
+    train = _command(commands, "xaibench train groundtruth ")
+    assert f"--epochs {training['epochs']} " in train and f"--lr-schedule {training['lr_schedule']} " in train
+    adjoint = _command(commands, "xaibench adjoint ")
+    assert json.loads(adjoint.split("--config '", 1)[1].split("' --out", 1)[0]) == config["adjoint"]
+    trained = sorted(command.split()[2] for command in commands if command.startswith("xaibench train ")
+                     and not command.startswith("xaibench train groundtruth "))
+    assert trained == sorted(config["cases"]["training"])
+    for model, settings in config["cases"]["training"].items():
+        assert f"--epochs {settings['epochs']} " in _command(commands, f"xaibench train {model} ")
+
+
+def test_the_values_compared_differ_between_the_two_configurations():
+    quick, default = _load("quick"), _load("default")
+    assert quick["bench"]["repeats"] != default["bench"]["repeats"]
+    assert quick["groundtruth"]["training"]["lr_schedule"] != default["groundtruth"]["training"]["lr_schedule"]
+    assert quick["adjoint"] != default["adjoint"]
+    assert quick["cases"]["training"]["radar1"]["epochs"] != default["cases"]["training"]["radar1"]["epochs"]
+
+
+def test_the_quick_run_sees_exactly_quick_yaml(tmp_path):
+    folder = _workflow_copy(tmp_path)
+    commands = _shell_commands("--configfile", "workflows/config/quick.yaml", folder=folder)
+    _check_commands_follow(_load("quick"), commands)
+
+
+def test_a_plain_run_sees_exactly_default_yaml(tmp_path):
+    folder = _workflow_copy(tmp_path)
+    commands = _shell_commands(folder=folder)
+    _check_commands_follow(_load("default"), commands)
+
+
+def test_a_configfile_is_not_merged_into_default_yaml(tmp_path):
+    """A valid configuration that trains fewer networks than default.yaml: a key-by-key merge
+    would add default.yaml's radar3 to the plan."""
+    folder = _workflow_copy(tmp_path)
+    config = _load("quick")
+    del config["cases"]["training"]["radar3"]
+    (folder / "two_radars.yaml").write_text(yaml.safe_dump(config))
+    commands = _shell_commands("--configfile", "two_radars.yaml", folder=folder)
+    _check_commands_follow(config, commands)
+    assert not any("radar3" in command for command in commands)

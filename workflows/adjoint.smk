@@ -3,7 +3,7 @@
 # (tropical Atlantic SST -> NE Pacific forcing, not part of the ocean operator), the XAIRT dense
 # network is trained per lag and explained with LRP, and relevance is compared with the exact
 # adjoint sensitivity. Everything is synthetic except the Natural Earth land mask. Logic:
-# xaibench/physics/ocean.py and adjoint_experiment.py. Times on one core of a shared 2-core
+# xaibench/studies/adjoint/ocean.py and adjoint_experiment.py. Times on one core of a shared 2-core
 # machine: quick (4-degree grid, 36000 days, 3 lags x 3 networks) about 1 minute plus 5 s per
 # figure; default (3-degree grid, 73000 days, 7 lags x 3 networks, 60 epochs) about 12 minutes.
 

@@ -4,7 +4,7 @@ ADJOINT = config["adjoint"]
 
 
 def adjoint_settings():
-    """config["adjoint"] (defaults filled in by the schema) as one JSON argument."""
+    """config["adjoint"] (complete: the schema requires every key) as one JSON argument."""
     return json.dumps(ADJOINT, sort_keys=True)
 
 

@@ -2,7 +2,7 @@
 # section 6): data with exact attributions -> the dense regression network -> explanations on
 # every backend (and of the true function) -> correlation with the ground truth and deletion
 # faithfulness -> table and figures. All data are synthetic; the input correlation comes from
-# the real HadISST sample. Logic: xaibench/groundtruth.py and xaibench/data/groundtruth.py.
+# the real HadISST sample. Logic: xaibench/studies/groundtruth/benchmark.py and xaibench/studies/data/groundtruth.py.
 
 GROUNDTRUTH = config["groundtruth"]
 

@@ -19,7 +19,7 @@ def methods(backend: str | None = None):
     from .backends import table as backend_table
 
     table = {
-        "native": sorted(NATIVE_METHODS) + sorted(composites.PRESETS),
+        "native": sorted(NATIVE_METHODS) + composites.names(),
         "zennit": backend_table.available("zennit"),
         "innvestigate": backend_table.available("innvestigate"),
     }
@@ -63,7 +63,7 @@ def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backe
 
 def _explain(model, x, method, target, backend, dtype, options) -> Explanation:
     if backend == "native":
-        if method in composites.PRESETS:
+        if method in composites.REGISTRY:
             explanation = explain_lrp(model, x, composites.composite(method, **options), target, dtype)
         elif method in NATIVE_METHODS:
             explanation = NATIVE_METHODS[method](model, x, target, dtype, **options)

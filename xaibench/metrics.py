@@ -206,7 +206,7 @@ def spearman(a, b, absolute: bool = False) -> np.ndarray:
     """Spearman rank correlation of a and b per sample (of |a|, |b| when absolute=True).
 
     A constant map has no ranking: against a non-constant one it is 0, two constant maps give 1
-    (as xaibench.validate.spearman_per_sample)."""
+    (as xaibench.studies.validate.spearman_per_sample)."""
     from scipy.stats import rankdata
 
     a, b = _rows(a), _rows(b)

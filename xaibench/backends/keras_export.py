@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from .. import layers
 from ..errors import ExportError
 from ..lrp.graph import _Tracer
 
@@ -33,13 +34,6 @@ BACKEND = "innvestigate"
 _RELU = (F.relu, torch.relu, torch.relu_)
 _FLATTEN = (torch.flatten,)
 _FINAL = (F.softmax, torch.softmax, F.log_softmax, torch.sigmoid, F.sigmoid)
-_FINAL_MODULES = (nn.Softmax, nn.Sigmoid, nn.LogSoftmax)
-_SKIPPED_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_MAXPOOL = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
-_AVGPOOL = {nn.AvgPool1d: 1, nn.AvgPool2d: 2, nn.AvgPool3d: 3}
-_ADAPTIVE = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 @dataclass
@@ -162,9 +156,9 @@ class _Exporter:
     def _module(self, node, module, is_last):
         path, kind = node.target, type(module).__name__
         in_shape = tuple(node.all_input_nodes[0].meta["tensor_meta"].shape[1:])
-        if isinstance(module, _SKIPPED_MODULES):
+        if isinstance(module, layers.IDENTITY):
             return None
-        if isinstance(module, _FINAL_MODULES):
+        if isinstance(module, layers.SOFTMAX_SIGMOID):
             if not is_last:
                 raise ExportError(BACKEND, path, kind, "a softmax/sigmoid inside the network")
             self.stripped.append(path)
@@ -177,15 +171,15 @@ class _Exporter:
             return self._flatten(node)
         if isinstance(module, nn.Linear):
             return self._linear(path, module)
-        if type(module) in _CONV:
-            return self._conv(path, module, _CONV[type(module)])
-        if type(module) in _MAXPOOL or type(module) in _AVGPOOL:
+        if type(module) in layers.CONV:
+            return self._conv(path, module, layers.CONV[type(module)])
+        if type(module) in layers.MAXPOOL or type(module) in layers.AVGPOOL:
             return self._pool(path, module, kind, in_shape)
-        if type(module) in _ADAPTIVE:
-            return self._adaptive(path, module, kind, in_shape, _ADAPTIVE[type(module)])
+        if type(module) in layers.ADAPTIVE_AVGPOOL:
+            return self._adaptive(path, module, kind, in_shape, layers.ADAPTIVE_AVGPOOL[type(module)])
         if isinstance(module, nn.Upsample):
             return self._upsample(path, module, in_shape)
-        if isinstance(module, _BATCHNORM):
+        if isinstance(module, layers.BATCHNORM_ND):
             return self._batchnorm(path, module)
         raise ExportError(BACKEND, path, kind)
 
@@ -253,14 +247,14 @@ class _Exporter:
                    "padding": padding, "activation": None, "use_bias": bias is not None}, kernel=weight, bias=bias)
 
     def _pool(self, path, module, kind, in_shape):
-        rank = _MAXPOOL.get(type(module)) or _AVGPOOL[type(module)]
+        rank = layers.MAXPOOL.get(type(module)) or layers.AVGPOOL[type(module)]
         kernel = _tuple(module.kernel_size, rank)
         stride = _tuple(module.stride if module.stride is not None else module.kernel_size, rank)
         if any(_tuple(module.padding, rank)) or module.ceil_mode:
             raise ExportError(BACKEND, path, kind, "padding or ceil_mode in pooling")
-        if isinstance(module, tuple(_MAXPOOL)) and any(d != 1 for d in _tuple(module.dilation, rank)):
+        if isinstance(module, tuple(layers.MAXPOOL)) and any(d != 1 for d in _tuple(module.dilation, rank)):
             raise ExportError(BACKEND, path, kind, "dilated max pooling")
-        pool = "max_pool" if type(module) in _MAXPOOL else "avg_pool"
+        pool = "max_pool" if type(module) in layers.MAXPOOL else "avg_pool"
         self._check_pool_dtype(path, kind, rank)
         self._add({"kind": pool, "name": path, "rank": rank, "pool_size": list(kernel), "strides": list(stride)})
 

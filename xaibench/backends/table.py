@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import layers
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -89,6 +91,7 @@ class Method:
     innvestigate: Innvestigate | None = None
     options: tuple = ()          # canonical options the method reads
     lrp: bool = True             # a relevance-conserving method (checked by the ledger)
+    native_only_options: tuple = ()  # options only the native engine honours (the other backends refuse them)
 
 
 def _params(params):
@@ -125,12 +128,13 @@ _TABLE = [
     Method("input_x_gradient", "input times gradient", lrp=False, zennit=Zennit("gradient"),
            innvestigate=Innvestigate(_same("input_t_gradient"), text="input_t_gradient")),
     Method("integrated_gradients", "integrated gradients from a baseline (Sundararajan et al. 2017)", lrp=False,
-           options=("baseline", "steps", "rule"),
+           options=("baseline", "steps", "rule"), native_only_options=("batch_steps",),
            innvestigate=Innvestigate(_same("integrated_gradients"), lambda o: {"steps": o.get("steps", 64)},
                                      "integrated_gradients(steps, reference_inputs=baseline): a left Riemann sum "
                                      "(points k/steps, k = 0..steps-1; native rule='riemann_left')")),
     Method("smoothgrad", "gradient averaged over noisy copies of the input (Smilkov et al. 2017)", lrp=False,
            options=("noise_level", "samples", "seed"),
+           native_only_options=("noise_level", "seed", "kind", "batch_samples"),
            innvestigate=Innvestigate(_same("smoothgrad"), lambda o: {"augment_by_n": o.get("samples", 32)},
                                      "smoothgrad(augment_by_n=samples): 2.1.2 ignores noise_scale, the noise "
                                      "std is always 1 in input units; TF's own random numbers")),
@@ -302,22 +306,17 @@ class KnownDifference:
     control: Control
 
 
-_CONV = nn.modules.conv._ConvNd
-_CONV_OR_LINEAR = (nn.Linear, nn.modules.conv._ConvNd)
-_BATCHNORM = nn.modules.batchnorm._BatchNorm
-
-
 def _has_bias(model, kinds) -> bool:
     return any(isinstance(m, kinds) and m.bias is not None for m in model.modules())
 
 
 def _has_batchnorm(model) -> bool:
-    return any(isinstance(m, _BATCHNORM) for m in model.modules())
+    return any(isinstance(m, layers.BATCHNORM) for m in model.modules())
 
 
 def _explicitly_padded(conv) -> bool:
     """A conv the Keras twin exports as ZeroPadding + a 'valid' conv (keras_export._conv)."""
-    return (isinstance(conv, _CONV) and conv.padding not in ("same", "valid") and any(_as_tuple(conv.padding))
+    return (isinstance(conv, layers.CONV_ANY) and conv.padding not in ("same", "valid") and any(_as_tuple(conv.padding))
             and not _same_padding(conv))
 
 
@@ -360,7 +359,7 @@ def _ignore_alpha_beta_biases(c):
     if c.method in _PRESETS:
         with torch.no_grad():
             for conv in c.model.modules():
-                if isinstance(conv, _CONV) and conv.bias is not None:
+                if isinstance(conv, layers.CONV_ANY) and conv.bias is not None:
                     conv.bias.zero_()
     else:
         c.options["bias"] = False
@@ -373,7 +372,7 @@ def _native_without_biases(c):
 def _remove_batchnorms(c):
     """Every BatchNorm module replaced by nn.Identity (the Keras twin's forward check has
     already compared the BatchNorm layers themselves with PyTorch)."""
-    _replace_children(c.model, lambda m: nn.Identity() if isinstance(m, _BATCHNORM) else None)
+    _replace_children(c.model, lambda m: nn.Identity() if isinstance(m, layers.BATCHNORM) else None)
 
 
 def _pad_explicitly(c):
@@ -411,13 +410,13 @@ DIFFERENCES = [
         f"innvestigate's alpha-beta rule divides both streams by the full bias, not b+ and b- (innvestigate "
         f"issue 116; {_PINNED})",
         lambda method, options, model: method in _ALPHA_BETA_FAMILY and options.get("bias", True)
-        and _has_bias(model, _CONV if method in _PRESETS else _CONV_OR_LINEAR),
+        and _has_bias(model, layers.CONV_ANY if method in _PRESETS else layers.CONV_OR_LINEAR),
         Control("both with bias=False, the presets with their conv biases set to 0", _ignore_alpha_beta_biases)),
     KnownDifference(
         ("innvestigate",), "lrp.wsquare with bias=True, on a model with biases",
         "innvestigate's w^2 rule ignores biases (equals native bias=False)",
         lambda method, options, model: method == "lrp.wsquare" and options.get("bias", True)
-        and _has_bias(model, _CONV_OR_LINEAR),
+        and _has_bias(model, layers.CONV_OR_LINEAR),
         Control("native with bias=False", _native_without_biases, native_only=True)),
     KnownDifference(
         ("innvestigate",), "LRP methods on a model with BatchNorm",

@@ -7,11 +7,20 @@ linear layers fed by the model input through shape-only operations. Parameter-fr
 operations (sums, average pooling, upsampling) always take the Norm rule (z-rule with a
 fixed stabilizer, as zennit), activations pass relevance through, and max pooling is
 winner-take-all unless maxpool='proportional'.
+
+The named presets live in an open registry, name -> builder (a function of the merged
+options dict returning a Composite): REGISTRY (read-only view), names(), description()
+(the builder docstring's first line). register_composite(name, builder) adds one, e.g.
+a user's own rule mix, which xaibench.explain(model, x, method=name) and
+xaibench.methods("native") then see; composite(method, **options) builds it.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from . import rules as R
 
@@ -51,97 +60,203 @@ def _everywhere(name, rule, **extra):
     return Composite(name, {"dense": rule, "conv": rule, "batchnorm": rule}, **extra)
 
 
-#: canonical method name -> (what it is, function of the options building the composite)
-def _presets():
-    def z(o):
-        return _everywhere("lrp.z", R.Z(o["stabilizer"], o["bias"]))
-
-    def epsilon(o):
-        return _everywhere("lrp.epsilon", R.Epsilon(o["epsilon"], o["bias"]))
-
-    def gamma(o):
-        return _everywhere("lrp.gamma", R.Gamma(o["gamma"], o["stabilizer"], o["bias"]))
-
-    def zplus(o):
-        return _everywhere("lrp.zplus", R.ZPlus(o["stabilizer"], o["bias"]))
-
-    def alpha_beta(alpha, beta, name):
-        def build(o):
-            a = o["alpha"] if alpha is None else alpha
-            b = o["beta"] if beta is None else beta
-            return _everywhere(name, R.AlphaBeta(a, b, o["stabilizer"], o["bias"]))
-        return build
-
-    def zbox(o):
-        box = R.ZBox(o["low"], o["high"], o["stabilizer"], o["bias"])
-        plus = R.ZPlus(o["stabilizer"], o["bias"])
-        return Composite("lrp.zbox", {"dense": plus, "conv": plus, "batchnorm": plus},
-                         {"dense": box, "conv": box})
-
-    def wsquare(o):
-        return _everywhere("lrp.wsquare", R.WSquare(o["stabilizer"], o["bias"]))
-
-    def flat(o):
-        return _everywhere("lrp.flat", R.Flat(o["stabilizer"], o["bias"]))
-
-    def dense_conv(name, dense, conv, first=None, batchnorm=None):
-        def build(o):
-            layer = {"dense": dense(o), "conv": conv(o), "batchnorm": (batchnorm or dense)(o)}
-            firsts = {} if first is None else first(o)
-            return Composite(name, layer, firsts)
-        return build
-
-    def eps(o):
-        return R.Epsilon(o["epsilon"], o["bias"])
-
-    def plus(o):
-        return R.ZPlus(o["stabilizer"], o["bias"])
-
-    def ab21(o):
-        return R.AlphaBeta(2.0, 1.0, o["stabilizer"], o["bias"])
-
-    def ab10(o):
-        return R.AlphaBeta(1.0, 0.0, o["stabilizer"], o["bias"])
-
-    def flat_first(o):
-        rule = R.Flat(o["stabilizer"], o["bias"])
-        return {"dense": rule, "conv": rule, "batchnorm": rule}
-
-    def box_first_conv(o):
-        return {"conv": R.ZBox(o["low"], o["high"], o["stabilizer"], o["bias"])}
-
-    def gamma_rule(o):
-        return R.Gamma(o["gamma"], o["stabilizer"], o["bias"])
-
-    return {
-        "lrp.z": ("LRP-0 on every layer", z),
-        "lrp.epsilon": ("LRP-epsilon on every layer", epsilon),
-        "lrp.gamma": ("LRP-gamma on every layer", gamma),
-        "lrp.zplus": ("LRP-z+ on every layer", zplus),
-        "lrp.alpha_beta": ("LRP-alpha-beta with the given alpha, beta", alpha_beta(None, None, "lrp.alpha_beta")),
-        "lrp.alpha1beta0": ("LRP-alpha1-beta0 on every layer", alpha_beta(1.0, 0.0, "lrp.alpha1beta0")),
-        "lrp.alpha2beta1": ("LRP-alpha2-beta1 on every layer", alpha_beta(2.0, 1.0, "lrp.alpha2beta1")),
-        "lrp.zbox": ("z^B on the first layer, z+ elsewhere (deep Taylor, bounded input)", zbox),
-        "lrp.wsquare": ("LRP-w^2 on every layer", wsquare),
-        "lrp.flat": ("LRP-flat on every layer", flat),
-        "lrp.epsilon_plus": ("epsilon on dense, z+ on conv (zennit EpsilonPlus)",
-                             dense_conv("lrp.epsilon_plus", eps, plus)),
-        "lrp.epsilon_alpha2beta1": ("epsilon on dense, alpha2-beta1 on conv (zennit EpsilonAlpha2Beta1)",
-                                    dense_conv("lrp.epsilon_alpha2beta1", eps, ab21)),
-        "lrp.epsilon_plus_flat": ("flat on the first layer, epsilon on dense, z+ on conv (zennit EpsilonPlusFlat)",
-                                  dense_conv("lrp.epsilon_plus_flat", eps, plus, first=flat_first)),
-        "lrp.epsilon_gamma_box": ("z^B on a first conv, gamma on conv, epsilon on dense (zennit EpsilonGammaBox)",
-                                  dense_conv("lrp.epsilon_gamma_box", eps, gamma_rule, first=box_first_conv)),
-        "lrp.preset_a": ("epsilon on dense, alpha1-beta0 on conv, alpha2-beta1 on batchnorm "
-                         "(innvestigate sequential_preset_a)",
-                         dense_conv("lrp.preset_a", eps, ab10, batchnorm=ab21)),
-        "lrp.preset_b": ("epsilon on dense, alpha2-beta1 on conv and batchnorm "
-                         "(innvestigate sequential_preset_b)",
-                         dense_conv("lrp.preset_b", eps, ab21, batchnorm=ab21)),
-    }
+def _dense_conv(name, o, dense, conv, first=None, batchnorm=None):
+    """dense(o) on dense layers, conv(o) on conv layers, batchnorm(o) (default dense(o)) on
+    unmerged BatchNorms, and first(o) (a dict kind -> rule) on the first layer(s)."""
+    layer = {"dense": dense(o), "conv": conv(o), "batchnorm": (batchnorm or dense)(o)}
+    firsts = {} if first is None else first(o)
+    return Composite(name, layer, firsts)
 
 
-PRESETS = _presets()
+# ---------------------------------------------------------------------------------------------
+# The registry: canonical method name -> builder (the merged options dict -> Composite)
+
+Builder = Callable[[dict], Composite]
+
+_BUILDERS: dict[str, Builder] = {}
+
+#: read-only live view of the registry, name -> builder (register_composite adds to it)
+REGISTRY: Mapping[str, Builder] = MappingProxyType(_BUILDERS)
+
+PREFIX = "lrp."
+
+
+def register_composite(name: str, builder: Builder | None = None, *, replace: bool = False):
+    """Register builder (a function of the options dict returning a Composite) as the LRP
+    method `name`, usable as xaibench.explain(model, x, method=name) and listed by
+    xaibench.methods("native"). The options dict holds every DEFAULT_OPTIONS key (the user's
+    values merged over the defaults). Without builder it is a decorator:
+
+        @register_composite("lrp.my_rule")
+        def my_rule(o):
+            \"\"\"epsilon on dense, z+ on conv.\"\"\"
+            return Composite("lrp.my_rule", {...})
+
+    Names must start with "lrp."; an existing name is refused unless replace=True.
+    """
+    if not isinstance(name, str) or not name.startswith(PREFIX) or len(name) == len(PREFIX):
+        raise ValueError(f"a composite name must start with '{PREFIX}' (e.g. 'lrp.my_rule'), got {name!r}")
+    if builder is None:
+        return lambda function: register_composite(name, function, replace=replace)
+    if not callable(builder):
+        raise TypeError(f"the builder of composite {name!r} must be callable (options dict -> Composite), "
+                        f"got {type(builder).__name__}")
+    if name in _BUILDERS and not replace:
+        raise ValueError(f"composite {name!r} is already registered; pass replace=True to replace it")
+    _BUILDERS[name] = builder
+    return builder
+
+
+def unregister_composite(name: str) -> Builder:
+    """Remove a registered composite (e.g. one a test registered); returns its builder."""
+    from ..errors import UnknownMethodError
+
+    if name not in _BUILDERS:
+        raise UnknownMethodError(name, "native", _BUILDERS)
+    return _BUILDERS.pop(name)
+
+
+def names() -> list[str]:
+    """The registered composite names, sorted."""
+    return sorted(_BUILDERS)
+
+
+def description(name: str) -> str:
+    """The first line of the builder's docstring ('' if it has none)."""
+    doc = inspect.getdoc(_BUILDERS[name]) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in presets (zennit / innvestigate names in brackets)
+
+def _epsilon_rule(o):
+    return R.Epsilon(o["epsilon"], o["bias"])
+
+
+def _zplus_rule(o):
+    return R.ZPlus(o["stabilizer"], o["bias"])
+
+
+def _alpha2beta1_rule(o):
+    return R.AlphaBeta(2.0, 1.0, o["stabilizer"], o["bias"])
+
+
+def _alpha1beta0_rule(o):
+    return R.AlphaBeta(1.0, 0.0, o["stabilizer"], o["bias"])
+
+
+def _gamma_rule(o):
+    return R.Gamma(o["gamma"], o["stabilizer"], o["bias"])
+
+
+def _flat_first(o):
+    rule = R.Flat(o["stabilizer"], o["bias"])
+    return {"dense": rule, "conv": rule, "batchnorm": rule}
+
+
+def _zbox_first_conv(o):
+    return {"conv": R.ZBox(o["low"], o["high"], o["stabilizer"], o["bias"])}
+
+
+@register_composite("lrp.z")
+def lrp_z(o):
+    """LRP-0 on every layer: R_i = sum_j z_ij / z_j R_j, z_ij = x_i w_ij."""
+    return _everywhere("lrp.z", R.Z(o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.epsilon")
+def lrp_epsilon(o):
+    """LRP-epsilon on every layer: R_i = sum_j z_ij / (z_j + epsilon sign(z_j)) R_j."""
+    return _everywhere("lrp.epsilon", R.Epsilon(o["epsilon"], o["bias"]))
+
+
+@register_composite("lrp.gamma")
+def lrp_gamma(o):
+    """LRP-gamma on every layer: R_i = sum_j x_i (w_ij + gamma w_ij^+) / sum_i' x_i' (w_i'j + gamma w_i'j^+) R_j."""
+    return _everywhere("lrp.gamma", R.Gamma(o["gamma"], o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.zplus")
+def lrp_zplus(o):
+    """LRP-z+ on every layer: R_i = sum_j z_ij^+ / z_j^+ R_j."""
+    return _everywhere("lrp.zplus", R.ZPlus(o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.alpha_beta")
+def lrp_alpha_beta(o):
+    """LRP-alpha-beta on every layer: R_i = sum_j (alpha z_ij^+ / z_j^+ - beta z_ij^- / z_j^-) R_j."""
+    return _everywhere("lrp.alpha_beta", R.AlphaBeta(o["alpha"], o["beta"], o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.alpha1beta0")
+def lrp_alpha1beta0(o):
+    """LRP-alpha1-beta0 on every layer: R_i = sum_j z_ij^+ / z_j^+ R_j (alpha = 1, beta = 0)."""
+    return _everywhere("lrp.alpha1beta0", R.AlphaBeta(1.0, 0.0, o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.alpha2beta1")
+def lrp_alpha2beta1(o):
+    """LRP-alpha2-beta1 on every layer: R_i = sum_j (2 z_ij^+ / z_j^+ - z_ij^- / z_j^-) R_j."""
+    return _everywhere("lrp.alpha2beta1", R.AlphaBeta(2.0, 1.0, o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.zbox")
+def lrp_zbox(o):
+    """z^B on the first layer (z_ij = x_i w_ij - l_i w_ij^+ - h_i w_ij^-), z+ elsewhere (deep Taylor, bounded input)."""
+    box = R.ZBox(o["low"], o["high"], o["stabilizer"], o["bias"])
+    plus = R.ZPlus(o["stabilizer"], o["bias"])
+    return Composite("lrp.zbox", {"dense": plus, "conv": plus, "batchnorm": plus},
+                     {"dense": box, "conv": box})
+
+
+@register_composite("lrp.wsquare")
+def lrp_wsquare(o):
+    """LRP-w^2 on every layer: R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j."""
+    return _everywhere("lrp.wsquare", R.WSquare(o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.flat")
+def lrp_flat(o):
+    """LRP-flat on every layer: R_i = sum_j 1 / sum_i' 1 R_j (uniform over the receptive field)."""
+    return _everywhere("lrp.flat", R.Flat(o["stabilizer"], o["bias"]))
+
+
+@register_composite("lrp.epsilon_plus")
+def lrp_epsilon_plus(o):
+    """epsilon (z_ij / (z_j + eps sign z_j)) on dense, z+ (z_ij^+ / z_j^+) on conv (zennit EpsilonPlus)."""
+    return _dense_conv("lrp.epsilon_plus", o, _epsilon_rule, _zplus_rule)
+
+
+@register_composite("lrp.epsilon_alpha2beta1")
+def lrp_epsilon_alpha2beta1(o):
+    """epsilon on dense, alpha2-beta1 (2 z_ij^+ / z_j^+ - z_ij^- / z_j^-) on conv (zennit EpsilonAlpha2Beta1)."""
+    return _dense_conv("lrp.epsilon_alpha2beta1", o, _epsilon_rule, _alpha2beta1_rule)
+
+
+@register_composite("lrp.epsilon_plus_flat")
+def lrp_epsilon_plus_flat(o):
+    """flat (1 / sum_i' 1) on the first layer, epsilon on dense, z+ on conv (zennit EpsilonPlusFlat)."""
+    return _dense_conv("lrp.epsilon_plus_flat", o, _epsilon_rule, _zplus_rule, first=_flat_first)
+
+
+@register_composite("lrp.epsilon_gamma_box")
+def lrp_epsilon_gamma_box(o):
+    """z^B on a first conv, gamma ((w + gamma w^+) x) on conv, epsilon on dense (zennit EpsilonGammaBox)."""
+    return _dense_conv("lrp.epsilon_gamma_box", o, _epsilon_rule, _gamma_rule, first=_zbox_first_conv)
+
+
+@register_composite("lrp.preset_a")
+def lrp_preset_a(o):
+    """epsilon on dense, alpha1-beta0 (z^+/z^+) on conv, alpha2-beta1 on BN (innvestigate sequential_preset_a)."""
+    return _dense_conv("lrp.preset_a", o, _epsilon_rule, _alpha1beta0_rule, batchnorm=_alpha2beta1_rule)
+
+
+@register_composite("lrp.preset_b")
+def lrp_preset_b(o):
+    """epsilon on dense, alpha2-beta1 (2 z^+/z^+ - z^-/z^-) on conv and batchnorm (innvestigate sequential_preset_b)."""
+    return _dense_conv("lrp.preset_b", o, _epsilon_rule, _alpha2beta1_rule, batchnorm=_alpha2beta1_rule)
+
 
 DEFAULT_OPTIONS = {
     "epsilon": R.DEFAULT_EPSILON,
@@ -160,15 +275,20 @@ def composite(method: str, **options) -> Composite:
     """The composite of a canonical LRP method name with the given options."""
     from ..errors import UnknownMethodError
 
-    if method not in PRESETS:
-        raise UnknownMethodError(method, "native", PRESETS)
+    if method not in _BUILDERS:
+        raise UnknownMethodError(method, "native", _BUILDERS)
     unknown = set(options) - set(DEFAULT_OPTIONS)
     if unknown:
         raise ValueError(
             f"unknown option(s) {sorted(unknown)} for {method}; known: {sorted(DEFAULT_OPTIONS)}"
         )
     merged = {**DEFAULT_OPTIONS, **options}
-    built = PRESETS[method][1](merged)
+    builder = _BUILDERS[method]
+    built = builder(dict(merged))
+    if not isinstance(built, Composite):
+        raise TypeError(
+            f"the builder of composite {method!r} ({getattr(builder, '__qualname__', builder)!r}) returned "
+            f"{type(built).__name__}, not a xaibench.lrp.Composite")
     built.maxpool = merged["maxpool"]
     built.norm_stabilizer = merged["stabilizer"]
     built.low, built.high = merged["low"], merged["high"]

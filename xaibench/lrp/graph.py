@@ -22,6 +22,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from .. import layers
 from ..errors import InputError, UnsupportedLayerError, XaibenchError
 from .operators import (
     AffineOperator,
@@ -47,18 +48,15 @@ from .steps import (
     ValueStep,
 )
 
-_SOFTMAX_MODULES = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Softmin)
 _SOFTMAX_FUNCTIONS = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.sigmoid,
                       F.sigmoid, torch.special.softmax}
 _SOFTMAX_METHODS = {"softmax", "log_softmax", "sigmoid"}
-_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 _RESHAPE_METHODS = {"view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous",
                     "view_as", "reshape_as"}
 _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, torch.unflatten}
 _NORM_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample,
                    torch.mean, torch.sum}
-_MAXPOOL_FUNCTIONS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
 _RELU_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.relu6}
 _SUM_FUNCTIONS = {operator.add: 1.0, operator.iadd: 1.0, torch.add: 1.0, operator.sub: -1.0,
                   operator.isub: -1.0, torch.sub: -1.0}
@@ -333,7 +331,7 @@ class _Builder:
             return PassStep(node.name, path, kind, inputs, activation)
         if target in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout):
             return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
-        if target in _MAXPOOL_FUNCTIONS:
+        if target in layers.MAXPOOL_FUNCTIONS:
             return self._maxpool_from_function(node, path, kind, inputs)
         if target is F.pad:
             mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
@@ -358,9 +356,9 @@ class _Builder:
         op = operator_for(module, self.dtype)
         if op is not None:
             return LinearStep(node.name, path, kind, inputs, op)
-        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        if isinstance(module, layers.CONV_OR_LINEAR):
             raise UnsupportedLayerError(path, kind, f"padding_mode '{module.padding_mode}' (only 'zeros')")
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        if isinstance(module, layers.BATCHNORM):
             try:
                 scale, shift = batchnorm_scale_shift(module, self.dtype)
             except ValueError as error:
@@ -371,7 +369,7 @@ class _Builder:
         if isinstance(module, nn.LeakyReLU):
             slope = module.negative_slope
             return PassStep(node.name, path, kind, inputs, lambda values: F.leaky_relu(values[0], slope))
-        if isinstance(module, _IDENTITY_MODULES):
+        if isinstance(module, layers.IDENTITY):
             return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
         if isinstance(module, nn.Flatten):
             start, end = module.start_dim, module.end_dim
@@ -380,20 +378,19 @@ class _Builder:
         if isinstance(module, nn.Unflatten):
             dim, sizes = module.dim, module.unflattened_size
             return ReshapeStep(node.name, path, kind, inputs, lambda values: values[0].unflatten(dim, sizes))
-        if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
+        if isinstance(module, tuple(layers.MAXPOOL)):
             if module.return_indices:
                 raise UnsupportedLayerError(path, kind, "return_indices=True")
-            dims = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(module)]
+            dims = layers.MAXPOOL[type(module)]
             return MaxPoolStep(node.name, path, kind, inputs, dims, module.kernel_size, module.stride,
                                module.padding, module.dilation, module.ceil_mode)
-        if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-                               nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample)):
+        if isinstance(module, layers.AVERAGING):
             module_copy = _parameter_free_copy(module)
             step = NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
             if isinstance(module, nn.Upsample):
                 _set_resampling_rule(step, module.mode, module.size, module.scale_factor)
             return step
-        if isinstance(module, _SOFTMAX_MODULES):
+        if isinstance(module, layers.FINAL):
             module_copy = _parameter_free_copy(module)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
         raise UnsupportedLayerError(path, kind)
@@ -439,7 +436,7 @@ class _Builder:
         bound.update(node.kwargs)
         if bound.get("return_indices"):
             raise UnsupportedLayerError(path, kind, "return_indices=True")
-        return MaxPoolStep(node.name, path, kind, inputs, _MAXPOOL_FUNCTIONS[node.target],
+        return MaxPoolStep(node.name, path, kind, inputs, layers.MAXPOOL_FUNCTIONS[node.target],
                            bound["kernel_size"], bound.get("stride"), bound.get("padding", 0),
                            bound.get("dilation", 1), bound.get("ceil_mode", False))
 
@@ -550,8 +547,10 @@ def _carries_bounds(step, live_input) -> bool:
 
 #: the supported modules and functions whose input must carry a batch dimension -> spatial dims
 #: (functional max pooling gets its dims from its MaxPoolStep)
-_BATCHED_KINDS = {f"{name}{d}d": d for d in (1, 2, 3) for name in (
-    "Conv", "ConvTranspose", "MaxPool", "AvgPool", "AdaptiveAvgPool", "avg_pool", "adaptive_avg_pool")}
+_BATCHED_KINDS = {
+    **{module.__name__: d for group in (layers.CONV, layers.CONV_TRANSPOSED, layers.MAXPOOL, layers.AVGPOOL,
+                                        layers.ADAPTIVE_AVGPOOL) for module, d in group.items()},
+    **{f"{name}{d}d": d for d in (1, 2, 3) for name in ("avg_pool", "adaptive_avg_pool")}}
 
 
 def _check_batched(step, inputs, x):
@@ -576,7 +575,7 @@ def _is_softmax_step(step):
     if not isinstance(step, PassStep):
         return False
     kind = step.kind
-    return (kind in {m.__name__ for m in _SOFTMAX_MODULES}
+    return (kind in {m.__name__ for m in layers.FINAL}
             or kind in {_type_name(f) for f in _SOFTMAX_FUNCTIONS}
             or kind in {f"Tensor.{m}" for m in _SOFTMAX_METHODS})
 

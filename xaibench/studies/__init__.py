@@ -1,0 +1,36 @@
+"""The studies: the benchmark built on the library (docs/architecture.md, "Rooms").
+
+Each study is one room (a package) with its run, scores, figures and its `xaibench` commands
+(commands.py). Studies may import the library and the shared reference rooms (data, models,
+report, sweep); a study never imports another study's internals.
+
+    data/              seeded generators of the reference data sets, the shipped Natural Earth land
+    models/            the reference architectures and their seeded training
+    sweep.py           the one method x backend runner (options per backend, skip/error policy, Outcome)
+    cases/             the reference cases (ENSO, convection, radar N = 1-3) explained and scored
+    conformance/       the engine against the dense-matrix reference; the ledger's closure
+    census/            cross-library agreement of every method on every backend
+    bench/             time and peak memory of the engine and the other backends
+    groundtruth/       the ground-truth attribution benchmark (Mamalakis et al. 2022)
+    adjoint/           relevance against the adjoint of a linear ocean model (with the model)
+    receptive_fields/  the radar networks' theoretical and effective receptive fields
+    validate/          `xaibench validate`: the checks for a researcher's own model
+    regression/        the regression gate against results/baseline/
+    report/            figures, maps and tables of the report
+"""
+
+#: The modules that add `xaibench` subcommands, in --help order; each has
+#: add_commands(subparsers) -> {command name: handler}. A new study adds its line here.
+COMMAND_MODULES = (
+    "xaibench.studies.validate.commands",
+    "xaibench.studies.data.commands",
+    "xaibench.studies.models.commands",
+    "xaibench.studies.cases.commands",
+    "xaibench.studies.conformance.commands",
+    "xaibench.studies.census.commands",
+    "xaibench.studies.bench.commands",
+    "xaibench.studies.groundtruth.commands",
+    "xaibench.studies.adjoint.commands",
+    "xaibench.studies.receptive_fields.commands",
+    "xaibench.studies.regression.commands",
+)

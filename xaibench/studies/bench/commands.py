@@ -1,0 +1,66 @@
+"""`xaibench bench`: the benchmark's command (workflows/engine.smk)."""
+
+import argparse
+import time
+
+from xaibench.studies.arguments import non_negative_int, positive_float, positive_int
+
+
+def add_commands(commands) -> dict:
+    """`xaibench bench`."""
+    bench = commands.add_parser(
+        "bench", help="time the native LRP engine, zennit and one gradient on the reference networks",
+        description="Writes OUT/bench.csv and OUT/bench.md.")
+    bench.add_argument("--out", default="results/engine", help="output folder (default: %(default)s)")
+    bench.add_argument("--batch-scale", type=positive_float, default=1.0,
+                       help="multiply the quick batch sizes (enso 64, convection 4, radar 2) by F")
+    bench.add_argument("--batches", type=_batches, default=None, metavar="MODEL=SIZE,...",
+                       help="batch size per model before scaling, e.g. enso=128,radar=4")
+    bench.add_argument("--repeats", type=positive_int, default=3,
+                       help="timed calls per measurement after one warm-up; the median is reported")
+    bench.add_argument("--models", type=_models, default=None, metavar="M1,M2",
+                       help="comma-separated subset of enso,convection,radar (default: all)")
+    bench.add_argument("--threads", type=non_negative_int, default=0,
+                       help="torch.set_num_threads (0: torch's default)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    bench.add_argument("--backends", default="native,zennit",
+                       help="comma-separated backends to time beside the gradient: native, zennit, innvestigate "
+                            "(default: %(default)s)")
+    return {"bench": _bench}
+
+
+def _models(text: str) -> list[str]:
+    from xaibench.studies.bench.timing import MODEL_NAMES
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODEL_NAMES)}")
+    return names
+
+
+
+def _batches(text: str) -> dict[str, int]:
+    from xaibench.studies.bench.timing import MODEL_NAMES
+
+    batches = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in MODEL_NAMES or not value:
+            raise argparse.ArgumentTypeError(
+                f"expected MODEL=SIZE[,MODEL=SIZE...] with MODEL in {', '.join(MODEL_NAMES)}, got {item!r}")
+        batches[name] = positive_int(value)
+    return batches
+
+
+def _bench(args) -> int:
+    from xaibench.studies.bench import timing as bench
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    started = time.perf_counter()
+    bench.run_benchmark(args.out, models=args.models or bench.MODEL_NAMES, batch_scale=args.batch_scale,
+                        batches=args.batches, repeats=args.repeats, threads=args.threads or None,
+                        seed=args.seed, backends=backends)
+    print(f"wrote {args.out}/bench.csv and bench.md in {time.perf_counter() - started:.1f} s")
+    return 0

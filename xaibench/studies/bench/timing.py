@@ -1,0 +1,412 @@
+"""The engine benchmark: time and peak memory of LRP on the three reference networks.
+
+For each reference network and each LRP method, up to four things are timed on the same input:
+the native engine, zennit and innvestigate (for the methods each has; innvestigate only when
+asked for, with backends=[..., "innvestigate"]) and the floor, one plain autograd gradient of
+the raw model (forward + backward to the input for the same target). Each is
+called once to warm up (the native engine traces and caches the model's graph there), then
+`repeats` times; the median is reported, with its ratio to the gradient of the same model.
+The floor is timed before and after a model's methods and the lower median kept, so that
+one window of contention on a shared machine does not skew every ratio of a model.
+
+Peak memory is measured in a separate call after the timed ones:
+- CUDA: torch.cuda max_memory_allocated minus the memory allocated before the call;
+- CPU: growth of the resident set. Writing "5" to /proc/self/clear_refs resets the
+  high-water mark VmHWM to the current RSS; VmHWM after the call minus VmRSS before it is
+  the growth. glibc's malloc keeps blocks freed by earlier calls inside its heap, where a
+  new call would reuse them without growing the RSS; malloc_trim(0) before the call hands
+  those free pages back, so the growth counts every page the call touches. The timed calls
+  run with the allocator untouched. NaN where /proc is not available.
+
+innvestigate runs in a worker process in the TF environment (backends/innvestigate_backend.py);
+it is timed end to end through xaibench.explain, so its time includes exporting the model's
+weights (hashed to find the worker's cached twin), the twin's forward check and the .npz file
+exchange with the worker. The warm-up call builds the analyzer graph once; the timed calls reuse
+it. The main process's resident set does not see the worker's memory, so peak_mem_mb is NaN for
+innvestigate; the worker's own resident-set high-water mark (absolute: it includes TensorFlow
+itself) is recorded beside it (worker_memory(); bench.md lists it).
+
+The targets are the argmax logit for the classifiers and the centre output pixel for the
+radar encoder-decoder. Inputs and models are drawn from fixed seeds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import math
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from xaibench import api
+from xaibench.errors import XaibenchError
+from xaibench.io import write_csv, write_text
+from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
+
+COLUMNS = ["model", "method", "backend", "device", "batch", "median_s", "ratio_to_gradient",
+           "peak_mem_mb"]
+MODEL_NAMES = ("enso", "convection", "radar")
+BACKENDS = ("native", "zennit", "innvestigate")
+#: the innvestigate worker's memory, apart from bench.csv (another process: see the module docstring)
+WORKER_COLUMNS = ["model", "method", "batch", "worker_peak_rss_mb"]
+#: batch sizes of the quick configuration (minutes on two CPU cores); --batch-scale multiplies them
+QUICK_BATCH = {"enso": 64, "convection": 4, "radar": 2}
+QUICK_REPEATS = 3
+
+
+class BenchmarkError(XaibenchError, RuntimeError):
+    """One or more benchmark runs failed (the message lists them)."""
+
+
+@dataclass
+class Case:
+    """One reference network with its input and target."""
+
+    name: str
+    model: nn.Module
+    x: torch.Tensor
+    target: int | None          # for xaibench.explain: None = argmax, int = flat output index
+    description: str
+
+    def gradient_floor(self) -> torch.Tensor:
+        """One plain autograd gradient of the raw model for the same target."""
+        x = self.x.detach().clone().requires_grad_(True)
+        output = self.model(x)
+        flat = output.reshape(output.shape[0], -1)
+        if self.target is None:
+            index = flat.detach().argmax(1, keepdim=True)
+        else:
+            index = torch.full((flat.shape[0], 1), self.target, dtype=torch.long, device=flat.device)
+        (grad,) = torch.autograd.grad(flat.gather(1, index).sum(), x)
+        return grad
+
+
+def make_case(name: str, batch: int, device: torch.device, seed: int = 0) -> Case:
+    """The reference network `name` (untrained, seeded weights) with a seeded input batch."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if name == "enso":
+        model = EnsoDense(90, 180, hidden=8)
+        x = torch.randn((batch, 1, 90, 180), generator=generator)  # standardized SST anomalies
+        target, description = None, "dense 8-8-2, 90x180 grid"
+    elif name == "convection":
+        model = ConvectionCNN(height=64, width=64)
+        x = torch.rand((batch, 2, 5, 64, 64), generator=generator)  # scaled reflectance / BT
+        target, description = None, "3D CNN, 2x5x64x64"
+    elif name == "radar":
+        model = RadarEncoderDecoder(n_blocks=3)
+        x = torch.rand((batch, 4, 256, 256), generator=generator)  # scaled BT and lightning
+        target = 128 * 256 + 128  # the centre output pixel
+        description = "encoder-decoder N=3, 4x256x256"
+    else:
+        raise ValueError(f"unknown model '{name}'; models: {', '.join(MODEL_NAMES)}")
+    model = model.to(device).eval()
+    return Case(name, model, x.to(device), target, description)
+
+
+# --- measuring -----------------------------------------------------------------------------
+def _synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(function: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall time of `repeats` calls after one warm-up call."""
+    function()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        _synchronize(device)
+        start = time.perf_counter()
+        result = function()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+        del result
+    return statistics.median(times)
+
+
+def _release_free_memory():
+    """Hand the allocator's free pages back to the system (glibc malloc_trim), so that the
+    resident set holds live data only and a call's allocations show up as RSS growth even
+    where malloc reuses blocks freed by an earlier call."""
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _status_kb(field: str) -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise KeyError(field)
+
+
+def peak_memory_mb(function: Callable[[], object], device: torch.device) -> float:
+    """Peak memory added by one call, in MiB (NaN where it cannot be measured)."""
+    if device.type == "cuda":
+        _synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = function()
+        _synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        del result
+        return (peak - before) / 2**20
+    try:
+        _release_free_memory()
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")  # resets VmHWM to the current RSS
+        before = _status_kb("VmRSS")
+        result = function()
+        peak = _status_kb("VmHWM")
+        del result
+        return max(peak - before, 0.0) / 1024
+    except (OSError, KeyError, ValueError):
+        return math.nan
+
+
+def worker_memory(function: Callable[[], object]) -> float:
+    """The innvestigate worker's resident-set high-water mark during one call, in MiB: absolute
+    (TensorFlow, the loaded twins and analyzers included), not the growth, because TensorFlow's
+    allocator keeps memory freed by the warm-up call. NaN where /proc is not available."""
+    from xaibench.backends import innvestigate_backend
+
+    try:
+        process = innvestigate_backend.worker("float32").process
+        with open(f"/proc/{process.pid}/clear_refs", "w") as clear:
+            clear.write("5")  # resets the worker's VmHWM to its current RSS
+        result = function()
+        with open(f"/proc/{process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    del result
+                    return float(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return math.nan
+
+
+# --- the benchmark -----------------------------------------------------------------------
+def lrp_methods(backend: str = "native") -> list[str]:
+    return [m for m in api.methods(backend) if m.startswith("lrp.")]
+
+
+def _options(method: str, x: torch.Tensor) -> dict:
+    if "box" in method:  # z^B needs input bounds: the batch's range
+        return {"low": float(x.min()), "high": float(x.max())}
+    return {}
+
+
+def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterable[str] = MODEL_NAMES,
+                  batch_scale: float = 1.0, batches: dict | None = None, repeats: int = QUICK_REPEATS,
+                  threads: int | None = None, seed: int = 0, methods: Iterable[str] | None = None,
+                  backends: Iterable[str] = ("native", "zennit"), device: str | None = None,
+                  log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """Run the benchmark, write bench.csv and bench.md to out_dir (if given), return the table.
+
+    batches: batch size per model (default QUICK_BATCH), each multiplied by batch_scale.
+    threads: torch.set_num_threads (None or 0: leave torch's default).
+    """
+    log = log or (lambda message: None)
+    models = list(models)
+    unknown = [m for m in models if m not in MODEL_NAMES]
+    if unknown or not models:
+        raise ValueError(f"unknown model(s) {unknown}; models: {', '.join(MODEL_NAMES)}")
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if batch_scale <= 0:
+        raise ValueError(f"batch_scale must be positive, got {batch_scale}")
+    backends = list(backends)
+    for backend in backends:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown backend '{backend}'; the benchmark runs {', '.join(BACKENDS)}")
+    if "innvestigate" in backends:   # fail before any timing, not once per method
+        from xaibench.backends import innvestigate_backend
+
+        innvestigate_backend.check_available()
+    if threads:
+        torch.set_num_threads(int(threads))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch_sizes = {**QUICK_BATCH, **(batches or {})}
+    all_methods = lrp_methods("native")
+    methods = all_methods if methods is None else list(methods)
+    bad = [m for m in methods if m not in all_methods]
+    if bad:
+        raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
+    available = {backend: set(api.methods(backend)) for backend in backends}
+
+    log(f"engine benchmark on {device} ({torch.get_num_threads()} threads), repeats {repeats}")
+    rows, failures, worker_rows = [], [], []
+    started = time.perf_counter()
+    for name in models:
+        batch = max(1, round(batch_sizes[name] * batch_scale))
+        case = make_case(name, batch, device, seed)
+        log(f"{name}: {case.description}, batch {batch}")
+        rows += _measure_model(case, methods, backends, available, device, repeats, failures, log, worker_rows)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    worker = pd.DataFrame(worker_rows, columns=WORKER_COLUMNS)
+    log(f"benchmark took {time.perf_counter() - started:.1f} s")
+    if out_dir is not None:
+        write_tables(table, out_dir, worker)
+    log(summary(table))
+    if failures:
+        raise BenchmarkError(f"{len(failures)} benchmark run(s) failed:\n  " + "\n  ".join(failures))
+    return table
+
+
+def _measure_model(case: Case, methods, backends, available, device, repeats, failures, log,
+                   worker_rows) -> list[dict]:
+    """The rows of one model: the gradient floor, then every method on every backend."""
+    rows = []
+
+    def row(method, backend, function):
+        try:
+            median = time_call(function, device, repeats)
+            if backend == "innvestigate":   # its memory is in another process
+                memory = math.nan
+                worker_rows.append({"model": case.name, "method": method, "batch": case.x.shape[0],
+                                    "worker_peak_rss_mb": worker_memory(function)})
+            else:
+                memory = peak_memory_mb(function, device)
+        except Exception as error:  # recorded, reported, and raised after the table is written
+            failures.append(f"{case.name} {method} {backend}: {type(error).__name__}: {error}")
+            log(f"  FAILED {method} [{backend}]: {type(error).__name__}: {error}")
+            median = memory = math.nan
+        rows.append({"model": case.name, "method": method, "backend": backend, "device": device.type,
+                     "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": memory})
+        log(f"  {method:26s} {backend:8s} {median * 1e3:10.2f} ms {memory:9.1f} MiB")
+        return median
+
+    gradient_s = row("gradient", "autograd", case.gradient_floor)
+    for method in methods:
+        options = _options(method, case.x)
+        for backend in backends:
+            if backend != "native" and method not in available[backend]:
+                continue
+
+            def call(method=method, backend=backend, options=options):
+                return api.explain(case.model, case.x, method, target=case.target, backend=backend, **options)
+
+            row(method, backend, call)
+    if case.name == "radar":   # ERF maps of several output pixels in one call ([B, T] targets; issue 7)
+        from xaibench import receptive_field
+        from xaibench.studies.receptive_fields.experiment import ERF_MAP_PIXELS, erf_map_call, erf_map_pixels
+
+        pixels = erf_map_pixels(*case.x.shape[-2:])
+        for method in ("gradient", "lrp.epsilon"):
+            row(f"erf_map.{method}[{ERF_MAP_PIXELS} pixels]", "native", erf_map_call(case.model, case.x, method=method))
+
+        def one_pixel_per_call():   # the same LRP maps, one pixel per call: what batching the targets saves
+            return receptive_field.effective_receptive_field_loop(case.model, case.x, pixels, "lrp.epsilon")
+
+        row(f"erf_map_loop.lrp.epsilon[{ERF_MAP_PIXELS} pixels]", "native", one_pixel_per_call)
+    # The floor again after the methods: on a shared machine one contended window would
+    # otherwise skew every ratio of the model; the lower of the two medians is the floor.
+    try:
+        again = time_call(case.gradient_floor, device, repeats)
+    except Exception:  # the first measurement already recorded the failure, if any
+        again = math.nan
+    if again < gradient_s:
+        gradient_s = rows[0]["median_s"] = again
+        log(f"  gradient (again)           autograd {again * 1e3:10.2f} ms")
+    for r in rows:
+        r["ratio_to_gradient"] = r["median_s"] / gradient_s
+    return rows
+
+
+def comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model and method: native / zennit (and native / innvestigate) time and memory ratios."""
+    lrp = table[table["backend"].isin(["native", "zennit", "innvestigate"])]
+    wide = lrp.pivot_table(index=["model", "method"], columns="backend",
+                           values=["median_s", "peak_mem_mb", "ratio_to_gradient"], dropna=False)
+    out = pd.DataFrame(index=wide.index)
+    out["native_ratio_to_gradient"] = wide[("ratio_to_gradient", "native")]
+    if ("median_s", "zennit") in wide.columns:
+        out["zennit_ratio_to_gradient"] = wide[("ratio_to_gradient", "zennit")]
+        out["time_native_over_zennit"] = wide[("median_s", "native")] / wide[("median_s", "zennit")]
+        out["mem_native_over_zennit"] = (wide[("peak_mem_mb", "native")]
+                                         / wide[("peak_mem_mb", "zennit")])
+    if ("median_s", "innvestigate") in wide.columns:
+        out["innvestigate_ratio_to_gradient"] = wide[("ratio_to_gradient", "innvestigate")]
+        out["time_native_over_innvestigate"] = wide[("median_s", "native")] / wide[("median_s", "innvestigate")]
+    order = {m: i for i, m in enumerate(MODEL_NAMES)}
+    out = out.reset_index()
+    return out.sort_values(["model", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
+                           kind="stable").reset_index(drop=True)
+
+
+def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, out / "bench.csv")
+    device = ", ".join(sorted(table["device"].unique()))
+    text = [
+        "# Engine benchmark",
+        "",
+        f"Device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads. "
+        "median_s: median wall time of one call; ratio_to_gradient: over one plain autograd "
+        "gradient of the same model (forward + backward); peak_mem_mb: peak memory added by one "
+        "call (CPU: resident-set growth).",
+        "",
+        table.to_markdown(index=False, floatfmt=".4g"),
+        "",
+        "## Native engine vs zennit" + (" and innvestigate" if "innvestigate" in set(table["backend"]) else ""),
+        "",
+        comparison(table).to_markdown(index=False, floatfmt=".3g"),
+        "",
+    ]
+    if "innvestigate" in set(table["backend"]):
+        text += [
+            "## innvestigate",
+            "",
+            "innvestigate 2.1.2 runs in a worker process in the TF environment. Its median_s is end to end "
+            "through xaibench.explain after one warm-up call that builds the analyzer graph: it includes "
+            "exporting the weights, the Keras twin's forward check and the .npz file exchange with the "
+            "worker, not only the analysis. Its peak_mem_mb is empty (NaN): the worker's memory is not in "
+            "this process's resident set. The worker's resident-set high-water mark during one call is "
+            "below; it is absolute (TensorFlow, the loaded twins and their analyzers included), not the "
+            "call's growth, because TensorFlow's allocator keeps what the warm-up call freed.",
+            "",
+        ]
+        if worker is not None and len(worker):
+            text += [worker.to_markdown(index=False, floatfmt=".4g"), ""]
+    write_text(out / "bench.md", "\n".join(text))
+
+
+def summary(table: pd.DataFrame) -> str:
+    lines = ["summary (ratio to one gradient; native/zennit time and memory):"]
+    compared = comparison(table)
+    for name in table["model"].unique():
+        part = compared[compared["model"] == name]
+        native = part["native_ratio_to_gradient"]
+        line = (f"  {name:10s} lrp.epsilon x{_value(part, 'lrp.epsilon', 'native_ratio_to_gradient'):.2f}, "
+                f"native range x{native.min():.2f}-x{native.max():.2f}")
+        if "time_native_over_zennit" in part:
+            line += (f"; native/zennit time median {part['time_native_over_zennit'].median():.2f} "
+                     f"(range {part['time_native_over_zennit'].min():.2f}-"
+                     f"{part['time_native_over_zennit'].max():.2f}), memory median "
+                     f"{part['mem_native_over_zennit'].median():.2f}")
+        if "time_native_over_innvestigate" in part:
+            line += (f"; native/innvestigate time median {part['time_native_over_innvestigate'].median():.2f} "
+                     f"(range {part['time_native_over_innvestigate'].min():.2f}-"
+                     f"{part['time_native_over_innvestigate'].max():.2f})")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _value(part: pd.DataFrame, method: str, column: str) -> float:
+    selected = part.loc[part["method"] == method, column]
+    return float(selected.iloc[0]) if len(selected) else math.nan

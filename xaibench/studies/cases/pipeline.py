@@ -1,0 +1,766 @@
+"""The reference cases: each trained network explained with every method on every backend that has
+it, the explanations written as netCDF with the input's dimensions and coordinates, and the
+metrics per method x backend.
+
+    explain_case(case, model_dir, data_path, out_dir, ...) -> [written files]
+    metrics_case(case, explanations_dir, data_path, out_csv, ...) -> pandas.DataFrame
+
+One case per reference network (training.MODEL_NAMES): enso, convection, radar1, radar2, radar3.
+What each case explains (docs/papers.md sections 1-3):
+
+- enso: the El Nino logit (index 1; the softmax is not part of the model) of correctly classified
+  El Nino samples, as Toms et al. (2020): from the test block of the training data (the model's
+  own split) and from the real HadISST winters (subset "real_winters": the file given in
+  `evaluation`, or make_enso_real with the data's threshold and detrending, as training scores
+  them). Region: the Nino3.4 box (the data's nino34_region: ocean cells of 5S-5N, 170W-120W).
+- convection: the convection logit (index 1) of test samples, half convective cells and half
+  non-convective clouds (clear sky only where too few clouds), from the test block of the
+  training data (shortcut=True: brightness separates the classes) and from every evaluation
+  set (default: subset "no_shortcut", make_convection with the data's configuration but
+  shortcut=False, seed + 1 and 4 x n_samples scenes, where only the temporal texture separates
+  the classes). Region: the sample's core_mask (empty for non-convective scenes: NaN there).
+  Extra measures: the share of |R| on each channel (visible reflectance, IR brightness
+  temperature) and the static / temporal split of the relevance over the frames
+  (metrics.temporal_shares): the shortcut finding of Lee et al. (2021).
+- radar1/2/3: test samples; two output pixels per sample, explained as flat output indices
+  (y * width + x): "max_reflectivity", the pixel of the largest true reflectivity at least R
+  pixels from the border (anywhere when the patch is smaller than 2R + 1), and "centre"
+  (height // 2, width // 2). Region: the data's footprint, the (2R + 1)^2 square around the
+  target pixel (R = the data's footprint_radius attribute), clipped to the patch.
+
+Methods (DEFAULT_METHODS) with their options (DEFAULT_OPTIONS, recorded in every file): LRP
+presets with epsilon 0.1 and biases taking part; z^B with explicit bounds, one scalar pair for
+every sample and backend (innvestigate bakes one pair into its analyzer): [0, 1] for convection
+and radar (the generators clip every scaled input to [0, 1]), the min and max over the ENSO data
+file and every explained map for ENSO (anomalies have no natural bounds); integrated gradients
+from a zero baseline, 64 steps, left Riemann sum (innvestigate's only rule); SmoothGrad with
+noise 0.1 x each sample's range, 32 copies, seed 0 (native). deep_taylor exists in innvestigate
+only (Toms et al. used it); its agreement is measured against table.NEAREST_NATIVE (lrp.zplus).
+
+A backend that is not installed or cannot mirror the model (BackendUnavailableError,
+ExportError, UnsupportedLayerError, ImportError) is recorded in out_dir/skipped.csv with the
+reason, as is any other failure of a non-native backend (status "error"); a failure of the native
+engine raises. Where TensorFlow has no float64 kernel (3D
+pooling), innvestigate runs in float32 and the file's dtype attribute says so.
+
+File format (out_dir/<method>__<backend>.nc, written atomically by data.write_dataset):
+    relevance(sample, *input dims)  float; CF units: the output's ("1"), per unit of input for
+                                    gradient and smoothgrad
+    input(sample, *input dims)      the explained input (the data's variable, its attributes)
+    output(sample)                  the explained output value (softmax stripped)
+    target(sample)                  flat index of the explained output
+    subset(sample), source_sample(sample)   where the sample comes from and its index there
+    label(sample), prediction(sample)       classifiers: the true and the predicted class
+    target_y(sample), target_x(sample), target_pixel(sample), target_reflectivity(sample)   radar
+    region(*region dims)            bool, the expected region: (lat, lon) for enso,
+                                    (sample, y, x) for convection and radar
+    conservation_error(sample)      native LRP: |sum R + absorbed - output| (the ledger); native
+                                    integrated gradients: its completeness residual
+    coordinates from the data: lat, lon (enso); channel, time, y, x (convection); channel, y, x (radar)
+    attrs: Conventions, title, case, model, model_dir, method, backend, lrp, options (JSON),
+           known_differences ('; '-joined), dtype, dtype_note, data, data_hash, subsets (JSON),
+           stripped, xaibench_version
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from xaibench import metrics as M
+from xaibench.backends import table
+from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
+from xaibench.io import write_csv, write_text
+
+logger = logging.getLogger(__name__)
+
+CASE_NAMES = ("enso", "convection", "radar1", "radar2", "radar3")
+DEFAULT_METHODS = ("lrp.epsilon", "lrp.zplus", "lrp.alpha1beta0", "lrp.preset_a", "lrp.preset_b", "lrp.zbox",
+                   "gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "deep_taylor")
+EPSILON = 0.1
+DEFAULT_OPTIONS = {
+    "integrated_gradients": {"baseline": "zeros", "steps": 64, "rule": "riemann_left"},
+    "smoothgrad": {"noise_level": 0.1, "samples": 32, "seed": 0},
+}
+#: options only the native engine has (the other backends refuse unknown options)
+NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed", "kind", "batch_samples"),
+                       "integrated_gradients": ("batch_steps",)}
+#: methods whose relevance is per unit of input (no conservation residual)
+PER_INPUT_UNIT = ("gradient", "smoothgrad")
+#: "this backend cannot do this model here", not "the explanation is wrong"
+SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
+SKIPPED_FILE = "skipped.csv"
+SKIPPED_COLUMNS = ["case", "method", "backend", "status", "reason"]
+METRICS_COLUMNS = ["case", "method", "backend", "reference", "n_samples",
+                   "conservation_residual_max", "conservation_residual_median", "ledger_closure_max",
+                   "agreement_max", "agreement_median", "spearman_median", "pattern_correlation_median",
+                   "region_mass_mean", "region_mass_positive_mean",
+                   "share_visible", "share_ir", "share_static", "share_temporal",
+                   "known_differences", "status"]
+PER_SAMPLE_COLUMNS = ["case", "method", "backend", "sample", "subset", "source_sample", "label", "target",
+                      "output", "conservation_residual", "ledger_closure", "agreement", "spearman",
+                      "pattern_correlation", "region_mass", "region_mass_positive",
+                      "share_visible", "share_ir", "share_static", "share_temporal"]
+#: convection channel names (the data's channel coordinate) -> share columns
+CONVECTION_CHANNELS = {"reflectance": "share_visible", "brightness_temperature": "share_ir"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """A reference network and what is explained of it."""
+
+    name: str                      # the model name (training.MODEL_NAMES)
+    kind: str                      # enso, convection or radar: the data it reads
+    input_variable: str
+    input_dims: tuple[str, ...]    # the input's dimensions after `sample`
+    coords: tuple[str, ...]        # coordinates copied from the data
+    region_dims: tuple[str, ...]
+    target_class: int | None       # classifiers: the logit explained
+    output_long_name: str
+    output_units: str
+    region_long_name: str
+
+    @property
+    def classifier(self) -> bool:
+        return self.target_class is not None
+
+
+def _radar(n: int) -> Case:
+    return Case(f"radar{n}", "radar", "inputs", ("channel", "y", "x"), ("channel", "y", "x"), ("sample", "y", "x"),
+                None, f"radar{n} output: scaled composite reflectivity at the target pixel (dBZ = 60 x value)",
+                "1", "footprint of the target pixel: the (2R+1)^2 square of the data's operator")
+
+
+CASES = {
+    "enso": Case("enso", "enso", "sst_anomaly", ("lat", "lon"), ("lat", "lon"), ("lat", "lon"), 1,
+                 "El Nino logit (softmax stripped)", "1", "Nino3.4 box (ocean cells of 5S-5N, 170W-120W)"),
+    "convection": Case("convection", "convection", "inputs", ("channel", "time", "y", "x"),
+                       ("channel", "time", "y", "x"), ("sample", "y", "x"), 1,
+                       "convection logit (softmax stripped)", "1",
+                       "convective core (core_mask; empty for non-convective scenes)"),
+    **{f"radar{n}": _radar(n) for n in (1, 2, 3)},
+}
+
+
+def get_case(case: str | Case) -> Case:
+    if isinstance(case, Case):
+        return case
+    if case not in CASES:
+        raise InputError(f"unknown case '{case}'; cases: {', '.join(CASES)}")
+    return CASES[case]
+
+
+# =====================================================================================================
+# Samples
+# =====================================================================================================
+def select_samples(case: str | Case, model, metadata: dict, data: xr.Dataset, *,
+                   evaluation: Mapping[str, object] | None = None, n_samples: int = 16) -> xr.Dataset:
+    """The samples a case explains, as a Dataset: input(sample, *input dims), target, subset,
+    source_sample, region and the case's extras (label, prediction; target_y/x for radar),
+    with the data's coordinates. n_samples is per subset (radar: data samples, two pixels each).
+    attrs["subsets"]: JSON {subset: where its samples come from}."""
+    case = get_case(case)
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
+    sets = _subsets(case, metadata, data, evaluation, n_samples)
+    if case.kind == "radar":
+        return _radar_samples(case, model, data, sets, n_samples)
+    parts, sources = [], {}
+    for name, (subset, source) in sets.items():
+        sources[name] = source
+        chosen = _pick(case, model, subset, n_samples)
+        if chosen.size:
+            parts.append(_classifier_rows(case, model, subset, chosen, name))
+    if not parts:
+        raise InputError(f"case {case.name}: no sample to explain in {', '.join(sets)} "
+                         + ("(no correctly classified El Nino sample: is the model trained?)" if case.kind == "enso"
+                            else ""))
+    samples = xr.concat(parts, dim="sample", data_vars="all", coords="minimal", compat="override")
+    return _finish(case, samples, data, sources)
+
+
+def _subsets(case, metadata, data, evaluation, n_samples) -> dict[str, tuple[xr.Dataset, str]]:
+    """{subset name: (Dataset, description)}: the test block of the data, then the evaluation sets."""
+    from xaibench.studies.data import config_of, split
+
+    config = metadata.get("config", {})
+    validation, test = config.get("validation", 0.2), config.get("test", 0.2)
+    sets = {"test": (split(data, validation=validation, test=test)["test"],
+                     f"test block of the training data (split fractions validation={validation}, test={test})")}
+    given = dict(evaluation or {})
+    if evaluation is None:
+        generator = data.attrs.get("generator", "")
+        if case.kind == "enso" and generator == "xaibench.studies.data.enso.make_enso":
+            from xaibench.studies.data import make_enso_real
+
+            settings = config_of(data)
+            kwargs = {"threshold": settings.get("threshold", 0.5), "detrend": settings.get("detrend", True)}
+            given["real_winters"] = (make_enso_real(**kwargs), "generated: make_enso_real(" + _kwargs(kwargs) + ")")
+        if case.kind == "convection" and config_of(data).get("shortcut", False):
+            from xaibench.studies.data import make_convection
+
+            settings = config_of(data)
+            settings.update(shortcut=False, seed=int(settings.get("seed", 0)) + 1, n_samples=4 * n_samples)
+            given["no_shortcut"] = (make_convection(**settings),
+                                    "generated: make_convection(" + _kwargs(settings) + ")")
+    for name, value in given.items():
+        if name in sets:
+            raise InputError(f"evaluation set name '{name}' is taken (the data's own test block)")
+        description = None
+        if isinstance(value, tuple):
+            value, description = value
+        if isinstance(value, (str, os.PathLike)):
+            description = description or f"evaluation set {value} (all samples)"
+            from xaibench.studies.data import read_dataset
+
+            value = read_dataset(value)
+        if not isinstance(value, xr.Dataset):
+            raise InputError(f"evaluation set '{name}' must be a path or an xarray.Dataset, got {type(value).__name__}")
+        _check_same_kind(case, data, value, f"evaluation set '{name}'")
+        sets[name] = (value, description or "evaluation set (all samples)")
+    return sets
+
+
+def _kwargs(kwargs: dict) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in sorted(kwargs.items()))
+
+
+def _check_same_kind(case, data, other, what):
+    if case.input_variable not in other:
+        raise InputError(f"{what} has no variable '{case.input_variable}'")
+    for dim in case.input_dims:
+        if other.sizes.get(dim) != data.sizes.get(dim):
+            raise InputError(f"{what}: dimension {dim} has {other.sizes.get(dim)} values, "
+                             f"the data {data.sizes.get(dim)}")
+    for coord in case.coords:
+        if coord in data.coords and coord in other.coords and data[coord].dtype.kind == "f" \
+                and not np.allclose(data[coord].values, other[coord].values):
+            raise InputError(f"{what}: coordinate {coord} differs from the data's")
+
+
+def model_input(case: Case, inputs: np.ndarray) -> torch.Tensor:
+    """The data's input array [sample, *input dims] as the model takes it (ENSO maps get a channel axis)."""
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    return x.unsqueeze(1) if case.kind == "enso" else x
+
+
+def _predict(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    parameter = next(iter(model.parameters()))
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch):
+            outputs.append(model(x[start:start + batch].to(parameter.device, parameter.dtype)).cpu())
+    return torch.cat(outputs)
+
+
+def _pick(case, model, subset, n_samples) -> np.ndarray:
+    """Source indices to explain in one subset of a classifier case."""
+    label = np.asarray(subset["label"].values)
+    if case.kind == "enso":  # correctly classified El Nino samples (Toms et al.)
+        prediction = _predict(model, model_input(case, subset[case.input_variable].values)).argmax(1).numpy()
+        return np.flatnonzero((label == 1) & (prediction == 1))[:n_samples]
+    # convection: half convective, half non-convective cloud (clear sky only to fill up)
+    convective = np.flatnonzero(label == 1)[: n_samples - n_samples // 2]
+    scene = np.asarray(subset["scene"].values) if "scene" in subset else np.where(label == 1, 2, 1)
+    others = np.concatenate([np.flatnonzero((label == 0) & (scene == 1)), np.flatnonzero((label == 0) & (scene != 1))])
+    return np.sort(np.concatenate([convective, others[: n_samples - convective.size]]))
+
+
+def _classifier_rows(case, model, subset, chosen, name) -> xr.Dataset:
+    inputs = subset[case.input_variable].isel(sample=chosen)
+    x = model_input(case, inputs.values)
+    prediction = _predict(model, x).argmax(1).numpy()
+    n = chosen.size
+    variables = {
+        "input": inputs.drop_vars([c for c in inputs.coords if c not in case.coords]),
+        "target": ("sample", np.full(n, case.target_class, dtype=np.int64)),
+        "label": ("sample", np.asarray(subset["label"].values[chosen], dtype=np.int64), subset["label"].attrs),
+        "prediction": ("sample", prediction.astype(np.int64)),
+        "subset": ("sample", np.array([name] * n)),
+        "source_sample": ("sample", np.asarray(subset["sample"].values[chosen], dtype=np.int64)),
+    }
+    if case.kind == "convection":
+        variables["region"] = subset["core_mask"].isel(sample=chosen).drop_vars(
+            [c for c in subset["core_mask"].coords if c not in case.coords])
+        if "scene" in subset:
+            variables["scene"] = ("sample", np.asarray(subset["scene"].values[chosen]), subset["scene"].attrs)
+    return xr.Dataset(variables).drop_vars("sample", errors="ignore")
+
+
+def _radar_samples(case, model, data, sets, n_samples) -> xr.Dataset:
+    radius = int(data.attrs.get("footprint_radius", -1))
+    if radius < 0:
+        raise InputError("the radar data lack the footprint_radius attribute (make them with xaibench.studies.data.make_radar)")
+    subset, source = sets.pop("test")
+    if sets:
+        logger.info("radar: evaluation sets %s are not used (radar explains the test block)", ", ".join(sets))
+    if subset.sizes["sample"] == 0:
+        raise InputError("case radar: the test block of the data is empty")
+    chosen = np.arange(min(n_samples, subset.sizes["sample"]))
+    height, width = subset.sizes["y"], subset.sizes["x"]
+    rows = []
+    for index in chosen:
+        reflectivity = np.asarray(subset["reflectivity"].values[index], dtype=np.float64)
+        interior = np.full(reflectivity.shape, -np.inf)
+        if height > 2 * radius and width > 2 * radius:
+            interior[radius:height - radius, radius:width - radius] = \
+                reflectivity[radius:height - radius, radius:width - radius]
+        else:
+            interior = reflectivity
+        peak = np.unravel_index(int(np.argmax(interior)), reflectivity.shape)  # first maximum in row-major order
+        for kind, (ty, tx) in (("max_reflectivity", peak), ("centre", (height // 2, width // 2))):
+            rows.append((index, kind, int(ty), int(tx), float(reflectivity[ty, tx])))
+    index = np.array([r[0] for r in rows])
+    ty = np.array([r[2] for r in rows], dtype=np.int64)
+    tx = np.array([r[3] for r in rows], dtype=np.int64)
+    yy, xx = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
+    region = (np.abs(yy - ty[:, None, None]) <= radius) & (np.abs(xx - tx[:, None, None]) <= radius)
+    inputs = subset[case.input_variable].isel(sample=index)
+    samples = xr.Dataset({
+        "input": inputs.drop_vars([c for c in inputs.coords if c not in case.coords]),
+        "target": ("sample", ty * width + tx),
+        "target_y": ("sample", ty, {"long_name": "row index (y) of the explained output pixel", "units": "1"}),
+        "target_x": ("sample", tx, {"long_name": "column index (x) of the explained output pixel", "units": "1"}),
+        "target_pixel": ("sample", np.array([r[1] for r in rows]),
+                         {"long_name": "how the output pixel was chosen: max_reflectivity (largest true "
+                                       f"reflectivity at least {radius} pixels from the border) or centre"}),
+        "target_reflectivity": ("sample", np.array([r[4] for r in rows]),
+                                {"long_name": "true scaled reflectivity at the target pixel (dBZ = 60 x value)",
+                                 "units": "1"}),
+        "subset": ("sample", np.array(["test"] * len(rows))),
+        "source_sample": ("sample", np.asarray(subset["sample"].values[index], dtype=np.int64)),
+        "region": (("sample", "y", "x"), region),
+    })
+    return _finish(case, samples, data, {"test": source})
+
+
+def _finish(case, samples, data, sources) -> xr.Dataset:
+    n = samples.sizes["sample"]
+    samples = samples.assign_coords(sample=("sample", np.arange(n, dtype=np.int64),
+                                            {"long_name": "explained sample (row of this file)", "units": "1"}))
+    for coord in case.coords:
+        samples = samples.assign_coords({coord: data[coord]})
+    if case.kind == "enso":
+        samples["region"] = data["nino34_region"].astype(bool).drop_vars(
+            [c for c in data["nino34_region"].coords if c not in case.coords])
+    samples["input"].attrs = dict(data[case.input_variable].attrs)
+    samples["target"].attrs = {"long_name": "flat index of the explained output (per sample of the model output)",
+                               "units": "1"}
+    samples["subset"].attrs = {"long_name": "the set the sample comes from (see the attribute subsets)"}
+    samples["source_sample"].attrs = {"long_name": "index of the sample in its set (its sample coordinate)",
+                                      "units": "1"}
+    if "prediction" in samples:
+        samples["prediction"].attrs = {"long_name": "class the model predicts (argmax of its logits)", "units": "1"}
+    samples["region"].attrs = {"long_name": case.region_long_name, "units": "1"}
+    samples.attrs = {"subsets": json.dumps(sources, sort_keys=True)}
+    return samples
+
+
+# =====================================================================================================
+# Explaining
+# =====================================================================================================
+def method_options(case: str | Case, method: str, backend: str, bounds: tuple[float, float] | None = None,
+                   overrides: Mapping[str, Mapping] | None = None) -> dict:
+    """The options of one explanation (module docstring), overrides {method: {option: value}} applied.
+    Options only the native engine reads (SmoothGrad's seed) are dropped for other backends."""
+    entry = table.METHODS[method]
+    options: dict = {}
+    if "epsilon" in entry.options:
+        options["epsilon"] = EPSILON
+    if "low" in entry.options and bounds is not None:
+        options["low"], options["high"] = float(bounds[0]), float(bounds[1])
+    options.update(copy.deepcopy(DEFAULT_OPTIONS.get(method, {})))
+    options.update(dict((overrides or {}).get(method, {})))
+    if backend != "native":
+        for key in NATIVE_ONLY_OPTIONS.get(method, ()):
+            options.pop(key, None)
+    return options
+
+
+def zbox_bounds(case: str | Case, data: xr.Dataset, samples: xr.Dataset) -> tuple[float, float]:
+    """The z^B bounds of a case (module docstring): [0, 1] for the scaled convection and radar
+    inputs; for ENSO the min and max over the data file and every explained map."""
+    case = get_case(case)
+    if case.kind in ("convection", "radar"):
+        return 0.0, 1.0
+    values = [np.asarray(data[case.input_variable].values), np.asarray(samples["input"].values)]
+    return float(min(v.min() for v in values)), float(max(v.max() for v in values))
+
+
+def _dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    else:
+        chosen = {"float32": torch.float32, "float64": torch.float64}.get(str(dtype))
+    if chosen not in (torch.float32, torch.float64):
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    return chosen
+
+
+def _pairs(methods, backends) -> list[tuple[str, str]]:
+    """(method, backend) for every backend that has the method."""
+    from xaibench import api
+    unknown = [m for m in methods if m not in table.METHODS]
+    if unknown:
+        raise InputError(f"unknown method(s) {', '.join(unknown)}; methods: {', '.join(table.METHODS)}")
+    bad = [b for b in backends if b not in api.BACKENDS]
+    if bad:
+        raise InputError(f"unknown backend(s) {', '.join(bad)}; backends: {', '.join(api.BACKENDS)}")
+    return [(m, b) for b in backends for m in methods if m in table.available(b)]
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:400]
+
+
+def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Iterable[str] | None = None,
+                 backends: Iterable[str] | None = None, n_samples: int = 16, dtype="float32", *,
+                 evaluation: Mapping[str, object] | None = None, options: Mapping[str, Mapping] | None = None,
+                 batch_size: int | None = None, log: Callable[[str], None] | None = None) -> list[Path]:
+    """Explain the case's samples with every method on every backend that has it.
+
+    model_dir: a folder written by xaibench.studies.models.training (model.json + model.safetensors).
+    data_path: the data the model was trained on (its hash must match the model's metadata).
+    out_dir: gets <method>__<backend>.nc per explanation and skipped.csv (always written; one
+        row per (method, backend) that was skipped or failed on a non-native backend).
+    methods: default DEFAULT_METHODS; backends: default api.BACKENDS.
+    n_samples: per subset (module docstring); dtype: "float32" or "float64".
+    evaluation: {subset name: path or Dataset} of extra sets (default: module docstring).
+    options: {method: {option: value}} overriding DEFAULT_OPTIONS.
+    batch_size: explain at most this many samples per call (None: all at once; chunks change
+        SmoothGrad's native noise draws, nothing else).
+    Returns the files written, skipped.csv last."""
+    from xaibench import __version__
+    from xaibench.studies.data import data_hash, read_dataset
+    from xaibench.studies.models.training import load_trained
+
+    case = get_case(case)
+    say = log or logger.info
+    dtype = _dtype(dtype)
+    methods = list(DEFAULT_METHODS if methods is None else methods)
+    from xaibench import api
+    backends = list(api.BACKENDS if backends is None else backends)
+    pairs = _pairs(methods, backends)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise InputError(f"batch_size must be None or a positive integer, got {batch_size!r}")
+
+    model, metadata = load_trained(model_dir)
+    if metadata.get("model", case.name) != case.name:
+        raise InputError(f"{model_dir} holds the {metadata.get('model')} network, not {case.name}")
+    data = read_dataset(data_path)
+    digest = data_hash(data)
+    trained_on = (metadata.get("data") or {}).get("hash")
+    if trained_on is not None and trained_on != digest:
+        raise InputError(f"{model_dir} was trained on other data than {data_path} (data hash {trained_on[:12]}... "
+                         f"in its metadata, {digest[:12]}... here); the case's test split needs the training data")
+    samples = select_samples(case, model, metadata, data, evaluation=evaluation, n_samples=n_samples)
+    bounds = zbox_bounds(case, data, samples)
+    x = model_input(case, samples["input"].values)
+    target = torch.from_numpy(np.asarray(samples["target"].values, dtype=np.int64))
+    say(f"{case.name}: {samples.sizes['sample']} samples ({_counts(samples)}), {len(pairs)} explanations")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written, skipped, unavailable = [], [], {}
+    common = {"case": case.name, "model": str(metadata.get("model", case.name)), "model_dir": str(model_dir),
+              "data": str(data_path), "data_hash": digest, "subsets": samples.attrs["subsets"],
+              "xaibench_version": __version__}
+    for method, backend in pairs:
+        if backend in unavailable:
+            skipped.append([case.name, method, backend, "skipped", unavailable[backend]])
+            continue
+        chosen = method_options(case, method, backend, bounds, options)
+        try:
+            explanation, used, note = _explain(model, x, target, method, backend, dtype, chosen, batch_size)
+        except BackendUnavailableError as error:
+            unavailable[backend] = _one_line(error)
+            skipped.append([case.name, method, backend, "skipped", unavailable[backend]])
+            say(f"  {method:22s} {backend:12s} skipped: {unavailable[backend]}")
+            continue
+        except SKIPPABLE as error:
+            skipped.append([case.name, method, backend, "skipped", _one_line(error)])
+            say(f"  {method:22s} {backend:12s} skipped: {_one_line(error)}")
+            continue
+        except Exception as error:
+            if backend == "native":
+                raise
+            skipped.append([case.name, method, backend, "error", _one_line(error)])
+            say(f"  {method:22s} {backend:12s} error: {_one_line(error)}")
+            continue
+        known = table.known_differences(backend, method, chosen, model)
+        dataset = explanation_dataset(case, samples, explanation, method, backend, chosen, known, used, note, common)
+        path = out / f"{method}__{backend}.nc"
+        from xaibench.studies.data import write_dataset
+
+        write_dataset(dataset, path)
+        written.append(path)
+        say(f"  {method:22s} {backend:12s} -> {path.name}")
+    written.append(_write_skipped(out / SKIPPED_FILE, skipped))
+    return written
+
+
+def _counts(samples) -> str:
+    names, counts = np.unique(np.asarray(samples["subset"].values), return_counts=True)
+    return ", ".join(f"{name} {count}" for name, count in zip(names, counts))
+
+
+def _explain(model, x, target, method, backend, dtype, options, batch_size):
+    """(Explanation, dtype used, note): the whole batch or chunks of batch_size concatenated.
+    innvestigate falls back to float32 where TensorFlow has no float64 kernel."""
+    import xaibench
+
+    def run(model, x, dtype):
+        if batch_size is None or x.shape[0] <= batch_size:
+            return xaibench.explain(model, x, method, target=target, backend=backend, dtype=dtype, **options)
+        parts = [xaibench.explain(model, x[s:s + batch_size], method, target=target[s:s + batch_size],
+                                  backend=backend, dtype=dtype, **options) for s in range(0, x.shape[0], batch_size)]
+        first = parts[0]
+        first.relevance = torch.cat([p.relevance for p in parts])
+        first.output = torch.cat([p.output for p in parts])
+        first.target = torch.cat([torch.as_tensor(p.target) for p in parts])
+        if first.conservation_error is not None:
+            first.conservation_error = torch.cat([p.conservation_error for p in parts])
+        first.ledger = None   # one ledger per chunk: none for the whole (conservation_error is kept)
+        return first
+
+    try:
+        return run(model, x, dtype), dtype, ""
+    except ExportError as error:
+        if backend != "innvestigate" or dtype != torch.float64 or "float64" not in str(error):
+            raise
+    return (run(copy.deepcopy(model).float(), x.float(), torch.float32), torch.float32,
+            "innvestigate ran in float32: TensorFlow has no float64 3D pooling kernel on CPU")
+
+
+def _units(case: Case, method: str, input_units: str) -> str:
+    """The relevance's CF units: the output's, or per unit of input for gradients."""
+    if method not in PER_INPUT_UNIT or input_units in ("1", ""):
+        return case.output_units
+    if case.output_units == "1":
+        return f"{input_units}-1"
+    return f"{case.output_units} {input_units}-1"
+
+
+def explanation_dataset(case: str | Case, samples: xr.Dataset, explanation, method: str, backend: str,
+                        options: dict, known: list[str], dtype: torch.dtype = torch.float32, note: str = "",
+                        attrs: Mapping | None = None) -> xr.Dataset:
+    """One explanation as a Dataset with the input's dimensions and coordinates (module docstring)."""
+    case = get_case(case)
+    n = samples.sizes["sample"]
+    dims = ("sample",) + case.input_dims
+    shape = tuple(samples["input"].shape)
+    relevance = explanation.relevance.detach().cpu().numpy()
+    if relevance.size != int(np.prod(shape)):
+        raise InputError(f"{method} on {backend}: relevance of shape {relevance.shape} does not fit the input {shape}")
+    relevance = relevance.reshape(shape)
+    output = explanation.output.detach().cpu().numpy().reshape(n)
+    explained = np.asarray(torch.as_tensor(explanation.target).cpu().numpy()).reshape(-1)
+    if explained.shape == (n,) and not np.array_equal(explained, samples["target"].values):
+        raise InputError(f"{method} on {backend} explained other outputs than asked")
+    per_input = method in PER_INPUT_UNIT
+    input_units = str(samples["input"].attrs.get("units", "1"))
+    ds = samples.copy()
+    ds["relevance"] = (dims, relevance, {
+        "long_name": f"relevance of the explained output ({method}, {backend})"
+                     + (" : sensitivity, per unit of input" if per_input else ""),
+        "units": _units(case, method, input_units)})
+    ds["output"] = ("sample", output, {"long_name": case.output_long_name, "units": case.output_units})
+    if explanation.conservation_error is not None:
+        error = explanation.conservation_error.detach().cpu().numpy().reshape(n)
+        long_name = ("|sum(relevance) + sum(absorbed) - output|: the LRP ledger's closure error"
+                     if table.METHODS[method].lrp else
+                     "|sum(relevance) - (output - output at the baseline)|: completeness residual of the Riemann sum")
+        ds["conservation_error"] = ("sample", error, {"long_name": long_name, "units": case.output_units})
+    ds = ds[["relevance", *[v for v in ds.data_vars if v != "relevance"]]]
+    ds.attrs = {
+        "Conventions": "CF-1.8",
+        "title": f"{case.name}: {method} relevance ({backend} backend)",
+        **dict(attrs or {}),
+        "case": case.name,
+        "method": method,
+        "backend": backend,
+        "lrp": bool(table.METHODS[method].lrp),
+        "options": json.dumps(options, sort_keys=True),
+        "known_differences": "; ".join(known),
+        "dtype": str(dtype).removeprefix("torch."),
+        "dtype_note": note,
+        "stripped": ", ".join(map(str, explanation.stripped)),
+        "subsets": samples.attrs.get("subsets", "{}"),
+    }
+    return ds
+
+
+def _write_skipped(path: Path, rows) -> Path:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SKIPPED_COLUMNS)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+    return path
+
+
+# =====================================================================================================
+# Metrics
+# =====================================================================================================
+def explanation_files(explanations_dir) -> dict[tuple[str, str], Path]:
+    """{(method, backend): path} of the <method>__<backend>.nc files in a folder."""
+    folder = Path(explanations_dir)
+    if not folder.is_dir():
+        raise InputError(f"explanations folder not found: {folder}")
+    found = {}
+    for path in sorted(folder.glob("*__*.nc")):
+        method, _, backend = path.name.removesuffix(".nc").rpartition("__")
+        found[(method, backend)] = path
+    return found
+
+
+def read_explanation(path, case: str | Case | None = None) -> xr.Dataset:
+    """One explanation file, checked: its attributes name the method and backend of its file name
+    (and the case, when given)."""
+    from xaibench.studies.data import read_dataset
+
+    path = Path(path)
+    ds = read_dataset(path)
+    method, _, backend = path.name.removesuffix(".nc").rpartition("__")
+    if (ds.attrs.get("method"), ds.attrs.get("backend")) != (method, backend):
+        raise InputError(f"{path} holds {ds.attrs.get('method')!r} on {ds.attrs.get('backend')!r}, "
+                         "not what its name says")
+    if case is not None and ds.attrs.get("case") != get_case(case).name:
+        raise InputError(f"{path} belongs to case {ds.attrs.get('case')!r}, not {get_case(case).name}")
+    return ds
+
+
+def _reference_key(method: str, backend: str) -> tuple[str, str] | None:
+    return None if backend == "native" else (table.NEAREST_NATIVE.get(method, method), "native")
+
+
+def metrics_case(case: str | Case, explanations_dir, data_path, out_csv, *, per_sample_csv=None) -> pd.DataFrame:
+    """Metrics per method x backend of a case's explanations (explain_case's folder) -> out_csv.
+
+    Columns (METRICS_COLUMNS; a measure that does not apply is empty):
+    - conservation_residual_max/_median: over samples, |sum R - output| / |output| (methods whose
+      relevance is in output units: not gradient, smoothgrad);
+    - ledger_closure_max: native LRP, the worst |sum R + absorbed - output| / max(|output|, sum|R|);
+    - agreement_max/_median: max|R - R_ref| / max(sum|R_ref|, |output_ref|) against the native
+      explanation of `reference` (the same method, or table.NEAREST_NATIVE for methods only
+      another backend has); spearman_median: signed rank correlation with it;
+      pattern_correlation_median (enso): cos(lat)-weighted centred correlation with it;
+    - region_mass_mean, region_mass_positive_mean: mean over samples with a non-empty region of
+      the share of sum|R| (of sum R+) inside the case's region;
+    - share_visible, share_ir (convection): mean over samples of the share of sum|R| on the
+      reflectance and on the brightness-temperature channel; share_static, share_temporal:
+      mean of metrics.temporal_shares (the part of sum R^2 constant over the frames, the part
+      that varies);
+    - known_differences: the file's; status: ok, or the skipped.csv row's "skipped: reason" /
+      "error: reason", or "error: ..." when a file cannot be compared.
+    data_path: when given, the files' data_hash must match it (None: not checked).
+    per_sample_csv: also write one row per method x backend x sample (PER_SAMPLE_COLUMNS).
+    Files are read one at a time (a native reference stays loaded while its comparisons run)."""
+    from xaibench.studies.data import data_hash, read_dataset
+
+    case = get_case(case)
+    paths = explanation_files(explanations_dir)
+    digest = data_hash(read_dataset(data_path)) if data_path is not None and paths else None
+    # each native file first, then the files compared with it
+    ordered = sorted(paths, key=lambda key: (_reference_key(*key) or key, key[1] != "native", key))
+    rows, sample_rows, reference = [], [], (None, None)
+    for key in ordered:
+        reference_key = _reference_key(*key)
+        if reference_key is None:
+            ds = read_explanation(paths[key], case)
+            reference = (key, ds)
+        else:
+            ds = read_explanation(paths[key], case)
+            if reference[0] != reference_key:
+                reference = (reference_key, read_explanation(paths[reference_key], case)
+                             if reference_key in paths else None)
+        if digest is not None and ds.attrs.get("data_hash") != digest:
+            raise InputError(f"explanation {paths[key].name} was made from other data than {data_path}")
+        row, per_sample = _metrics_row(case, *key, ds, reference[1] if reference_key else None)
+        rows.append(row)
+        sample_rows += per_sample
+    skipped_path = Path(explanations_dir) / SKIPPED_FILE
+    if skipped_path.is_file():
+        for record in csv.DictReader(skipped_path.read_text().splitlines()):
+            row = {column: math.nan for column in METRICS_COLUMNS}
+            row.update(case=case.name, method=record["method"], backend=record["backend"], reference="",
+                       n_samples=0, known_differences="", status=f"{record['status']}: {record['reason']}")
+            rows.append(row)
+    order = {name: i for i, name in enumerate(table.METHODS)}
+    backend_order = {"native": 0, "zennit": 1, "innvestigate": 2}
+    frame = pd.DataFrame(rows, columns=METRICS_COLUMNS)
+    if len(frame):
+        frame = frame.sort_values(["method", "backend"], key=lambda s: s.map(order if s.name == "method"
+                                                                            else backend_order).fillna(99),
+                                  kind="stable").reset_index(drop=True)
+    write_csv(frame, out_csv)
+    if per_sample_csv is not None:
+        write_csv(pd.DataFrame(sample_rows, columns=PER_SAMPLE_COLUMNS), per_sample_csv)
+    return frame
+
+
+def _metrics_row(case, method, backend, ds, other) -> tuple[dict, list[dict]]:
+    n = ds.sizes["sample"]
+    nan = np.full(n, np.nan)
+    row = {column: math.nan for column in METRICS_COLUMNS}
+    row.update(case=case.name, method=method, backend=backend, reference="", n_samples=n,
+               known_differences=ds.attrs.get("known_differences", ""), status="ok")
+    conservation = M.conservation_residual(ds)
+    residual = nan if method in PER_INPUT_UNIT else conservation.residual
+    closure = nan if conservation.ledger_closure is None else conservation.ledger_closure
+    agreement, rank, pattern = nan, nan, nan
+    if backend != "native":
+        reference = table.NEAREST_NATIVE.get(method, method)
+        row["reference"] = reference
+        if other is None:
+            row["status"] = f"error: no native {reference} explanation to compare with ({reference}__native.nc)"
+        elif not (np.array_equal(other["target"].values, ds["target"].values)
+                  and np.array_equal(other["input"].values, ds["input"].values)):
+            row["status"] = f"error: {reference}__native.nc explains other samples or outputs"
+        else:
+            agreement = M.agreement(ds["relevance"], other["relevance"], other["output"])
+            rank = M.spearman(ds["relevance"], other["relevance"])
+            if case.kind == "enso":
+                pattern = M.pattern_correlation(ds["relevance"].values, other["relevance"].values, ds["lat"].values)
+    mass = M.region_mass(ds["relevance"], ds["region"])
+    shares = {column: nan for column in ("share_visible", "share_ir", "share_static", "share_temporal")}
+    if case.kind == "convection":
+        per_channel = M.channel_shares(ds["relevance"], "channel")
+        names = [str(c) for c in ds["channel"].values]
+        for name, column in CONVECTION_CHANNELS.items():
+            if name in names:
+                shares[column] = per_channel[:, names.index(name)]
+        shares["share_static"], shares["share_temporal"] = M.temporal_shares(ds["relevance"], "time")
+    stats = {"conservation_residual": M.summary(residual), "agreement": M.summary(agreement)}
+    row.update(conservation_residual_max=stats["conservation_residual"]["max"],
+               conservation_residual_median=stats["conservation_residual"]["median"],
+               ledger_closure_max=M.summary(closure)["max"],
+               agreement_max=stats["agreement"]["max"], agreement_median=stats["agreement"]["median"],
+               spearman_median=M.summary(rank)["median"], pattern_correlation_median=M.summary(pattern)["median"],
+               region_mass_mean=M.summary(mass.absolute)["mean"],
+               region_mass_positive_mean=M.summary(mass.positive)["mean"],
+               **{column: M.summary(values)["mean"] for column, values in shares.items()})
+    label = ds["label"].values if "label" in ds else np.full(n, -1)
+    per_sample = [{"case": case.name, "method": method, "backend": backend, "sample": int(i),
+                   "subset": str(ds["subset"].values[i]), "source_sample": int(ds["source_sample"].values[i]),
+                   "label": int(label[i]), "target": int(ds["target"].values[i]),
+                   "output": float(ds["output"].values[i]), "conservation_residual": residual[i],
+                   "ledger_closure": closure[i], "agreement": agreement[i], "spearman": rank[i],
+                   "pattern_correlation": pattern[i], "region_mass": mass.absolute[i],
+                   "region_mass_positive": mass.positive[i], **{c: v[i] for c, v in shares.items()}}
+                  for i in range(n)]
+    return row, per_sample

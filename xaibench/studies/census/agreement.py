@@ -1,0 +1,525 @@
+"""The cross-library agreement census: every method on every backend against the native engine.
+
+For each method a backend has (zennit, innvestigate; xaibench/backends/table.py) and each model
+of a fixed, seeded set (a few random dense and conv nets, and the benchmark's reference
+networks at a small size with random weights), the census explains the same inputs and targets
+on the backend and on the native engine and records, per model and bias setting:
+
+- conservation_residual_max / _median: over samples, |sum(R) - output| / |output| of that
+  backend's map (LRP-type methods; NaN for gradient, input x gradient, integrated gradients and
+  SmoothGrad, which have no conservation property);
+- ledger_closure_max (native rows): the worst sample of the native ledger's closure,
+  |sum R + absorbed - output| / max(|output|, sum|R|): where the output went that is not in the map;
+- max_relative_difference / median_relative_difference: over samples, max|R_b - R_native| /
+  sum|R_native| (the project's agreement metric, xaibench.studies.validate.agreement).
+
+Columns of agreement.csv: method, backend, reference (the native method compared with), model,
+bias, n_samples, dtype (the backend's float type), conservation_residual_max/_median,
+ledger_closure_max, max_relative_difference/median_relative_difference, status (ok /
+skipped: reason / error: message) and note (how a row was compared, and "known:" reasons).
+
+bias=true runs the model as built and the methods with bias=True; bias=false runs a copy of the
+model with every bias set to zero (and bias=False), so that methods whose bias handling differs
+between libraries, or that have no bias option at all (deep_taylor, innvestigate's presets),
+are compared on the same function. The census is where the known defects of docs/papers.md section 7
+show as numbers.
+
+Choices, and why:
+- float64 everywhere it runs, so differences measure methods, not rounding. innvestigate falls
+  back to float32 where TensorFlow has no float64 kernel (3D pooling on CPU); the dtype column
+  says so, and its differences then include float32 rounding (~1e-7).
+- stabilizer = 1e-12: the native engine and zennit add stabilizer * sign(z) to every
+  denominator, innvestigate divides by z unchanged except where z == 0 (safe_divide); a
+  stabilizer far below any z makes the two the same formula.
+- Explicit bounds for z^B (low/high = the input domain, the same scalars for every backend):
+  innvestigate bakes one pair per batch into its analyzer, zennit and native default to
+  per-sample min/max. Every input sample is rescaled to span exactly that domain, so batch-wide
+  and per-sample ranges coincide (innvestigate's SmoothGrad noise scale is batch-wide, the
+  native one per sample).
+- deep_taylor and deep_taylor.bounded exist only in innvestigate; they are compared with the
+  nearest native method (table.NEAREST_NATIVE: lrp.zplus, lrp.zbox), and the reference column
+  says so. innvestigate's deep Taylor uses w^2 on layers not followed by a ReLU (the output
+  layer), so a difference is expected there.
+- integrated gradients: a left Riemann sum from a zero baseline on both backends (points
+  k/steps, k = 0..steps-1: the only rule innvestigate has; native rule="riemann_left").
+- SmoothGrad is compared statistically, not sample by sample: TensorFlow and torch draw
+  different noise, so two maps agree only up to the Monte Carlo error. Both run with many
+  noisy copies; the note gives the Monte Carlo floor, the difference between two native runs
+  with different seeds and the same number of copies. A difference of the same order as the
+  floor is agreement. innvestigate 2.1.2's SmoothGrad ignores its noise scale (the noise has
+  standard deviation 1); the note gives the difference to a native run with that noise too.
+- The note column gives the documented reasons a backend cannot agree on that model
+  (table.known_differences, each pinned in tests/test_innvestigate_agreement.py), prefixed "known:".
+- A backend that is not installed, or cannot mirror a model (ExportError), gives rows with
+  status "skipped: reason"; any other failure gives "error: message". Nothing crashes the census.
+
+    xaibench census --out results/census [--quick]
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from xaibench.backends import table
+from xaibench.errors import BackendUnavailableError, ExportError, UnsupportedLayerError
+from xaibench.io import write_csv, write_text
+
+COLUMNS = ["method", "backend", "reference", "model", "bias", "n_samples", "dtype",
+           "conservation_residual_max", "conservation_residual_median", "ledger_closure_max",
+           "max_relative_difference", "median_relative_difference", "status", "note"]
+BACKENDS = ("native", "zennit", "innvestigate")
+STABILIZER = 1e-12
+EPSILON = 0.1
+ALPHA_BETA = {"alpha": 3.0, "beta": 2.0}   # lrp.alpha_beta: a pair no named preset covers
+#: errors that mean "this backend cannot run this model here", not "the backend is wrong"
+SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How large a census run is."""
+
+    models: tuple[str, ...]
+    n_samples: int
+    smoothgrad_samples: int
+    integrated_gradients_steps: int
+
+
+# --- the models ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CensusModel:
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]          # one sample
+    domain: tuple[float, float]           # every sample spans exactly [low, high]
+    bias_scale: float                     # standard deviation of the random biases
+    target: int | None = None             # None: argmax; an int: that flat output index
+
+
+def _dense():
+    return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
+
+
+def _dense_deep():
+    layers = [nn.Linear(20, 16), nn.ReLU()]
+    for _ in range(3):
+        layers += [nn.Linear(16, 16), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(16, 4))
+
+
+def _conv1d():
+    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3), nn.ReLU(),
+                         nn.AvgPool1d(2), nn.Flatten(), nn.Linear(4 * 3, 3))
+
+
+def _conv2d():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1),
+                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
+
+
+def _conv2d_upsample():
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest"),
+                         nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2, stride=1), nn.Flatten(),
+                         nn.Linear(4 * 4 * 4, 2))
+
+
+def _conv_transposed():
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 2, 2, stride=2), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(2 * 16 * 16, 3))
+
+
+def _reference(name):
+    from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
+
+    if name == "enso":
+        return lambda: EnsoDense(18, 36, hidden=8)
+    if name == "convection":
+        return lambda: ConvectionCNN(height=16, width=16)
+    return lambda: RadarEncoderDecoder(n_blocks=int(name[-1]))
+
+
+RADAR_SIZE = 16
+_MODELS = [
+    CensusModel("dense", "random dense 12-10-8-3", _dense, (12,), (-1.0, 1.0), 1.0),
+    CensusModel("dense_deep", "random dense 20-16-16-16-16-4", _dense_deep, (20,), (-1.0, 1.0), 0.3),
+    CensusModel("conv1d", "random conv1d, max and average pooling", _conv1d, (2, 16), (-1.0, 1.0), 0.3),
+    CensusModel("conv2d", "random conv2d, max and average pooling", _conv2d, (2, 8, 8), (-1.0, 1.0), 0.3),
+    CensusModel("conv2d_upsample", "random conv2d, nearest upsampling, strided conv, overlapping max pool",
+                _conv2d_upsample, (1, 6, 6), (-1.0, 1.0), 0.3),
+    CensusModel("conv_transposed", "random conv2d with a ConvTranspose2d (innvestigate cannot mirror it)",
+                _conv_transposed, (2, 8, 8), (-1.0, 1.0), 0.3),
+    CensusModel("enso", "ENSO dense 8-8-2 on an 18x36 grid", _reference("enso"), (1, 18, 36), (-1.0, 1.0), 0.1),
+    CensusModel("convection", "convection 3D CNN, 2x5x16x16", _reference("convection"), (2, 5, 16, 16),
+                (0.0, 1.0), 0.1),
+    *[CensusModel(f"radar{n}", f"radar encoder-decoder N={n}, 4x{RADAR_SIZE}x{RADAR_SIZE}, centre pixel",
+                  _reference(f"radar{n}"), (4, RADAR_SIZE, RADAR_SIZE), (0.0, 1.0), 0.1,
+                  target=(RADAR_SIZE // 2) * RADAR_SIZE + RADAR_SIZE // 2) for n in (1, 2, 3)],
+]
+MODELS = {model.name: model for model in _MODELS}
+
+#: the quick set: a minute or two on two cores. innvestigate builds each analyzer graph once per model
+#: (0.1-1 s on small nets, 2-20 s on the convection CNN and the deeper radar nets), so the deeper
+#: reference networks are in the full census only.
+QUICK = Settings(models=("dense", "conv2d", "conv_transposed", "enso", "radar1"),
+                 n_samples=4, smoothgrad_samples=64, integrated_gradients_steps=32)
+DEFAULT = Settings(models=tuple(MODELS), n_samples=16, smoothgrad_samples=512, integrated_gradients_steps=64)
+
+
+def _seed(seed: int, name: str) -> int:
+    return seed * 100_003 + zlib.crc32(name.encode())
+
+
+def randomize(model: nn.Module, seed: int, bias_scale: float) -> nn.Module:
+    """Weights ~ N(0, 2/fan_in) (He, so activations keep their scale through ReLUs), biases ~
+    N(0, bias_scale^2), from a generator of their own: the same numbers on every machine."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                weight = module.weight
+                fan_in = weight[0].numel()
+                if isinstance(module, nn.modules.conv._ConvTransposeNd):
+                    fan_in = weight.shape[0] * weight[0, 0].numel()
+                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+                             * math.sqrt(2.0 / fan_in))
+                if module.bias is not None:
+                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator, dtype=torch.float64)
+                                      * bias_scale)
+    return model.eval()
+
+
+def inputs(spec: CensusModel, n_samples: int, seed: int) -> torch.Tensor:
+    """n_samples float64 inputs, each rescaled to span exactly spec.domain."""
+    generator = torch.Generator().manual_seed(_seed(seed, spec.name) + 1)
+    x = torch.randn((n_samples,) + spec.input_shape, generator=generator, dtype=torch.float64)
+    flat = x.reshape(n_samples, -1)
+    low, high = spec.domain
+    minimum, maximum = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    flat = (flat - minimum) / (maximum - minimum) * (high - low) + low
+    return flat.reshape(x.shape)
+
+
+def build(spec: CensusModel, seed: int) -> nn.Module:
+    """The model in float64 with seeded random weights and biases."""
+    torch.manual_seed(0)   # the constructors' own init is overwritten; keep the global RNG out of it
+    return randomize(spec.build().double(), _seed(seed, spec.name), spec.bias_scale)
+
+
+def bias_free_copy(model: nn.Module) -> nn.Module:
+    """A deep copy with every bias set to zero (the parameter kept, so the layers are the same)."""
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in clone.modules():
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                bias.zero_()
+    return clone.eval()
+
+
+# --- what is compared ------------------------------------------------------------------------
+def pairs(backends: Iterable[str] = BACKENDS, methods: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+    """(method, backend, reference) triples: every method a non-native backend has, and a
+    native row for every native method one of them is compared with."""
+    backends = list(backends)
+    chosen = None if methods is None else set(methods)
+    others = [b for b in backends if b != "native"]
+    compared = []
+    for backend in others:
+        for method in table.available(backend):
+            if chosen is not None and method not in chosen:
+                continue
+            if method == "occlusion":
+                continue
+            compared.append((method, backend, table.NEAREST_NATIVE.get(method, method)))
+    native = sorted({reference for _, _, reference in compared})
+    rows = [(m, "native", m) for m in native] if "native" in backends else []
+    rows += compared
+    order = {m.name: i for i, m in enumerate(table.METHODS.values())}
+    return sorted(rows, key=lambda r: (order.get(r[0], 999), BACKENDS.index(r[1]) if r[1] in BACKENDS else 9))
+
+
+def method_options(method: str, backend: str, bias: bool, domain: tuple[float, float], settings: Settings,
+                   seed: int = 0) -> dict:
+    """The options of one explanation, the same on every backend except where a backend lacks one."""
+    entry = table.METHODS[method]
+    options: dict = {}
+    if method.startswith("lrp."):
+        options.update(stabilizer=STABILIZER, bias=bias)
+    if "epsilon" in entry.options:
+        options["epsilon"] = EPSILON
+    if method == "lrp.alpha_beta":
+        options.update(ALPHA_BETA)
+    if "low" in entry.options:
+        options["low"], options["high"] = domain
+    if method == "integrated_gradients":
+        options.update(steps=settings.integrated_gradients_steps, baseline="zeros", rule="riemann_left")
+    if method == "smoothgrad":
+        options.update(samples=settings.smoothgrad_samples)
+        if backend == "native":   # innvestigate 2.1.2 honours neither (see smoothgrad_note)
+            options.update(noise_level=0.1, seed=seed)
+    return options
+
+
+# --- measures --------------------------------------------------------------------------------
+def _per_sample(values: torch.Tensor) -> torch.Tensor:
+    return values.reshape(values.shape[0], -1)
+
+
+def conservation_residual(relevance: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """|sum(R) - output| / |output| per sample."""
+    total = _per_sample(relevance.double()).sum(1)
+    output = output.double().reshape(-1)
+    return (total - output).abs() / output.abs().clamp(min=torch.finfo(torch.float64).tiny)
+
+
+def relative_difference(relevance: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """max|R - R_ref| / sum|R_ref| per sample (zero where both maps are zero)."""
+    from xaibench.studies.validate.checks import agreement
+
+    return agreement(relevance.double(), reference.double(), 1)
+
+
+def _stats(values: torch.Tensor) -> tuple[float, float]:
+    """(max, median) over samples."""
+    numbers = [float(v) for v in values.reshape(-1)]
+    return max(numbers), statistics.median(numbers)
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}"[:300]
+
+
+# --- the census ------------------------------------------------------------------------------
+class _Run:
+    """One census run: caches native explanations and remembers unavailable backends."""
+
+    def __init__(self, settings: Settings, seed: int, log):
+        import xaibench
+
+        self.xaibench = xaibench
+        self.settings = settings
+        self.seed = seed
+        self.log = log
+        self.unavailable: dict[str, str] = {}
+
+    def model_rows(self, spec: CensusModel, triples) -> list[dict]:
+        model = build(spec, self.seed)
+        x = inputs(spec, self.settings.n_samples, self.seed)
+        rows = []
+        for bias in (True, False):
+            variant = model if bias else bias_free_copy(model)
+            with torch.no_grad():
+                output = variant(x)
+            target = spec.target if spec.target is not None else output.reshape(len(x), -1).argmax(1)
+            native: dict[str, object] = {}
+            done = {}
+            for triple in triples:
+                method, backend, reference = triple
+                started = time.perf_counter()
+                row = done[triple] = self.row(spec, variant, x, target, bias, method, backend, reference, native)
+                self.log(f"  {spec.name:16s} bias={str(bias):5s} {method:26s} {backend:12s} "
+                         f"diff {row['max_relative_difference']:9.2e} cons {row['conservation_residual_max']:9.2e}"
+                         f"  {time.perf_counter() - started:5.2f} s  {row['status']}")
+            rows += [done[triple] for triple in triples]
+        return rows
+
+    def native(self, cache, variant, x, target, method, options):
+        key = (method, tuple(sorted((k, str(v)) for k, v in options.items())))
+        if key not in cache:
+            cache[key] = self.xaibench.explain(variant, x, method, target=target, **options)
+        return cache[key]
+
+    def row(self, spec, variant, x, target, bias, method, backend, reference, cache) -> dict:
+        row = {"method": method, "backend": backend, "reference": reference, "model": spec.name, "bias": bias,
+               "n_samples": len(x), "dtype": "float64", "conservation_residual_max": math.nan,
+               "conservation_residual_median": math.nan, "ledger_closure_max": math.nan,
+               "max_relative_difference": math.nan, "median_relative_difference": math.nan,
+               "status": "ok", "note": ""}
+        notes = []
+        if reference != method:
+            notes.append(f"{method} exists only in {backend}; compared with the nearest native method {reference}")
+        if backend in self.unavailable:
+            row["status"] = f"skipped: {self.unavailable[backend]}"
+            return row
+        try:
+            reference_options = method_options(reference, "native", bias, spec.domain, self.settings, self.seed)
+            options = method_options(method, backend, bias, spec.domain, self.settings, self.seed)
+            expected = self.native(cache, variant, x, target, reference, reference_options)
+            if backend == "native":
+                explanation = expected
+                if explanation.conservation_error is not None:
+                    row["ledger_closure_max"] = float(explanation.relative_conservation_error.max())
+                    if not table.METHODS[method].lrp:
+                        notes.append("ledger_closure_max: the completeness residual of the Riemann sum, "
+                                     "|sum R - (f(x) - f(baseline))| relative")
+            else:
+                explanation, dtype_note = self.explain_on(backend, variant, x, target, method, options)
+                row["dtype"] = "float32" if dtype_note else "float64"
+                notes += [dtype_note] if dtype_note else []
+                per_sample = relative_difference(explanation.relevance, expected.relevance)
+                row["max_relative_difference"], row["median_relative_difference"] = _stats(per_sample)
+                if method == "smoothgrad":
+                    notes.append(self.smoothgrad_note(cache, variant, x, target, reference_options, spec.domain,
+                                                      explanation, row["max_relative_difference"]))
+            if table.METHODS[method].lrp:
+                residual = conservation_residual(explanation.relevance, explanation.output)
+                row["conservation_residual_max"], row["conservation_residual_median"] = _stats(residual)
+            else:
+                notes.append("not a conservation method: no residual")
+            if backend != "native":
+                notes += [f"known: {reason}" for reason in table.known_differences(backend, method, options, variant)]
+        except BackendUnavailableError as error:
+            self.unavailable[backend] = _one_line(error)
+            row["status"] = f"skipped: {self.unavailable[backend]}"
+        except SKIPPABLE as error:
+            row["status"] = f"skipped: {_one_line(error)}"
+        except Exception as error:  # one failing run is a row, not the end of the census
+            row["status"] = f"error: {_one_line(error)}"
+        row["note"] = "; ".join(notes)
+        return row
+
+    def explain_on(self, backend, variant, x, target, method, options):
+        """The backend's explanation in float64, or in float32 where TensorFlow has no float64 kernel."""
+        try:
+            return self.xaibench.explain(variant, x, method, target=target, backend=backend, **options), ""
+        except ExportError as error:
+            if backend != "innvestigate" or "float64" not in str(error):
+                raise
+        explanation = self.xaibench.explain(copy.deepcopy(variant).float(), x.float(), method, target=target,
+                                            backend=backend, **options)
+        return explanation, "innvestigate ran in float32 (TensorFlow has no float64 3D pooling on CPU)"
+
+    def smoothgrad_floor(self, cache, variant, x, target, options):
+        """The Monte Carlo floor: max over samples of the difference between two native runs
+        with different seeds and the same number of noisy copies; and the first run."""
+        first = self.native(cache, variant, x, target, "smoothgrad", options)
+        other = self.native(cache, variant, x, target, "smoothgrad", {**options, "seed": options["seed"] + 1})
+        return _stats(relative_difference(other.relevance, first.relevance))[0], first
+
+    def smoothgrad_note(self, cache, variant, x, target, options, domain, explanation, difference) -> str:
+        floor, _ = self.smoothgrad_floor(cache, variant, x, target, options)
+        note = (f"statistical comparison ({options['samples']} noisy copies, different random noise): Monte Carlo "
+                f"floor {floor:.2e} (two native runs, seeds {options['seed']} and {options['seed'] + 1}); "
+                f"difference / floor = {difference / floor:.2f}")
+        if explanation.backend == "innvestigate":
+            # innvestigate 2.1.2 builds its noise layer as AddGaussianNoise() without the noise scale:
+            # the noise has standard deviation 1 whatever is asked. The control: native with std 1.
+            control_options = {**options, "noise_level": 1.0 / (domain[1] - domain[0])}
+            control_floor, control = self.smoothgrad_floor(cache, variant, x, target, control_options)
+            control_difference = _stats(relative_difference(explanation.relevance, control.relevance))[0]
+            note += (f"; known: innvestigate 2.1.2's SmoothGrad ignores noise_scale (its AddGaussianNoise layer "
+                     f"keeps stddev 1.0): against native with noise std 1.0 the difference is "
+                     f"{control_difference:.2e}, floor {control_floor:.2e}, "
+                     f"ratio {control_difference / control_floor:.2f}")
+        return note
+
+
+def run_census(out_dir: str | Path | None = "results/census", quick: bool = True, seed: int = 0,
+               settings: Settings | None = None, backends: Iterable[str] = BACKENDS,
+               methods: Iterable[str] | None = None, log: Callable[[str], None] | None = print) -> pd.DataFrame:
+    """Run the census; write agreement.csv and agreement.md to out_dir (if given); return the table."""
+    log = log or (lambda message: None)
+    settings = settings or (QUICK if quick else DEFAULT)
+    unknown = [m for m in settings.models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown census model(s) {unknown}; models: {', '.join(MODELS)}")
+    backends = list(backends)
+    bad = [b for b in backends if b not in BACKENDS]
+    if bad:
+        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(BACKENDS)}")
+    triples = pairs(backends, methods)
+    run = _Run(settings, seed, log)
+    started = time.perf_counter()
+    rows = []
+    for name in settings.models:
+        spec = MODELS[name]
+        log(f"{name}: {spec.description}, {settings.n_samples} samples")
+        rows += run.model_rows(spec, triples)
+    census = pd.DataFrame(rows, columns=COLUMNS)
+    log(f"census took {time.perf_counter() - started:.1f} s")
+    if out_dir is not None:
+        write_tables(census, out_dir, settings)
+    return census
+
+
+# --- tables ----------------------------------------------------------------------------------
+def headline(census: pd.DataFrame) -> pd.DataFrame:
+    """Per method and backend: the worst difference to native and the worst conservation residual
+    over models, with and without biases (ok rows only), and how many models were compared."""
+    records = []
+    for (method, backend, reference), part in census.groupby(["method", "backend", "reference"], sort=False):
+        ok = part[part["status"] == "ok"]
+        record = {"method": method, "backend": backend, "reference": reference}
+        for bias, label in ((True, "bias"), (False, "no_bias")):
+            chosen = ok[ok["bias"] == bias]
+            record[f"max_relative_difference_{label}"] = _worst(chosen["max_relative_difference"])
+            record[f"conservation_residual_{label}"] = _worst(chosen["conservation_residual_max"])
+        record["ledger_closure"] = _worst(ok["ledger_closure_max"])
+        record["models_ok"] = f"{ok['model'].nunique()}/{part['model'].nunique()}"
+        known = ok["note"].fillna("").str.contains("known:", regex=False)
+        record["known_difference"] = f"{int(known.sum())}/{len(ok)} rows" if backend != "native" else ""
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def _worst(values: pd.Series) -> float:
+    values = values.dropna()
+    return float(values.max()) if len(values) else math.nan
+
+
+def write_tables(census: pd.DataFrame, out_dir: str | Path, settings: Settings | None = None):
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(census, out / "agreement.csv")
+    models = ", ".join(f"{name} ({MODELS[name].description})" for name in dict.fromkeys(census["model"])
+                       if name in MODELS)
+    size = "" if settings is None else (
+        f" SmoothGrad: {settings.smoothgrad_samples} noisy copies; integrated gradients: "
+        f"{settings.integrated_gradients_steps} steps.")
+    skipped = census[census["status"].str.startswith("skipped")]
+    errors = census[census["status"].str.startswith("error")]
+    text = [
+        "# Cross-library agreement census",
+        "",
+        "Computed by `xaibench census`; random weights and inputs from fixed seeds, no data involved. "
+        f"Models: {models}.{size}",
+        "",
+        "Difference: max over samples of max|R_backend - R_native| / sum|R_native| (per sample). "
+        "Conservation residual: max over samples of |sum(R) - output| / |output| of the backend's own map "
+        "(with biases it includes what biases and epsilon absorb: a rule's property, not an error); "
+        "ledger closure (native): the worst sample of |sum R + absorbed - output| / max(|output|, sum|R|). "
+        "no_bias: a copy of the model with every bias set to zero. float64 throughout, stabilizer 1e-12 "
+        "(innvestigate divides by z unchanged except where z == 0; a stabilizer far below every z makes "
+        "the libraries' formulas the same); z^B with explicit bounds (the input domain). "
+        "SmoothGrad is compared statistically: see the note of its rows for the Monte Carlo floor.",
+        "",
+        "known_difference: rows whose note names a documented reason the backend cannot agree "
+        "(xaibench.backends.table.known_differences, pinned in tests/test_innvestigate_agreement.py; "
+        "innvestigate's SmoothGrad noise scale: this census).",
+        "",
+        "## Headline (worst over models)",
+        "",
+        headline(census).to_markdown(index=False, floatfmt=".2e"),
+        "",
+        f"Rows skipped: {len(skipped)} (a backend not installed, or a model it cannot mirror); "
+        f"rows with errors: {len(errors)}.",
+        "",
+        "## All rows",
+        "",
+        census.to_markdown(index=False, floatfmt=".2e"),
+        "",
+    ]
+    write_text(out / "agreement.md", "\n".join(text))

@@ -1,0 +1,46 @@
+"""Data generators for the three reference cases. Each returns an xarray.Dataset with named
+dimensions, CF attributes (long_name, units, standard_name where CF has one) on every variable
+and coordinate, and dataset attributes saying what is synthetic and what is real: "source",
+"synthetic" (bool), "generator", "seed", "config" (canonical JSON of the arguments),
+"input_variable" and "target_variable" (what a training loop feeds the network and fits).
+
+    make_enso(n_samples, ..., seed)       synthetic SST anomaly maps, real-sample statistics
+    make_enso_real(...)                   the 50 real HadISST winters (held-out test set)
+    make_convection(n_samples, size, shortcut, ..., seed)
+    make_radar(n_samples, size, footprint_radius, ..., seed)
+    make_groundtruth(n_samples, stride, n_breakpoints, shrinkage, seed)   exact attributions (Mamalakis et al.)
+    split(ds, validation=0.2, test=0.2)   contiguous train/validation/test blocks (SPLIT_CONVENTION)
+    data_hash(ds)                         sha256 over arrays + config, for training metadata
+    write_dataset(ds, path) / read_dataset(path)   atomic netCDF (h5netcdf) write, checked read
+
+This package knows nothing of models; the model shapes follow from the data's dimensions
+(ENSO maps are 18 x 30 on the HadISST sample grid: build EnsoDense(n_lat=18, n_lon=30)).
+"""
+
+from xaibench.io import read_dataset, write_dataset
+from xaibench.studies.data.common import SPLIT_CONVENTION, config_of, data_hash, split
+from xaibench.studies.data.convection import make_convection
+from xaibench.studies.data.enso import load_hadisst_sample, make_enso, make_enso_real, nino34_index
+from xaibench.studies.data.groundtruth import make_groundtruth
+from xaibench.studies.data.radar import footprint_kernel, make_radar, reflectivity_operator
+
+# Name -> generator, for the workflow's config files.
+GENERATORS = {
+    "enso": make_enso,
+    "enso_real": make_enso_real,
+    "convection": make_convection,
+    "radar": make_radar,
+    "groundtruth": make_groundtruth,
+}
+
+
+def generate(name: str, **config):
+    """Call the generator registered under `name` with its configuration."""
+    if name not in GENERATORS:
+        raise ValueError(f"unknown data set '{name}'; known: {', '.join(GENERATORS)}")
+    return GENERATORS[name](**config)
+
+
+__all__ = ["GENERATORS", "SPLIT_CONVENTION", "config_of", "data_hash", "footprint_kernel", "generate",
+           "load_hadisst_sample", "make_convection", "make_enso", "make_enso_real", "make_radar",
+           "nino34_index", "read_dataset", "reflectivity_operator", "split", "write_dataset"]

@@ -1,0 +1,28 @@
+"""The report: figures (matplotlib on an Agg canvas, cartopy maps) and tables, drawn from the
+explanation files one file per method x backend (format: xaibench.studies.report.explanations).
+
+    enso_composite_maps(files, out_png, region=None, ...)   composite relevance maps (Toms et al. 2020)
+    convection_relevance(files, out_png)                    relevance per frame x channel; static vs temporal
+    radar_relevance(file, out_png, samples=(0,), ...)       one output pixel's relevance and the true footprint
+    write_table(csv_path, out_path)                         a CSV as a Markdown or HTML table
+    read_explanations(files, case)                          read and check explanation files
+
+Maps draw offline from the Natural Earth 110m files shipped in natural_earth/ (xaibench.studies.report.maps).
+Captions for `snakemake --report` live in workflows/report/.
+"""
+
+from xaibench.studies.report.explanations import ExplanationFile, read_explanations
+from xaibench.studies.report.figures import (
+    absolute_shares,
+    convection_relevance,
+    enso_composite_maps,
+    footprint_share,
+    normalised_composite,
+    radar_relevance,
+    subset_mask,
+)
+from xaibench.studies.report.tables import table_text, write_table
+
+__all__ = ["ExplanationFile", "absolute_shares", "convection_relevance", "enso_composite_maps", "footprint_share",
+           "normalised_composite", "radar_relevance", "read_explanations", "subset_mask", "table_text",
+           "write_table"]

@@ -1,0 +1,82 @@
+"""`xaibench validate`: check a researcher's own model (exit 0 all checks pass, 1 a check fails,
+2 bad input)."""
+
+import argparse
+import sys
+
+from xaibench.studies.arguments import json_object, non_negative_int, positive_int
+
+
+def add_commands(commands) -> dict:
+    """`xaibench validate`."""
+    validate = commands.add_parser(
+        "validate", help="check your own model's explanations (conservation, backends, randomization)",
+        description="Explain your model on your inputs with each method on every backend and check: "
+                    "conservation of the native LRP explanation, agreement of the other backends with "
+                    "it, and that the relevance changes when the top layers are re-initialized "
+                    "(Adebayo et al. 2018). Exit status 0: all checks pass; 1: a check fails; "
+                    "2: bad input.")
+    validate.add_argument("model", metavar="MODULE:FACTORY",
+                          help="a function returning the torch.nn.Module: package.module:build (imported "
+                               "from the current folder, like python -m) or path/to/file.py:build")
+    validate.add_argument("--weights", required=True, metavar="FILE",
+                          help="state dict as .safetensors or .pt/.pth (loaded with weights_only=True)")
+    validate.add_argument("--inputs", required=True, metavar="FILE.nc",
+                          help="netCDF inputs; the first dimension of the variable is the sample")
+    validate.add_argument("--variable", default=None, metavar="NAME",
+                          help="the data variable holding the inputs (default: the only one)")
+    validate.add_argument("--method", dest="methods", action="extend", nargs="+", default=None, metavar="M",
+                          help="canonical method name(s) (default: lrp.epsilon lrp.zplus lrp.alpha1beta0 "
+                               "gradient input_x_gradient; see `xaibench methods`)")
+    validate.add_argument("--target", type=non_negative_int, default=None, metavar="T",
+                          help="flat output index to explain (default: the argmax of each sample's output)")
+    validate.add_argument("--out", default=None, metavar="DIR",
+                          help="write verdict.json, verdict.csv and relevance_<method>.nc there")
+    validate.add_argument("--tolerance", dest="tolerances", action="append", type=_tolerance, default=[],
+                          metavar="NAME=VALUE",
+                          help="override a tolerance: conservation=1e-10 (relative; float32: 1e-5), "
+                               "agreement=1e-4 (relative to sum|R|), randomization=0.9 (Spearman must be below)")
+    validate.add_argument("--dtype", choices=("auto", "float64", "float32"), default="auto",
+                          help="precision of the explanations (auto: float64 when the model runs in it)")
+    validate.add_argument("--samples", type=positive_int, default=None, metavar="N",
+                          help="use only the first N samples")
+    validate.add_argument("--cascade", type=positive_int, default=None, metavar="N",
+                          help="re-initialize at most N layers from the top (default: all)")
+    validate.add_argument("--seed", type=int, default=0, help="seed of the re-initialized weights")
+    validate.add_argument("--backends", default=None, metavar="B1,B2",
+                          help="comma-separated backends compared with native (default: all others)")
+    validate.add_argument("--factory-kwargs", type=json_object, default=None, metavar="JSON",
+                          help="keyword arguments of the factory as a JSON object")
+    return {"validate": _validate}
+
+
+def _tolerance(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    if not name or not value:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    return name.strip(), number
+
+
+def _validate(args) -> int:
+    from xaibench.errors import InputError
+    from xaibench.studies.validate.checks import DEFAULT_METHODS, validate
+
+    try:
+        report = validate(args.model, weights=args.weights, inputs=args.inputs, variable=args.variable,
+                          methods=args.methods or DEFAULT_METHODS, target=args.target,
+                          tolerances=dict(args.tolerances), dtype=args.dtype, seed=args.seed,
+                          cascade=args.cascade, samples=args.samples, factory_kwargs=args.factory_kwargs,
+                          backends=None if args.backends is None
+                          else [b.strip() for b in args.backends.split(",") if b.strip()])
+        print(report.table())
+        if args.out:
+            report.write(args.out)
+            print(f"wrote {args.out}/verdict.json, verdict.csv and relevance_<method>.nc")
+    except InputError as error:  # bad input: one line, no traceback, status 2
+        print(f"xaibench validate: error: {error}", file=sys.stderr)
+        return 2
+    return report.exit_code
