@@ -1,6 +1,7 @@
 # The xaibench reproduction. `make reproduce` runs the quick configuration:
 #     snakemake --cores 2 --configfile workflows/config/quick.yaml
 # Plain `snakemake --cores N` runs the paper-scale configuration (workflows/config/default.yaml).
+# Each configuration file is complete and used alone (no merge of one into the other).
 # Rules only call the `xaibench` command; the logic lives in the library.
 
 from snakemake.utils import min_version, validate
@@ -8,11 +9,17 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "workflows/config/default.yaml"
+# One complete configuration per run, never a merge of two: default.yaml only when the command
+# line names no configuration file (`--configfile` replaces it; snakemake itself would merge it
+# key by key into a `configfile:` declared here). workflow.overwrite_configfiles is what
+# snakemake got from --configfile, and what it forwards to cluster jobs.
+if not workflow.overwrite_configfiles:
+
+    configfile: "workflows/config/default.yaml"
 
 
-# Fails before any job runs when the configuration does not match the schema (and fills
-# in the schema's defaults).
+# Fails before any job runs, naming the key, when the configuration does not match the schema.
+# The schema has no defaults: every key is required, so each configuration file is complete.
 validate(config, schema="workflows/config/schema.yaml")
 
 

@@ -5,6 +5,10 @@ hypothesis, so failures shrink to a small network; the numbers in it (weights, b
 BatchNorm statistics, input values) come from a torch.Generator seeded by a drawn integer, so
 a failing example is reproduced from its printed structure and seed.
 
+The architectures with fixed structure (ResidualNet, TinyUNet, FunctionalNet), the layer classes
+by dimension, randomize() and the fixed named networks (batchnorm_model) live with the other
+test networks in xaibench/studies/networks.py; this module draws their sizes and seeds.
+
 Every strategy returns a `Case`: the model (float32, eval mode), an input batch and a short
 description. Options switch features off for tests whose identity needs it (bias-free nets
 for LRP-0 = gradient x input, ReLU-only nets for the sign of z+, zennit-compatible nets).
@@ -12,24 +16,35 @@ for LRP-0 = gradient x input, ReLU-only nets for the sign of z+, zennit-compatib
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from hypothesis import strategies as st
 from torch import nn
+
+# The architectures, the layer tables, randomize() and the fixed networks are the shared test networks
+# (xaibench/studies/networks.py); the tests import ResidualNet, randomize, batchnorm_model from here.
+from xaibench.studies.networks import (  # noqa: F401
+    ADAPTIVE_AVGPOOL,
+    AVGPOOL,
+    BATCHNORM,
+    CONV,
+    CONV_TRANSPOSED,
+    FUNCTIONAL_AFTER,
+    FUNCTIONAL_BEFORE,
+    INTERPOLATING,
+    MAXPOOL,
+    FunctionalNet,
+    ResidualNet,
+    TinyUNet,
+    batchnorm_model,
+    functional_size,
+    randomize,
+)
 
 # Spatial sizes are kept small so one explanation takes milliseconds.
 SPATIAL = {1: 12, 2: 8, 3: 5}
 MAX_SPATIAL = {1: 16, 2: 10, 3: 6}
-_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-_CONV_T = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-_MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-_AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
-_ADAPTIVE = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
-_BATCHNORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-_INTERPOLATING = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 ALL_RESAMPLES = ("maxpool", "avgpool", "adaptive", "nearest", "interpolate")
 
@@ -45,42 +60,6 @@ class Case:
 
 
 # --- numbers ---------------------------------------------------------------------------------
-def randomize(model: nn.Module, seed: int, bias_scale: float = 1.0, dead_fraction: float = 0.0):
-    """Overwrite every parameter and BatchNorm statistic from a seeded generator.
-
-    Weights ~ N(0, 1/fan_in); biases ~ N(0, bias_scale^2), and a fraction of the units of each
-    layer get a strongly negative bias (-5 bias_scale - 5): dead ReLUs. BatchNorm gets running
-    statistics far from (0, 1) and an affine part that can flip signs.
-    """
-    generator = torch.Generator().manual_seed(seed)
-
-    def normal(shape, std=1.0, mean=0.0):
-        return torch.randn(shape, generator=generator) * std + mean
-
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                w = module.weight
-                fan_in = w.shape[1] * math.prod(w.shape[2:]) if w.dim() > 2 else w.shape[1]
-                if isinstance(module, nn.modules.conv._ConvTransposeNd):
-                    fan_in = w.shape[0] * math.prod(w.shape[2:])
-                w.copy_(normal(w.shape, 1.0 / math.sqrt(fan_in)))
-                if module.bias is not None:
-                    b = normal(module.bias.shape, bias_scale)
-                    dead = torch.rand(b.shape, generator=generator) < dead_fraction
-                    b[dead] = -5.0 * bias_scale - 5.0
-                    module.bias.copy_(b)
-            elif isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(normal(n, 1.0))
-                module.running_var.copy_(torch.rand(n, generator=generator) * 3.0 + 0.2)
-                if module.weight is not None:
-                    module.weight.copy_(normal(n, 0.7, 1.0))
-                    module.bias.copy_(normal(n, bias_scale))
-    model.eval()
-    return model
-
-
 def make_input(shape, seed: int, nonnegative=False, zeros=True, away_from_zero=False):
     """A float32 input: normal values, some exact zeros, negatives unless nonnegative."""
     generator = torch.Generator().manual_seed(seed + 7919)
@@ -173,7 +152,7 @@ def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky")
     size = SPATIAL[d]
     layers, parts = [], [f"conv{d}d in={channels}x{size}"]
     if batchnorm and batchnorm_first and draw(st.booleans()):
-        layers.append(_BATCHNORM[d](channels))
+        layers.append(BATCHNORM[d](channels))
         parts.append("BN(first)")
     depth = draw(st.integers(1, max_depth))
     for _ in range(depth):
@@ -182,19 +161,19 @@ def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky")
         if use_transposed:
             k = draw(st.integers(1, 3))
             s = draw(st.integers(1, 2))
-            layers.append(_CONV_T[d](channels, out, k, stride=s, bias=bias))
+            layers.append(CONV_TRANSPOSED[d](channels, out, k, stride=s, bias=bias))
             size = (size - 1) * s + k
             parts.append(f"ConvT(k{k},s{s})")
         else:
             k = draw(st.integers(1, min(3, size)))
             p = draw(st.integers(0, k // 2 if k > 1 else 0))
             s = draw(st.integers(1, 2))
-            layers.append(_CONV[d](channels, out, k, stride=s, padding=p, bias=bias))
+            layers.append(CONV[d](channels, out, k, stride=s, padding=p, bias=bias))
             size = _pool_out(size, k, s, p)
             parts.append(f"Conv(k{k},s{s},p{p})")
         channels = out
         if batchnorm and draw(st.booleans()):
-            layers.append(_BATCHNORM[d](channels))
+            layers.append(BATCHNORM[d](channels))
             parts.append("BN")
         options = [r for r in resamples if r not in ("nearest", "interpolate") or size * 2 <= MAX_SPATIAL[d]]
         options = [r for r in options if r not in ("maxpool", "avgpool") or size >= 2]
@@ -212,17 +191,17 @@ def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky")
                 k = draw(st.integers(2, min(3, size)))
                 s = draw(st.integers(1, 3))
                 p = draw(st.integers(0, k // 2)) if pool_padding else 0
-                cls = _MAXPOOL[d] if kind == "maxpool" else _AVGPOOL[d]
+                cls = MAXPOOL[d] if kind == "maxpool" else AVGPOOL[d]
                 layers.append(cls(k, stride=s, padding=p))
                 size = _pool_out(size, k, s, p)
                 parts.append(f"{cls.__name__}(k{k},s{s},p{p})")
             elif kind == "adaptive":
                 target = draw(st.integers(1, size))
-                layers.append(_ADAPTIVE[d](target))
+                layers.append(ADAPTIVE_AVGPOOL[d](target))
                 size = target
                 parts.append(f"AdaptiveAvg({target})")
             else:
-                mode = "nearest" if kind == "nearest" else _INTERPOLATING[d]
+                mode = "nearest" if kind == "nearest" else INTERPOLATING[d]
                 layers.append(nn.Upsample(scale_factor=2, mode=mode))
                 size *= 2
                 parts.append(f"Upsample({mode})")
@@ -236,56 +215,6 @@ def conv_networks(draw, dims=(1, 2, 3), bias=True, activations=("relu", "leaky")
 
 
 # --- non-Sequential networks -----------------------------------------------------------------
-class ResidualNet(nn.Module):
-    """stem -> ReLU -> h + f(h) (one or two blocks) -> head; f = Linear/Conv, act, Linear/Conv[, ReLU]."""
-
-    def __init__(self, conv: bool, channels: int, n_out: int, blocks: int, bias: bool, final_relu: bool,
-                 activation: str):
-        super().__init__()
-        if conv:
-            self.stem = nn.Conv2d(channels, 3, 3, padding=1, bias=bias)
-            make = lambda: nn.Conv2d(3, 3, 3, padding=1, bias=bias)  # noqa: E731
-        else:
-            self.stem = nn.Linear(channels, 5, bias=bias)
-            make = lambda: nn.Linear(5, 5, bias=bias)  # noqa: E731
-        self.stem_activation = nn.ReLU()
-        act = (lambda: nn.ReLU()) if activation == "relu" else (lambda: nn.LeakyReLU(0.1))
-        self.blocks = nn.ModuleList(
-            nn.Sequential(make(), act(), make(), *([nn.ReLU()] if final_relu else []))
-            for _ in range(blocks))
-        self.flatten = nn.Flatten()
-        self.head = nn.Linear(3 * 6 * 6 if conv else 5, n_out, bias=bias)
-
-    def forward(self, x):
-        h = self.stem_activation(self.stem(x))
-        for block in self.blocks:
-            h = h + block(h)
-        return self.head(self.flatten(h))
-
-
-class TinyUNet(nn.Module):
-    """A two-level encoder-decoder with a torch.cat skip connection and a dense [B, 1, H, W] output."""
-
-    def __init__(self, channels: int, width: int, upsample: str, bias: bool, activation: str):
-        super().__init__()
-        act = (lambda: nn.ReLU()) if activation == "relu" else (lambda: nn.LeakyReLU(0.1))
-        self.encode1 = nn.Conv2d(channels, width, 3, padding=1, bias=bias)
-        self.act1 = act()
-        self.pool = nn.MaxPool2d(2)
-        self.encode2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=bias)
-        self.act2 = act()
-        self.up = nn.Upsample(scale_factor=2, mode=upsample)
-        self.decode = nn.Conv2d(3 * width, width, 3, padding=1, bias=bias)
-        self.act3 = act()
-        self.out = nn.Conv2d(width, 1, 1, bias=bias)
-
-    def forward(self, x):
-        e1 = self.act1(self.encode1(x))
-        e2 = self.act2(self.encode2(self.pool(e1)))
-        d = self.act3(self.decode(torch.cat([self.up(e2), e1], dim=1)))
-        return self.out(d)
-
-
 @st.composite
 def residual_networks(draw, bias=True, activations=("relu", "leaky"), final_relu=None, nonnegative=None,
                       zeros=None, away_from_zero=False):
@@ -320,88 +249,6 @@ def unet_networks(draw, bias=True, activations=("relu", "leaky"), upsamples=("ne
                           f"bias_scale={bias_scale} dead={dead}")
 
 
-class FunctionalNet(nn.Module):
-    """conv -> a drawn sequence of functional steps -> flatten -> linear, with some steps
-    before the first conv too (they carry the z^B bounds). The steps are the engine paths that
-    are not modules: zero padding, slicing, scaling by a number, adding a buffer or a number,
-    permute/transpose, means and sums over a spatial dim, F.interpolate, torch.relu; and, with
-    constant_batch, a constant channel concatenated before the head (torch.cat needs the batch
-    size, so such a model takes only batches of that size)."""
-
-    def __init__(self, channels, size, before, after, n_out, constant_batch=None):
-        super().__init__()
-        self.before, self.after = list(before), list(after)
-        self.stem = nn.Conv2d(channels, 3, 3, padding=1)
-        self.inner = nn.Conv2d(3, 3, 3, padding=1)
-        self.register_buffer("offset", torch.linspace(-1.0, 2.0, 3).view(3, 1, 1))
-        h, w = size, size
-        for op in self.before + self.after:
-            h, w = _functional_size(op, h, w)
-        block = None if constant_batch is None else torch.linspace(-2.0, 3.0, constant_batch * h * w)
-        self.register_buffer("block", None if block is None else block.view(-1, 1, h, w))
-        self.head = nn.Linear((3 if self.block is None else 4) * h * w, n_out)
-
-    def _apply(self, op, h):  # noqa: C901 - one branch per step kind, on purpose
-        if op == "pad":
-            return F.pad(h, (1, 1, 1, 1))
-        if op == "slice":
-            return h[:, :, 1:, :]
-        if op == "scale":
-            return h * -1.5
-        if op == "add_buffer":
-            return h + self.offset
-        if op == "add_number":
-            return h - 0.7
-        if op == "permute":
-            return h.permute(0, 1, 3, 2)
-        if op == "transpose":
-            return torch.transpose(h, 2, 3)
-        if op == "mean":
-            return h.mean(dim=3, keepdim=True)
-        if op == "sum":
-            return torch.sum(h, dim=2, keepdim=True)
-        if op == "nearest":
-            return F.interpolate(h, scale_factor=2, mode="nearest")
-        if op == "bilinear":
-            return F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
-        if op == "relu":
-            return torch.relu(h)
-        if op == "conv":
-            return self.inner(h)
-        raise ValueError(op)
-
-    def forward(self, x):
-        for op in self.before:
-            x = self._apply(op, x)
-        h = self.stem(x)
-        for op in self.after:
-            h = self._apply(op, h)
-        if self.block is not None:
-            h = torch.cat([h, self.block], dim=1)
-        return self.head(h.flatten(1))
-
-
-def _functional_size(op, h, w):
-    if op == "pad":
-        return h + 2, w + 2
-    if op == "slice":
-        return h - 1, w
-    if op in ("permute", "transpose"):
-        return w, h
-    if op == "mean":
-        return h, 1
-    if op == "sum":
-        return 1, w
-    if op in ("nearest", "bilinear"):
-        return 2 * h, 2 * w
-    return h, w
-
-
-FUNCTIONAL_BEFORE = ("pad", "slice", "scale", "add_number", "permute", "nearest", "relu")
-FUNCTIONAL_AFTER = ("pad", "slice", "scale", "add_buffer", "add_number", "permute", "transpose", "mean", "sum",
-                    "nearest", "bilinear", "relu", "conv")
-
-
 @st.composite
 def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from_zero=False, cat_constant=False):
     """A FunctionalNet with 0-2 steps before the stem and 1-4 after it, sizes kept small;
@@ -416,7 +263,7 @@ def functional_networks(draw, bias=True, nonnegative=None, zeros=None, away_from
             allowed = [op for op in choices if (op != "slice" or h >= 2) and
                        (op not in ("nearest", "bilinear") or max(h, w) <= 5)]
             op = draw(st.sampled_from(allowed))
-            h, w = _functional_size(op, h, w)
+            h, w = functional_size(op, h, w)
             steps.append(op)
         return steps, h, w
 
@@ -465,14 +312,6 @@ def method_options(method: str, x: torch.Tensor, dtype=torch.float64, **extra) -
 
 
 # --- shared by the "model and input are left untouched" tests ---------------------------------------
-def batchnorm_model():
-    """A small conv net with BatchNorm, Dropout and max pooling, seeded."""
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Dropout(0.5),
-                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3 * 3 * 3, 4), nn.BatchNorm1d(4),
-                          nn.ReLU(), nn.Linear(4, 2))
-    return randomize(model, seed=3)
-
-
 def snapshot(model):
     """(state dict copy, training flag per module, dtype per parameter)."""
     return ({k: v.detach().clone() for k, v in model.state_dict().items()},

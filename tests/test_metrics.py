@@ -90,6 +90,18 @@ def test_agreement_takes_tensors_and_data_arrays():
     assert M.agreement(a, b).tolist() == [0.5, 0.0]
 
 
+
+def test_agreement_per_sample_takes_tensors_with_sample_and_target_rows():
+    reference = torch.tensor([[[0.5, 0.5], [1.0, 1.0]], [[0.0, 0.0], [0.0, 2.0]]], dtype=torch.float32)
+    relevance = reference.clone()
+    relevance[0, 0, 0] = 1.0        # sample 0, target 0: 0.5 / 1
+    relevance[1, 0, 1] = 1.0        # a map against a zero reference: inf
+    per_row = M.agreement_per_sample(relevance, reference, 2)
+    assert per_row.dtype == torch.float64 and per_row.shape == (2, 2)
+    assert per_row.tolist() == [[0.5, 0.0], [math.inf, 0.0]]
+    per_sample = M.agreement_per_sample(relevance, reference)   # one row per sample: scale is the whole map
+    assert per_sample.tolist() == [pytest.approx(0.5 / 3), 0.5]
+
 # --- region mass -------------------------------------------------------------------------------
 def test_region_mass_of_relevance_inside_the_region_is_one():
     mask = np.zeros((3, 4), dtype=bool)
@@ -145,6 +157,15 @@ def test_spearman_per_sample():
     np.testing.assert_allclose(M.spearman(a, b), [1.0, -1.0, 0.0], rtol=1e-14)
     np.testing.assert_allclose(M.spearman(-a[:1], a[:1], absolute=True), [1.0], rtol=1e-14)
     assert M.spearman(a[2:], a[2:]).tolist() == [1.0]
+
+
+
+def test_spearman_per_sample_ranks_magnitudes_per_row():
+    a = torch.tensor([[[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]]])   # [sample, target, cells]
+    b = torch.tensor([[[0.0, -2.0, 5.0], [0.0, 1.0, 2.0]]])
+    values = M.spearman_per_sample(a, b, 2)
+    assert values.shape == (2,)
+    np.testing.assert_allclose(values, [1.0, 0.0], rtol=1e-14)   # |R| ranks kept; a constant map lost them
 
 
 # --- channels and time -------------------------------------------------------------------------

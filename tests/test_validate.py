@@ -28,7 +28,8 @@ from torch import nn
 from xaibench import api, cli
 from xaibench.backends import table as method_table
 from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
-from xaibench.studies.validate.checks import DEFAULT_METHODS, spearman_per_sample, validate
+from xaibench.metrics import spearman_per_sample
+from xaibench.studies.validate import DEFAULT_METHODS, validate
 
 TESTS = Path(__file__).resolve().parent
 SAMPLES = 5
@@ -322,7 +323,7 @@ def test_spearman_handles_ties_and_constant_maps():
 
 
 def test_read_inputs_asks_for_the_variable_when_there_are_several(tmp_path):
-    from xaibench.studies.validate.checks import read_inputs
+    from xaibench.studies.validate.inputs import read_inputs
 
     path = tmp_path / "two.nc"
     xr.Dataset({"sst": (("t", "x"), np.zeros((2, 3))), "t2m": (("t", "x"), np.ones((2, 3)))}).to_netcdf(

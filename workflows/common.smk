@@ -36,6 +36,6 @@ def case_outputs():
 
 
 # The tables the regression gate compares (results/baseline/tolerances.yaml lists them).
-from xaibench.studies.regression.gate import load_spec  # TEMP-TESTING
+from xaibench.studies.regression import load_spec
 
 REGRESSION_TABLES = list(load_spec("results/baseline").files)

@@ -12,11 +12,16 @@ xarray.DataArrays; with DataArrays a mask or a weight is broadcast by dimension 
                         engine's Explanation.relative_conservation_error; None elsewhere
     agreement(relevance, reference, output=None)
         max|R - R_ref| / max(sum |R_ref|, |output|): 0 for identical maps, scale-free
+    agreement_per_sample(relevance, reference, sample_dims=1)
+                                            the same (output=None) on torch tensors whose first
+                                            sample_dims axes are rows (sample, target): a tensor
+                                            back (the census' and validate's measure)
     region_mass(relevance, mask)            RegionMass(absolute, positive)
         absolute  sum_{mask} |R| / sum |R|        (NaN where the mask is empty or R = 0)
         positive  sum_{mask} R+ / sum R+          (NaN where the mask is empty or R+ = 0)
     pattern_correlation(a, b, lat)          cos(lat)-weighted Pearson (or uncentred) correlation of maps
     spearman(a, b, absolute=False)          Spearman rank correlation (ties get average ranks)
+    spearman_per_sample(a, b, sample_dims)  Spearman of |a| and |b| with the first sample_dims axes as rows
     pearson(a, b)                           unweighted Pearson correlation over all elements of a sample
     deletion_curve(predict, x, relevance, fractions, fill)
                                             outputs as the most relevant inputs are replaced by `fill`
@@ -130,6 +135,19 @@ def agreement(relevance, reference, output=None) -> np.ndarray:
     return np.where(difference == 0, 0.0, ratio)
 
 
+
+def agreement_per_sample(relevance, reference, sample_dims: int = 1):
+    """max|R - R_ref| / sum|R_ref| per row, for torch tensors whose first `sample_dims` axes are
+    rows (sample, or sample and target), in float64: a tensor of shape reference.shape[:sample_dims].
+    agreement() with output=None: equal maps agree (0), a non-zero map against a zero reference
+    does not (inf)."""
+    import torch
+
+    rows = int(np.prod(reference.shape[:sample_dims]))
+    values = agreement(relevance.detach().double().cpu().numpy().reshape(rows, -1),
+                       reference.detach().double().cpu().numpy().reshape(rows, -1))
+    return torch.from_numpy(values).reshape(reference.shape[:sample_dims])
+
 # --- region mass -----------------------------------------------------------------------------------
 @dataclass
 class RegionMass:
@@ -206,7 +224,7 @@ def spearman(a, b, absolute: bool = False) -> np.ndarray:
     """Spearman rank correlation of a and b per sample (of |a|, |b| when absolute=True).
 
     A constant map has no ranking: against a non-constant one it is 0, two constant maps give 1
-    (as xaibench.studies.validate.spearman_per_sample)."""
+    (as spearman_per_sample)."""
     from scipy.stats import rankdata
 
     a, b = _rows(a), _rows(b)
@@ -223,6 +241,14 @@ def spearman(a, b, absolute: bool = False) -> np.ndarray:
         else:
             result[i] = float(((ra - ra.mean()) * (rb - rb.mean())).mean() / (sa * sb))
     return result
+
+
+def spearman_per_sample(a, b, sample_dims: int) -> np.ndarray:
+    """Spearman rank correlation of |a| and |b| per row (the first `sample_dims` axes are rows:
+    sample, or sample and target), by spearman(): ties get average ranks; a constant map against
+    a non-constant one counts as 0 (it lost its structure), two constant maps as 1."""
+    rows = int(np.prod(a.shape[:sample_dims]))
+    return spearman(_array(a).reshape(rows, -1), _array(b).reshape(rows, -1), absolute=True)
 
 
 def pearson(a, b) -> np.ndarray:

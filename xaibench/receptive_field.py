@@ -9,6 +9,8 @@ by gradients, LRP and backward optimization (docs/papers.md sections 2 and 4).
                                                  positive-weight copy (positive_copy)
     effective_receptive_field(model, x, pixels, method)  mean |attribution| maps, many pixels at once
     effective_receptive_field_loop(...)          the same, one pixel per call (reference, timing)
+    erf_map_pixels(height, width, count)         ERF_MAP_PIXELS output pixels on the middle row
+    erf_map_call(model, x, pixels, method)       a callable computing their ERF maps at once (timing)
     backward_optimization_changes(model, x, pixels)      mean |change| of an optimal input
     mass_width / mass_box(map, pixel)            the square holding 95 % of a map's mass
     gaussian_sigma(map)                          a Gaussian (moment) fit's sigma
@@ -587,6 +589,25 @@ def effective_receptive_field_loop(model, x, pixels, method="gradient", dtype=No
     maps = [api.explain(model, x, method, target=int(t), dtype=dtype, **options).relevance.detach().abs()
             .sum(dim=1).mean(dim=0) for t in targets]
     return torch.stack(maps)
+
+
+ERF_MAP_PIXELS = 8  # output pixels of an ERF-map measurement (the engine benchmark's ERF-map row)
+
+
+def erf_map_pixels(height: int, width: int, count: int = ERF_MAP_PIXELS) -> list[tuple[int, int]]:
+    """`count` output pixels on the middle row, spread over the middle half of the patch."""
+    if count < 1 or width < count:
+        raise InputError(f"cannot place {count} pixels on a row of {width}")
+    return [(height // 2, width // 4 + (i * (width // 2)) // max(count - 1, 1)) for i in range(count)]
+
+
+def erf_map_call(model, x, pixels=None, method: str = "gradient"):
+    """A callable computing the ERF maps of `pixels` (default: erf_map_pixels) of `model` on the
+    batch x at once (a [B, T] target), e.g. for a timing loop (xaibench.studies.bench)."""
+    if pixels is None:
+        pixels = erf_map_pixels(*x.shape[-2:])
+    return lambda: effective_receptive_field(model, x, pixels, method)
+
 
 
 def backward_optimization_changes(model: nn.Module, x: torch.Tensor, pixels, steps: int = 20,

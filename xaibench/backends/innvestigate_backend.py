@@ -34,7 +34,6 @@ from ..errors import BackendUnavailableError, ExportError, InputError, UnknownMe
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
 from ..lrp import engine
-from ..lrp.engine import check_input, prepared_graph
 from . import keras_export
 from .table import METHODS, available
 
@@ -174,8 +173,8 @@ def _twin_output(model_id, process, x_keras, shape) -> np.ndarray:
 
 def keras_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The Keras twin's output for x (final softmax/sigmoid stripped), in PyTorch's layout."""
-    x = check_input(x, model)
-    graph, _ = prepared_graph(model, x.dtype, x.device)
+    prepared = engine.prepare(model, x)
+    x, graph = prepared.x, prepared.graph
     with torch.no_grad():
         shape = tuple(graph.forward(x, {})[graph.explained_name].shape)
     floatx = "float64" if x.dtype == torch.float64 else "float32"

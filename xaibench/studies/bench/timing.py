@@ -49,12 +49,12 @@ from torch import nn
 from xaibench import api
 from xaibench.errors import XaibenchError
 from xaibench.io import write_csv, write_text
+from xaibench.studies import sweep
 from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
 
 COLUMNS = ["model", "method", "backend", "device", "batch", "median_s", "ratio_to_gradient",
            "peak_mem_mb"]
 MODEL_NAMES = ("enso", "convection", "radar")
-BACKENDS = ("native", "zennit", "innvestigate")
 #: the innvestigate worker's memory, apart from bench.csv (another process: see the module docstring)
 WORKER_COLUMNS = ["model", "method", "batch", "worker_peak_rss_mb"]
 #: batch sizes of the quick configuration (minutes on two CPU cores); --batch-scale multiplies them
@@ -230,9 +230,10 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     if batch_scale <= 0:
         raise ValueError(f"batch_scale must be positive, got {batch_scale}")
     backends = list(backends)
+    known = sweep.backends()   # the one list: xaibench.api.BACKENDS
     for backend in backends:
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown backend '{backend}'; the benchmark runs {', '.join(BACKENDS)}")
+        if backend not in known:
+            raise ValueError(f"unknown backend '{backend}'; the benchmark runs {', '.join(known)}")
     if "innvestigate" in backends:   # fail before any timing, not once per method
         from xaibench.backends import innvestigate_backend
 
@@ -246,7 +247,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     bad = [m for m in methods if m not in all_methods]
     if bad:
         raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
-    available = {backend: set(api.methods(backend)) for backend in backends}
+    available = set(sweep.pairs(methods, backends))   # (method, backend) for every backend that has the method
 
     log(f"engine benchmark on {device} ({torch.get_num_threads()} threads), repeats {repeats}")
     rows, failures, worker_rows = [], [], []
@@ -294,7 +295,7 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
     for method in methods:
         options = _options(method, case.x)
         for backend in backends:
-            if backend != "native" and method not in available[backend]:
+            if (method, backend) not in available:
                 continue
 
             def call(method=method, backend=backend, options=options):
@@ -303,7 +304,7 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
             row(method, backend, call)
     if case.name == "radar":   # ERF maps of several output pixels in one call ([B, T] targets; issue 7)
         from xaibench import receptive_field
-        from xaibench.studies.receptive_fields.experiment import ERF_MAP_PIXELS, erf_map_call, erf_map_pixels
+        from xaibench.receptive_field import ERF_MAP_PIXELS, erf_map_call, erf_map_pixels
 
         pixels = erf_map_pixels(*case.x.shape[-2:])
         for method in ("gradient", "lrp.epsilon"):

@@ -2,12 +2,19 @@
 (workflows/cases.smk)."""
 
 from xaibench.studies.arguments import positive_int
+from xaibench.studies.cases.registry import CASES
+
+
+def _case_names() -> str:
+    """The registered cases as 'a, b or c' (the help text)."""
+    names = list(CASES)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def add_commands(commands) -> dict:
     """The reference-case pipeline's commands."""
     explain = commands.add_parser("explain-case", help="explain a trained reference network on every backend")
-    explain.add_argument("case", help="enso, convection, radar1, radar2 or radar3")
+    explain.add_argument("case", help=_case_names())
     explain.add_argument("--model", required=True, metavar="DIR", help="folder with model.safetensors/model.json")
     explain.add_argument("--data", required=True, metavar="FILE.nc")
     explain.add_argument("--out", required=True, metavar="DIR")
@@ -68,34 +75,20 @@ def _metrics_case(args) -> int:
     return 0
 
 
-#: what each case's figure draws by default (method__backend file stems)
-FIGURE_FILES = {
-    "enso": ["lrp.epsilon__native", "lrp.alpha1beta0__native", "input_x_gradient__native",
-             "integrated_gradients__native", "deep_taylor__innvestigate", "lrp.alpha1beta0__innvestigate"],
-    "convection": ["lrp.epsilon__native", "lrp.alpha1beta0__native", "input_x_gradient__native"],
-    "radar": ["lrp.alpha1beta0__native"],
-}
-
-
 def _figure(args) -> int:
     from pathlib import Path
 
-    from xaibench.studies.report import convection_relevance, enso_composite_maps, radar_relevance
+    from xaibench.studies.cases.registry import CASES
 
-    kind = "radar" if args.case.startswith("radar") else args.case
-    if kind not in FIGURE_FILES:
-        raise ValueError(f"unknown case '{args.case}'; known: enso, convection, radar1, radar2, radar3")
+    if args.case not in CASES:
+        raise ValueError(f"unknown case '{args.case}'; known: {', '.join(CASES)}")
+    case = CASES[args.case]
     folder = Path(args.explanations)
-    stems = args.methods or FIGURE_FILES[kind]
+    stems = args.methods or list(case.figure_files)
     files = [folder / f"{stem}.nc" for stem in stems if (folder / f"{stem}.nc").exists()]
     if not files:
         raise ValueError(f"none of {', '.join(stems)} in {folder}")
-    if kind == "enso":
-        enso_composite_maps(files, args.out, subset=args.subset)
-    elif kind == "convection":
-        convection_relevance(files, args.out, subset=args.subset)
-    else:
-        radar_relevance(files[0], args.out, samples=(0, 1))
+    case.figure(files, args.out, subset=args.subset)
     print(f"wrote {args.out} from {', '.join(f.name for f in files)}")
     return 0
 

@@ -1,47 +1,28 @@
-"""The reference cases: each trained network explained with every method on every backend that has
-it, the explanations written as netCDF with the input's dimensions and coordinates, and the
-metrics per method x backend.
+"""The generic reference-case pipeline: each trained network explained with every method on every
+backend that has it, the explanations written as netCDF with the input's dimensions and
+coordinates, and the metrics per method x backend.
 
     explain_case(case, model_dir, data_path, out_dir, ...) -> [written files]
     metrics_case(case, explanations_dir, data_path, out_csv, ...) -> pandas.DataFrame
 
-One case per reference network (training.MODEL_NAMES): enso, convection, radar1, radar2, radar3.
-What each case explains (docs/papers.md sections 1-3):
-
-- enso: the El Nino logit (index 1; the softmax is not part of the model) of correctly classified
-  El Nino samples, as Toms et al. (2020): from the test block of the training data (the model's
-  own split) and from the real HadISST winters (subset "real_winters": the file given in
-  `evaluation`, or make_enso_real with the data's threshold and detrending, as training scores
-  them). Region: the Nino3.4 box (the data's nino34_region: ocean cells of 5S-5N, 170W-120W).
-- convection: the convection logit (index 1) of test samples, half convective cells and half
-  non-convective clouds (clear sky only where too few clouds), from the test block of the
-  training data (shortcut=True: brightness separates the classes) and from every evaluation
-  set (default: subset "no_shortcut", make_convection with the data's configuration but
-  shortcut=False, seed + 1 and 4 x n_samples scenes, where only the temporal texture separates
-  the classes). Region: the sample's core_mask (empty for non-convective scenes: NaN there).
-  Extra measures: the share of |R| on each channel (visible reflectance, IR brightness
-  temperature) and the static / temporal split of the relevance over the frames
-  (metrics.temporal_shares): the shortcut finding of Lee et al. (2021).
-- radar1/2/3: test samples; two output pixels per sample, explained as flat output indices
-  (y * width + x): "max_reflectivity", the pixel of the largest true reflectivity at least R
-  pixels from the border (anywhere when the patch is smaller than 2R + 1), and "centre"
-  (height // 2, width // 2). Region: the data's footprint, the (2R + 1)^2 square around the
-  target pixel (R = the data's footprint_radius attribute), clipped to the patch.
+One case per reference network (registry.CASES: enso, convection, radar1, radar2, radar3); what
+each explains (samples, subsets, region, z^B bounds, extra measures, figure) is its module's
+(enso.py, convection.py, radar.py; the interface: case.py). Nothing here depends on which case.
 
 Methods (DEFAULT_METHODS) with their options (DEFAULT_OPTIONS, recorded in every file): LRP
 presets with epsilon 0.1 and biases taking part; z^B with explicit bounds, one scalar pair for
-every sample and backend (innvestigate bakes one pair into its analyzer): [0, 1] for convection
-and radar (the generators clip every scaled input to [0, 1]), the min and max over the ENSO data
-file and every explained map for ENSO (anomalies have no natural bounds); integrated gradients
-from a zero baseline, 64 steps, left Riemann sum (innvestigate's only rule); SmoothGrad with
-noise 0.1 x each sample's range, 32 copies, seed 0 (native). deep_taylor exists in innvestigate
-only (Toms et al. used it); its agreement is measured against table.NEAREST_NATIVE (lrp.zplus).
+every sample and backend (innvestigate bakes one pair into its analyzer): the case's
+zbox_bounds; integrated gradients from a zero baseline, 64 steps, left Riemann sum
+(innvestigate's only rule); SmoothGrad with noise 0.1 x each sample's range, 32 copies, seed 0
+(native). deep_taylor exists in innvestigate only (Toms et al. used it); its agreement is
+measured against table.NEAREST_NATIVE (lrp.zplus). Options only the native engine honours are
+dropped for the other backends (xaibench.studies.sweep.options_for).
 
-A backend that is not installed or cannot mirror the model (BackendUnavailableError,
-ExportError, UnsupportedLayerError, ImportError) is recorded in out_dir/skipped.csv with the
-reason, as is any other failure of a non-native backend (status "error"); a failure of the native
-engine raises. Where TensorFlow has no float64 kernel (3D
-pooling), innvestigate runs in float32 and the file's dtype attribute says so.
+Failures follow xaibench.studies.sweep with native_failure="raise": a backend that is not
+installed or cannot mirror the model (sweep.SKIPPABLE) is recorded in out_dir/skipped.csv with
+the reason (status "skipped"), as is any other failure of a non-native backend (status "error");
+any failure of the native engine raises. Where TensorFlow has no float64 kernel (3D pooling),
+innvestigate runs in float32 and the file's dtype attribute says so.
 
 File format (out_dir/<method>__<backend>.nc, written atomically by data.write_dataset):
     relevance(sample, *input dims)  float; CF units: the output's ("1"), per unit of input for
@@ -72,7 +53,6 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +62,15 @@ import xarray as xr
 
 from xaibench import metrics as M
 from xaibench.backends import table
-from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
+from xaibench.errors import ExportError, InputError
 from xaibench.io import write_csv, write_text
+from xaibench.studies import sweep
+from xaibench.studies.cases.case import Case
+from xaibench.studies.cases.registry import CASES, get_case
 
 logger = logging.getLogger(__name__)
 
-CASE_NAMES = ("enso", "convection", "radar1", "radar2", "radar3")
+CASE_NAMES = tuple(CASES)
 DEFAULT_METHODS = ("lrp.epsilon", "lrp.zplus", "lrp.alpha1beta0", "lrp.preset_a", "lrp.preset_b", "lrp.zbox",
                    "gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "deep_taylor")
 EPSILON = 0.1
@@ -95,72 +78,22 @@ DEFAULT_OPTIONS = {
     "integrated_gradients": {"baseline": "zeros", "steps": 64, "rule": "riemann_left"},
     "smoothgrad": {"noise_level": 0.1, "samples": 32, "seed": 0},
 }
-#: options only the native engine has (the other backends refuse unknown options)
-NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed", "kind", "batch_samples"),
-                       "integrated_gradients": ("batch_steps",)}
 #: methods whose relevance is per unit of input (no conservation residual)
 PER_INPUT_UNIT = ("gradient", "smoothgrad")
-#: "this backend cannot do this model here", not "the explanation is wrong"
-SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
+#: the sweep's (kept importable here: other studies used to take it from the cases)
+SKIPPABLE = sweep.SKIPPABLE
 SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ["case", "method", "backend", "status", "reason"]
+#: the extra measures a case may give (Case.shares); empty where it gives none
+SHARE_COLUMNS = ("share_visible", "share_ir", "share_static", "share_temporal")
 METRICS_COLUMNS = ["case", "method", "backend", "reference", "n_samples",
                    "conservation_residual_max", "conservation_residual_median", "ledger_closure_max",
                    "agreement_max", "agreement_median", "spearman_median", "pattern_correlation_median",
-                   "region_mass_mean", "region_mass_positive_mean",
-                   "share_visible", "share_ir", "share_static", "share_temporal",
+                   "region_mass_mean", "region_mass_positive_mean", *SHARE_COLUMNS,
                    "known_differences", "status"]
 PER_SAMPLE_COLUMNS = ["case", "method", "backend", "sample", "subset", "source_sample", "label", "target",
                       "output", "conservation_residual", "ledger_closure", "agreement", "spearman",
-                      "pattern_correlation", "region_mass", "region_mass_positive",
-                      "share_visible", "share_ir", "share_static", "share_temporal"]
-#: convection channel names (the data's channel coordinate) -> share columns
-CONVECTION_CHANNELS = {"reflectance": "share_visible", "brightness_temperature": "share_ir"}
-
-
-@dataclass(frozen=True)
-class Case:
-    """A reference network and what is explained of it."""
-
-    name: str                      # the model name (training.MODEL_NAMES)
-    kind: str                      # enso, convection or radar: the data it reads
-    input_variable: str
-    input_dims: tuple[str, ...]    # the input's dimensions after `sample`
-    coords: tuple[str, ...]        # coordinates copied from the data
-    region_dims: tuple[str, ...]
-    target_class: int | None       # classifiers: the logit explained
-    output_long_name: str
-    output_units: str
-    region_long_name: str
-
-    @property
-    def classifier(self) -> bool:
-        return self.target_class is not None
-
-
-def _radar(n: int) -> Case:
-    return Case(f"radar{n}", "radar", "inputs", ("channel", "y", "x"), ("channel", "y", "x"), ("sample", "y", "x"),
-                None, f"radar{n} output: scaled composite reflectivity at the target pixel (dBZ = 60 x value)",
-                "1", "footprint of the target pixel: the (2R+1)^2 square of the data's operator")
-
-
-CASES = {
-    "enso": Case("enso", "enso", "sst_anomaly", ("lat", "lon"), ("lat", "lon"), ("lat", "lon"), 1,
-                 "El Nino logit (softmax stripped)", "1", "Nino3.4 box (ocean cells of 5S-5N, 170W-120W)"),
-    "convection": Case("convection", "convection", "inputs", ("channel", "time", "y", "x"),
-                       ("channel", "time", "y", "x"), ("sample", "y", "x"), 1,
-                       "convection logit (softmax stripped)", "1",
-                       "convective core (core_mask; empty for non-convective scenes)"),
-    **{f"radar{n}": _radar(n) for n in (1, 2, 3)},
-}
-
-
-def get_case(case: str | Case) -> Case:
-    if isinstance(case, Case):
-        return case
-    if case not in CASES:
-        raise InputError(f"unknown case '{case}'; cases: {', '.join(CASES)}")
-    return CASES[case]
+                      "pattern_correlation", "region_mass", "region_mass_positive", *SHARE_COLUMNS]
 
 
 # =====================================================================================================
@@ -176,46 +109,19 @@ def select_samples(case: str | Case, model, metadata: dict, data: xr.Dataset, *,
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise InputError(f"n_samples must be a positive integer, got {n_samples!r}")
     sets = _subsets(case, metadata, data, evaluation, n_samples)
-    if case.kind == "radar":
-        return _radar_samples(case, model, data, sets, n_samples)
-    parts, sources = [], {}
-    for name, (subset, source) in sets.items():
-        sources[name] = source
-        chosen = _pick(case, model, subset, n_samples)
-        if chosen.size:
-            parts.append(_classifier_rows(case, model, subset, chosen, name))
-    if not parts:
-        raise InputError(f"case {case.name}: no sample to explain in {', '.join(sets)} "
-                         + ("(no correctly classified El Nino sample: is the model trained?)" if case.kind == "enso"
-                            else ""))
-    samples = xr.concat(parts, dim="sample", data_vars="all", coords="minimal", compat="override")
+    samples, sources = case.samples(model, data, sets, n_samples)
     return _finish(case, samples, data, sources)
 
 
 def _subsets(case, metadata, data, evaluation, n_samples) -> dict[str, tuple[xr.Dataset, str]]:
     """{subset name: (Dataset, description)}: the test block of the data, then the evaluation sets."""
-    from xaibench.studies.data import config_of, split
+    from xaibench.studies.data import split
 
     config = metadata.get("config", {})
     validation, test = config.get("validation", 0.2), config.get("test", 0.2)
     sets = {"test": (split(data, validation=validation, test=test)["test"],
                      f"test block of the training data (split fractions validation={validation}, test={test})")}
-    given = dict(evaluation or {})
-    if evaluation is None:
-        generator = data.attrs.get("generator", "")
-        if case.kind == "enso" and generator == "xaibench.studies.data.enso.make_enso":
-            from xaibench.studies.data import make_enso_real
-
-            settings = config_of(data)
-            kwargs = {"threshold": settings.get("threshold", 0.5), "detrend": settings.get("detrend", True)}
-            given["real_winters"] = (make_enso_real(**kwargs), "generated: make_enso_real(" + _kwargs(kwargs) + ")")
-        if case.kind == "convection" and config_of(data).get("shortcut", False):
-            from xaibench.studies.data import make_convection
-
-            settings = config_of(data)
-            settings.update(shortcut=False, seed=int(settings.get("seed", 0)) + 1, n_samples=4 * n_samples)
-            given["no_shortcut"] = (make_convection(**settings),
-                                    "generated: make_convection(" + _kwargs(settings) + ")")
+    given = dict(evaluation or {}) if evaluation is not None else case.default_evaluation(data, n_samples)
     for name, value in given.items():
         if name in sets:
             raise InputError(f"evaluation set name '{name}' is taken (the data's own test block)")
@@ -234,10 +140,6 @@ def _subsets(case, metadata, data, evaluation, n_samples) -> dict[str, tuple[xr.
     return sets
 
 
-def _kwargs(kwargs: dict) -> str:
-    return ", ".join(f"{key}={value!r}" for key, value in sorted(kwargs.items()))
-
-
 def _check_same_kind(case, data, other, what):
     if case.input_variable not in other:
         raise InputError(f"{what} has no variable '{case.input_variable}'")
@@ -251,100 +153,9 @@ def _check_same_kind(case, data, other, what):
             raise InputError(f"{what}: coordinate {coord} differs from the data's")
 
 
-def model_input(case: Case, inputs: np.ndarray) -> torch.Tensor:
+def model_input(case: str | Case, inputs: np.ndarray) -> torch.Tensor:
     """The data's input array [sample, *input dims] as the model takes it (ENSO maps get a channel axis)."""
-    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-    return x.unsqueeze(1) if case.kind == "enso" else x
-
-
-def _predict(model, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    parameter = next(iter(model.parameters()))
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, x.shape[0], batch):
-            outputs.append(model(x[start:start + batch].to(parameter.device, parameter.dtype)).cpu())
-    return torch.cat(outputs)
-
-
-def _pick(case, model, subset, n_samples) -> np.ndarray:
-    """Source indices to explain in one subset of a classifier case."""
-    label = np.asarray(subset["label"].values)
-    if case.kind == "enso":  # correctly classified El Nino samples (Toms et al.)
-        prediction = _predict(model, model_input(case, subset[case.input_variable].values)).argmax(1).numpy()
-        return np.flatnonzero((label == 1) & (prediction == 1))[:n_samples]
-    # convection: half convective, half non-convective cloud (clear sky only to fill up)
-    convective = np.flatnonzero(label == 1)[: n_samples - n_samples // 2]
-    scene = np.asarray(subset["scene"].values) if "scene" in subset else np.where(label == 1, 2, 1)
-    others = np.concatenate([np.flatnonzero((label == 0) & (scene == 1)), np.flatnonzero((label == 0) & (scene != 1))])
-    return np.sort(np.concatenate([convective, others[: n_samples - convective.size]]))
-
-
-def _classifier_rows(case, model, subset, chosen, name) -> xr.Dataset:
-    inputs = subset[case.input_variable].isel(sample=chosen)
-    x = model_input(case, inputs.values)
-    prediction = _predict(model, x).argmax(1).numpy()
-    n = chosen.size
-    variables = {
-        "input": inputs.drop_vars([c for c in inputs.coords if c not in case.coords]),
-        "target": ("sample", np.full(n, case.target_class, dtype=np.int64)),
-        "label": ("sample", np.asarray(subset["label"].values[chosen], dtype=np.int64), subset["label"].attrs),
-        "prediction": ("sample", prediction.astype(np.int64)),
-        "subset": ("sample", np.array([name] * n)),
-        "source_sample": ("sample", np.asarray(subset["sample"].values[chosen], dtype=np.int64)),
-    }
-    if case.kind == "convection":
-        variables["region"] = subset["core_mask"].isel(sample=chosen).drop_vars(
-            [c for c in subset["core_mask"].coords if c not in case.coords])
-        if "scene" in subset:
-            variables["scene"] = ("sample", np.asarray(subset["scene"].values[chosen]), subset["scene"].attrs)
-    return xr.Dataset(variables).drop_vars("sample", errors="ignore")
-
-
-def _radar_samples(case, model, data, sets, n_samples) -> xr.Dataset:
-    radius = int(data.attrs.get("footprint_radius", -1))
-    if radius < 0:
-        raise InputError("the radar data lack the footprint_radius attribute (make them with xaibench.studies.data.make_radar)")
-    subset, source = sets.pop("test")
-    if sets:
-        logger.info("radar: evaluation sets %s are not used (radar explains the test block)", ", ".join(sets))
-    if subset.sizes["sample"] == 0:
-        raise InputError("case radar: the test block of the data is empty")
-    chosen = np.arange(min(n_samples, subset.sizes["sample"]))
-    height, width = subset.sizes["y"], subset.sizes["x"]
-    rows = []
-    for index in chosen:
-        reflectivity = np.asarray(subset["reflectivity"].values[index], dtype=np.float64)
-        interior = np.full(reflectivity.shape, -np.inf)
-        if height > 2 * radius and width > 2 * radius:
-            interior[radius:height - radius, radius:width - radius] = \
-                reflectivity[radius:height - radius, radius:width - radius]
-        else:
-            interior = reflectivity
-        peak = np.unravel_index(int(np.argmax(interior)), reflectivity.shape)  # first maximum in row-major order
-        for kind, (ty, tx) in (("max_reflectivity", peak), ("centre", (height // 2, width // 2))):
-            rows.append((index, kind, int(ty), int(tx), float(reflectivity[ty, tx])))
-    index = np.array([r[0] for r in rows])
-    ty = np.array([r[2] for r in rows], dtype=np.int64)
-    tx = np.array([r[3] for r in rows], dtype=np.int64)
-    yy, xx = np.arange(height)[None, :, None], np.arange(width)[None, None, :]
-    region = (np.abs(yy - ty[:, None, None]) <= radius) & (np.abs(xx - tx[:, None, None]) <= radius)
-    inputs = subset[case.input_variable].isel(sample=index)
-    samples = xr.Dataset({
-        "input": inputs.drop_vars([c for c in inputs.coords if c not in case.coords]),
-        "target": ("sample", ty * width + tx),
-        "target_y": ("sample", ty, {"long_name": "row index (y) of the explained output pixel", "units": "1"}),
-        "target_x": ("sample", tx, {"long_name": "column index (x) of the explained output pixel", "units": "1"}),
-        "target_pixel": ("sample", np.array([r[1] for r in rows]),
-                         {"long_name": "how the output pixel was chosen: max_reflectivity (largest true "
-                                       f"reflectivity at least {radius} pixels from the border) or centre"}),
-        "target_reflectivity": ("sample", np.array([r[4] for r in rows]),
-                                {"long_name": "true scaled reflectivity at the target pixel (dBZ = 60 x value)",
-                                 "units": "1"}),
-        "subset": ("sample", np.array(["test"] * len(rows))),
-        "source_sample": ("sample", np.asarray(subset["sample"].values[index], dtype=np.int64)),
-        "region": (("sample", "y", "x"), region),
-    })
-    return _finish(case, samples, data, {"test": source})
+    return get_case(case).model_input(inputs)
 
 
 def _finish(case, samples, data, sources) -> xr.Dataset:
@@ -353,9 +164,9 @@ def _finish(case, samples, data, sources) -> xr.Dataset:
                                             {"long_name": "explained sample (row of this file)", "units": "1"}))
     for coord in case.coords:
         samples = samples.assign_coords({coord: data[coord]})
-    if case.kind == "enso":
-        samples["region"] = data["nino34_region"].astype(bool).drop_vars(
-            [c for c in data["nino34_region"].coords if c not in case.coords])
+    region = case.data_region(data)
+    if region is not None:
+        samples["region"] = region
     samples["input"].attrs = dict(data[case.input_variable].attrs)
     samples["target"].attrs = {"long_name": "flat index of the explained output (per sample of the model output)",
                                "units": "1"}
@@ -374,8 +185,9 @@ def _finish(case, samples, data, sources) -> xr.Dataset:
 # =====================================================================================================
 def method_options(case: str | Case, method: str, backend: str, bounds: tuple[float, float] | None = None,
                    overrides: Mapping[str, Mapping] | None = None) -> dict:
-    """The options of one explanation (module docstring), overrides {method: {option: value}} applied.
-    Options only the native engine reads (SmoothGrad's seed) are dropped for other backends."""
+    """The options of one explanation (module docstring), overrides {method: {option: value}} applied,
+    then xaibench.studies.sweep.options_for: options only the native engine reads (SmoothGrad's
+    seed) are dropped for other backends."""
     entry = table.METHODS[method]
     options: dict = {}
     if "epsilon" in entry.options:
@@ -384,20 +196,13 @@ def method_options(case: str | Case, method: str, backend: str, bounds: tuple[fl
         options["low"], options["high"] = float(bounds[0]), float(bounds[1])
     options.update(copy.deepcopy(DEFAULT_OPTIONS.get(method, {})))
     options.update(dict((overrides or {}).get(method, {})))
-    if backend != "native":
-        for key in NATIVE_ONLY_OPTIONS.get(method, ()):
-            options.pop(key, None)
-    return options
+    return sweep.options_for(method, backend, options)
 
 
 def zbox_bounds(case: str | Case, data: xr.Dataset, samples: xr.Dataset) -> tuple[float, float]:
-    """The z^B bounds of a case (module docstring): [0, 1] for the scaled convection and radar
-    inputs; for ENSO the min and max over the data file and every explained map."""
-    case = get_case(case)
-    if case.kind in ("convection", "radar"):
-        return 0.0, 1.0
-    values = [np.asarray(data[case.input_variable].values), np.asarray(samples["input"].values)]
-    return float(min(v.min() for v in values)), float(max(v.max() for v in values))
+    """The z^B bounds of a case (its zbox_bounds: [0, 1] for the scaled convection and radar
+    inputs; for ENSO the min and max over the data file and every explained map)."""
+    return get_case(case).zbox_bounds(data, samples)
 
 
 def _dtype(dtype) -> torch.dtype:
@@ -410,21 +215,8 @@ def _dtype(dtype) -> torch.dtype:
     return chosen
 
 
-def _pairs(methods, backends) -> list[tuple[str, str]]:
-    """(method, backend) for every backend that has the method."""
-    from xaibench import api
-    unknown = [m for m in methods if m not in table.METHODS]
-    if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)}; methods: {', '.join(table.METHODS)}")
-    bad = [b for b in backends if b not in api.BACKENDS]
-    if bad:
-        raise InputError(f"unknown backend(s) {', '.join(bad)}; backends: {', '.join(api.BACKENDS)}")
-    return [(m, b) for b in backends for m in methods if m in table.available(b)]
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}"[:400]
+#: the sweep's (kept importable here: other studies used to take it from the cases)
+_pairs = sweep.pairs
 
 
 def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Iterable[str] | None = None,
@@ -452,14 +244,13 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
     say = log or logger.info
     dtype = _dtype(dtype)
     methods = list(DEFAULT_METHODS if methods is None else methods)
-    from xaibench import api
-    backends = list(api.BACKENDS if backends is None else backends)
-    pairs = _pairs(methods, backends)
+    backends = list(sweep.backends() if backends is None else backends)
+    pairs = sweep.pairs(methods, backends)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise InputError(f"batch_size must be None or a positive integer, got {batch_size!r}")
 
     model, metadata = load_trained(model_dir)
-    if metadata.get("model", case.name) != case.name:
+    if metadata.get("model", case.model) != case.model:
         raise InputError(f"{model_dir} holds the {metadata.get('model')} network, not {case.name}")
     data = read_dataset(data_path)
     digest = data_hash(data)
@@ -475,32 +266,26 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written, skipped, unavailable = [], [], {}
-    common = {"case": case.name, "model": str(metadata.get("model", case.name)), "model_dir": str(model_dir),
+    written, skipped = [], []
+    runner = sweep.Sweep(native_failure="raise")
+    common = {"case": case.name, "model": str(metadata.get("model", case.model)), "model_dir": str(model_dir),
               "data": str(data_path), "data_hash": digest, "subsets": samples.attrs["subsets"],
               "xaibench_version": __version__}
     for method, backend in pairs:
-        if backend in unavailable:
-            skipped.append([case.name, method, backend, "skipped", unavailable[backend]])
-            continue
         chosen = method_options(case, method, backend, bounds, options)
-        try:
+        known_unavailable = backend in runner.unavailable
+
+        def run(method=method, backend=backend, chosen=chosen):
             explanation, used, note = _explain(model, x, target, method, backend, dtype, chosen, batch_size)
-        except BackendUnavailableError as error:
-            unavailable[backend] = _one_line(error)
-            skipped.append([case.name, method, backend, "skipped", unavailable[backend]])
-            say(f"  {method:22s} {backend:12s} skipped: {unavailable[backend]}")
+            return explanation, (used, note)
+
+        outcome = runner.run(method, backend, run)
+        if not outcome.ok:
+            skipped.append([case.name, method, backend, outcome.status, outcome.reason])
+            if not known_unavailable:
+                say(f"  {method:22s} {backend:12s} {outcome.status}: {outcome.reason}")
             continue
-        except SKIPPABLE as error:
-            skipped.append([case.name, method, backend, "skipped", _one_line(error)])
-            say(f"  {method:22s} {backend:12s} skipped: {_one_line(error)}")
-            continue
-        except Exception as error:
-            if backend == "native":
-                raise
-            skipped.append([case.name, method, backend, "error", _one_line(error)])
-            say(f"  {method:22s} {backend:12s} error: {_one_line(error)}")
-            continue
+        explanation, (used, note) = outcome.explanation, outcome.extra
         known = table.known_differences(backend, method, chosen, model)
         dataset = explanation_dataset(case, samples, explanation, method, backend, chosen, known, used, note, common)
         path = out / f"{method}__{backend}.nc"
@@ -734,17 +519,16 @@ def _metrics_row(case, method, backend, ds, other) -> tuple[dict, list[dict]]:
         else:
             agreement = M.agreement(ds["relevance"], other["relevance"], other["output"])
             rank = M.spearman(ds["relevance"], other["relevance"])
-            if case.kind == "enso":
-                pattern = M.pattern_correlation(ds["relevance"].values, other["relevance"].values, ds["lat"].values)
+            measured = case.pattern_correlation(ds, other)
+            if measured is not None:
+                pattern = measured
     mass = M.region_mass(ds["relevance"], ds["region"])
-    shares = {column: nan for column in ("share_visible", "share_ir", "share_static", "share_temporal")}
-    if case.kind == "convection":
-        per_channel = M.channel_shares(ds["relevance"], "channel")
-        names = [str(c) for c in ds["channel"].values]
-        for name, column in CONVECTION_CHANNELS.items():
-            if name in names:
-                shares[column] = per_channel[:, names.index(name)]
-        shares["share_static"], shares["share_temporal"] = M.temporal_shares(ds["relevance"], "time")
+    shares = {column: nan for column in SHARE_COLUMNS}
+    extra = case.shares(ds)
+    unknown = set(extra) - set(SHARE_COLUMNS)
+    if unknown:
+        raise InputError(f"case {case.name}: share columns {', '.join(sorted(unknown))} are not metrics columns")
+    shares.update(extra)
     stats = {"conservation_residual": M.summary(residual), "agreement": M.summary(agreement)}
     row.update(conservation_residual_max=stats["conservation_residual"]["max"],
                conservation_residual_median=stats["conservation_residual"]["median"],

@@ -11,7 +11,7 @@ on the backend and on the native engine and records, per model and bias setting:
 - ledger_closure_max (native rows): the worst sample of the native ledger's closure,
   |sum R + absorbed - output| / max(|output|, sum|R|): where the output went that is not in the map;
 - max_relative_difference / median_relative_difference: over samples, max|R_b - R_native| /
-  sum|R_native| (the project's agreement metric, xaibench.studies.validate.agreement).
+  sum|R_native| (the project's agreement metric, xaibench.metrics.agreement_per_sample).
 
 Columns of agreement.csv: method, backend, reference (the native method compared with), model,
 bias, n_samples, dtype (the backend's float type), conservation_residual_max/_median,
@@ -51,7 +51,8 @@ Choices, and why:
 - The note column gives the documented reasons a backend cannot agree on that model
   (table.known_differences, each pinned in tests/test_innvestigate_agreement.py), prefixed "known:".
 - A backend that is not installed, or cannot mirror a model (ExportError), gives rows with
-  status "skipped: reason"; any other failure gives "error: message". Nothing crashes the census.
+  status "skipped: reason"; any other failure gives "error: message". Nothing crashes the census:
+  every row runs under xaibench.studies.sweep's policy with native_failure="record".
 
     xaibench census --out results/census [--quick]
 """
@@ -62,28 +63,36 @@ import copy
 import math
 import statistics
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from xaibench.backends import table
-from xaibench.errors import BackendUnavailableError, ExportError, UnsupportedLayerError
+from xaibench.errors import ExportError
 from xaibench.io import write_csv, write_text
+from xaibench.metrics import agreement_per_sample
+from xaibench.studies import sweep
+from xaibench.studies.networks import (  # noqa: F401 - the census's names for the shared networks
+    CENSUS_MODELS,
+    RADAR_SIZE,
+    CensusModel,
+    bias_free_copy,
+    census_seed,
+)
+from xaibench.studies.networks import census_inputs as inputs
+from xaibench.studies.networks import census_model as build
+from xaibench.studies.networks import randomize_he as randomize  # noqa: F401
 
 COLUMNS = ["method", "backend", "reference", "model", "bias", "n_samples", "dtype",
            "conservation_residual_max", "conservation_residual_median", "ledger_closure_max",
            "max_relative_difference", "median_relative_difference", "status", "note"]
-BACKENDS = ("native", "zennit", "innvestigate")
 STABILIZER = 1e-12
 EPSILON = 0.1
 ALPHA_BETA = {"alpha": 3.0, "beta": 2.0}   # lrp.alpha_beta: a pair no named preset covers
-#: errors that mean "this backend cannot run this model here", not "the backend is wrong"
-SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
+STATUS_LIMIT = 300   # characters of a skip or error reason in the status column
 
 
 @dataclass(frozen=True)
@@ -97,77 +106,10 @@ class Settings:
 
 
 # --- the models ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CensusModel:
-    name: str
-    description: str
-    build: Callable[[], nn.Module]
-    input_shape: tuple[int, ...]          # one sample
-    domain: tuple[float, float]           # every sample spans exactly [low, high]
-    bias_scale: float                     # standard deviation of the random biases
-    target: int | None = None             # None: argmax; an int: that flat output index
-
-
-def _dense():
-    return nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 8), nn.ReLU(), nn.Linear(8, 3))
-
-
-def _dense_deep():
-    layers = [nn.Linear(20, 16), nn.ReLU()]
-    for _ in range(3):
-        layers += [nn.Linear(16, 16), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(16, 4))
-
-
-def _conv1d():
-    return nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2), nn.Conv1d(4, 4, 3), nn.ReLU(),
-                         nn.AvgPool1d(2), nn.Flatten(), nn.Linear(4 * 3, 3))
-
-
-def _conv2d():
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1),
-                         nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(), nn.Linear(6 * 2 * 2, 3))
-
-
-def _conv2d_upsample():
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2, mode="nearest"),
-                         nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.MaxPool2d(2, stride=1), nn.Flatten(),
-                         nn.Linear(4 * 4 * 4, 2))
-
-
-def _conv_transposed():
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 2, 2, stride=2), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(2 * 16 * 16, 3))
-
-
-def _reference(name):
-    from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
-
-    if name == "enso":
-        return lambda: EnsoDense(18, 36, hidden=8)
-    if name == "convection":
-        return lambda: ConvectionCNN(height=16, width=16)
-    return lambda: RadarEncoderDecoder(n_blocks=int(name[-1]))
-
-
-RADAR_SIZE = 16
-_MODELS = [
-    CensusModel("dense", "random dense 12-10-8-3", _dense, (12,), (-1.0, 1.0), 1.0),
-    CensusModel("dense_deep", "random dense 20-16-16-16-16-4", _dense_deep, (20,), (-1.0, 1.0), 0.3),
-    CensusModel("conv1d", "random conv1d, max and average pooling", _conv1d, (2, 16), (-1.0, 1.0), 0.3),
-    CensusModel("conv2d", "random conv2d, max and average pooling", _conv2d, (2, 8, 8), (-1.0, 1.0), 0.3),
-    CensusModel("conv2d_upsample", "random conv2d, nearest upsampling, strided conv, overlapping max pool",
-                _conv2d_upsample, (1, 6, 6), (-1.0, 1.0), 0.3),
-    CensusModel("conv_transposed", "random conv2d with a ConvTranspose2d (innvestigate cannot mirror it)",
-                _conv_transposed, (2, 8, 8), (-1.0, 1.0), 0.3),
-    CensusModel("enso", "ENSO dense 8-8-2 on an 18x36 grid", _reference("enso"), (1, 18, 36), (-1.0, 1.0), 0.1),
-    CensusModel("convection", "convection 3D CNN, 2x5x16x16", _reference("convection"), (2, 5, 16, 16),
-                (0.0, 1.0), 0.1),
-    *[CensusModel(f"radar{n}", f"radar encoder-decoder N={n}, 4x{RADAR_SIZE}x{RADAR_SIZE}, centre pixel",
-                  _reference(f"radar{n}"), (4, RADAR_SIZE, RADAR_SIZE), (0.0, 1.0), 0.1,
-                  target=(RADAR_SIZE // 2) * RADAR_SIZE + RADAR_SIZE // 2) for n in (1, 2, 3)],
-]
-MODELS = {model.name: model for model in _MODELS}
+# The models, their seeded weights and inputs live with the other test networks
+# (xaibench/studies/networks.py: CENSUS_MODELS, census_model, census_inputs); imported above
+# under the census's names (MODELS, build, inputs, randomize, bias_free_copy).
+MODELS = CENSUS_MODELS
 
 #: the quick set: a minute or two on two cores. innvestigate builds each analyzer graph once per model
 #: (0.1-1 s on small nets, 2-20 s on the convection CNN and the deeper radar nets), so the deeper
@@ -177,82 +119,29 @@ QUICK = Settings(models=("dense", "conv2d", "conv_transposed", "enso", "radar1")
 DEFAULT = Settings(models=tuple(MODELS), n_samples=16, smoothgrad_samples=512, integrated_gradients_steps=64)
 
 
-def _seed(seed: int, name: str) -> int:
-    return seed * 100_003 + zlib.crc32(name.encode())
-
-
-def randomize(model: nn.Module, seed: int, bias_scale: float) -> nn.Module:
-    """Weights ~ N(0, 2/fan_in) (He, so activations keep their scale through ReLUs), biases ~
-    N(0, bias_scale^2), from a generator of their own: the same numbers on every machine."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-                weight = module.weight
-                fan_in = weight[0].numel()
-                if isinstance(module, nn.modules.conv._ConvTransposeNd):
-                    fan_in = weight.shape[0] * weight[0, 0].numel()
-                weight.copy_(torch.randn(weight.shape, generator=generator, dtype=torch.float64)
-                             * math.sqrt(2.0 / fan_in))
-                if module.bias is not None:
-                    module.bias.copy_(torch.randn(module.bias.shape, generator=generator, dtype=torch.float64)
-                                      * bias_scale)
-    return model.eval()
-
-
-def inputs(spec: CensusModel, n_samples: int, seed: int) -> torch.Tensor:
-    """n_samples float64 inputs, each rescaled to span exactly spec.domain."""
-    generator = torch.Generator().manual_seed(_seed(seed, spec.name) + 1)
-    x = torch.randn((n_samples,) + spec.input_shape, generator=generator, dtype=torch.float64)
-    flat = x.reshape(n_samples, -1)
-    low, high = spec.domain
-    minimum, maximum = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
-    flat = (flat - minimum) / (maximum - minimum) * (high - low) + low
-    return flat.reshape(x.shape)
-
-
-def build(spec: CensusModel, seed: int) -> nn.Module:
-    """The model in float64 with seeded random weights and biases."""
-    torch.manual_seed(0)   # the constructors' own init is overwritten; keep the global RNG out of it
-    return randomize(spec.build().double(), _seed(seed, spec.name), spec.bias_scale)
-
-
-def bias_free_copy(model: nn.Module) -> nn.Module:
-    """A deep copy with every bias set to zero (the parameter kept, so the layers are the same)."""
-    clone = copy.deepcopy(model)
-    with torch.no_grad():
-        for module in clone.modules():
-            bias = getattr(module, "bias", None)
-            if isinstance(bias, torch.Tensor):
-                bias.zero_()
-    return clone.eval()
-
-
 # --- what is compared ------------------------------------------------------------------------
-def pairs(backends: Iterable[str] = BACKENDS, methods: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
-    """(method, backend, reference) triples: every method a non-native backend has, and a
-    native row for every native method one of them is compared with."""
-    backends = list(backends)
-    chosen = None if methods is None else set(methods)
+def pairs(backends: Iterable[str] | None = None, methods: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+    """(method, backend, reference) triples: every method a non-native backend has (sweep.pairs;
+    default: every backend of sweep.backends()), and a native row for every native method one of
+    them is compared with."""
+    known = sweep.backends()
+    backends = list(known if backends is None else backends)
+    chosen = list(table.METHODS) if methods is None else list(dict.fromkeys(methods))
     others = [b for b in backends if b != "native"]
-    compared = []
-    for backend in others:
-        for method in table.available(backend):
-            if chosen is not None and method not in chosen:
-                continue
-            if method == "occlusion":
-                continue
-            compared.append((method, backend, table.NEAREST_NATIVE.get(method, method)))
+    compared = [(method, backend, table.NEAREST_NATIVE.get(method, method))
+                for method, backend in sweep.pairs(chosen, others) if method != "occlusion"]
     native = sorted({reference for _, _, reference in compared})
     rows = [(m, "native", m) for m in native] if "native" in backends else []
     rows += compared
     order = {m.name: i for i, m in enumerate(table.METHODS.values())}
-    return sorted(rows, key=lambda r: (order.get(r[0], 999), BACKENDS.index(r[1]) if r[1] in BACKENDS else 9))
+    return sorted(rows, key=lambda r: (order.get(r[0], 999), known.index(r[1]) if r[1] in known else 9))
 
 
 def method_options(method: str, backend: str, bias: bool, domain: tuple[float, float], settings: Settings,
                    seed: int = 0) -> dict:
-    """The options of one explanation, the same on every backend except where a backend lacks one."""
+    """The options of one explanation, the same on every backend except those only the native
+    engine honours (sweep.options_for: SmoothGrad's noise level and seed, which innvestigate 2.1.2
+    ignores; see smoothgrad_note)."""
     entry = table.METHODS[method]
     options: dict = {}
     if method.startswith("lrp."):
@@ -266,10 +155,8 @@ def method_options(method: str, backend: str, bias: bool, domain: tuple[float, f
     if method == "integrated_gradients":
         options.update(steps=settings.integrated_gradients_steps, baseline="zeros", rule="riemann_left")
     if method == "smoothgrad":
-        options.update(samples=settings.smoothgrad_samples)
-        if backend == "native":   # innvestigate 2.1.2 honours neither (see smoothgrad_note)
-            options.update(noise_level=0.1, seed=seed)
-    return options
+        options.update(samples=settings.smoothgrad_samples, noise_level=0.1, seed=seed)
+    return sweep.options_for(method, backend, options)
 
 
 # --- measures --------------------------------------------------------------------------------
@@ -286,9 +173,7 @@ def conservation_residual(relevance: torch.Tensor, output: torch.Tensor) -> torc
 
 def relative_difference(relevance: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """max|R - R_ref| / sum|R_ref| per sample (zero where both maps are zero)."""
-    from xaibench.studies.validate.checks import agreement
-
-    return agreement(relevance.double(), reference.double(), 1)
+    return agreement_per_sample(relevance, reference, 1)
 
 
 def _stats(values: torch.Tensor) -> tuple[float, float]:
@@ -297,14 +182,10 @@ def _stats(values: torch.Tensor) -> tuple[float, float]:
     return max(numbers), statistics.median(numbers)
 
 
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {text}"[:300]
-
-
 # --- the census ------------------------------------------------------------------------------
 class _Run:
-    """One census run: caches native explanations and remembers unavailable backends."""
+    """One census run: caches native explanations; its sweep (native_failure="record": every
+    failure is a row) remembers unavailable backends."""
 
     def __init__(self, settings: Settings, seed: int, log):
         import xaibench
@@ -313,7 +194,7 @@ class _Run:
         self.settings = settings
         self.seed = seed
         self.log = log
-        self.unavailable: dict[str, str] = {}
+        self.sweep = sweep.Sweep(native_failure="record")
 
     def model_rows(self, spec: CensusModel, triples) -> list[dict]:
         model = build(spec, self.seed)
@@ -348,48 +229,45 @@ class _Run:
                "conservation_residual_median": math.nan, "ledger_closure_max": math.nan,
                "max_relative_difference": math.nan, "median_relative_difference": math.nan,
                "status": "ok", "note": ""}
-        notes = []
-        if reference != method:
-            notes.append(f"{method} exists only in {backend}; compared with the nearest native method {reference}")
-        if backend in self.unavailable:
-            row["status"] = f"skipped: {self.unavailable[backend]}"
-            return row
-        try:
-            reference_options = method_options(reference, "native", bias, spec.domain, self.settings, self.seed)
-            options = method_options(method, backend, bias, spec.domain, self.settings, self.seed)
-            expected = self.native(cache, variant, x, target, reference, reference_options)
-            if backend == "native":
-                explanation = expected
-                if explanation.conservation_error is not None:
-                    row["ledger_closure_max"] = float(explanation.relative_conservation_error.max())
-                    if not table.METHODS[method].lrp:
-                        notes.append("ledger_closure_max: the completeness residual of the Riemann sum, "
-                                     "|sum R - (f(x) - f(baseline))| relative")
-            else:
-                explanation, dtype_note = self.explain_on(backend, variant, x, target, method, options)
-                row["dtype"] = "float32" if dtype_note else "float64"
-                notes += [dtype_note] if dtype_note else []
-                per_sample = relative_difference(explanation.relevance, expected.relevance)
-                row["max_relative_difference"], row["median_relative_difference"] = _stats(per_sample)
-                if method == "smoothgrad":
-                    notes.append(self.smoothgrad_note(cache, variant, x, target, reference_options, spec.domain,
-                                                      explanation, row["max_relative_difference"]))
-            if table.METHODS[method].lrp:
-                residual = conservation_residual(explanation.relevance, explanation.output)
-                row["conservation_residual_max"], row["conservation_residual_median"] = _stats(residual)
-            else:
-                notes.append("not a conservation method: no residual")
-            if backend != "native":
-                notes += [f"known: {reason}" for reason in table.known_differences(backend, method, options, variant)]
-        except BackendUnavailableError as error:
-            self.unavailable[backend] = _one_line(error)
-            row["status"] = f"skipped: {self.unavailable[backend]}"
-        except SKIPPABLE as error:
-            row["status"] = f"skipped: {_one_line(error)}"
-        except Exception as error:  # one failing run is a row, not the end of the census
-            row["status"] = f"error: {_one_line(error)}"
+        notes = []   # stays empty for a backend found unavailable before (compare is not called)
+        outcome = self.sweep.run(method, backend, lambda: self.compare(spec, variant, x, target, bias, method,
+                                                                       backend, reference, cache, row, notes))
+        if not outcome.ok:
+            row["status"] = f"{outcome.status}: {outcome.reason[:STATUS_LIMIT]}"
         row["note"] = "; ".join(notes)
         return row
+
+    def compare(self, spec, variant, x, target, bias, method, backend, reference, cache, row, notes):
+        """Fill the row's measures and notes (in place: what a failure leaves is kept); the explanation."""
+        if reference != method:
+            notes.append(f"{method} exists only in {backend}; compared with the nearest native method {reference}")
+        reference_options = method_options(reference, "native", bias, spec.domain, self.settings, self.seed)
+        options = method_options(method, backend, bias, spec.domain, self.settings, self.seed)
+        expected = self.native(cache, variant, x, target, reference, reference_options)
+        if backend == "native":
+            explanation = expected
+            if explanation.conservation_error is not None:
+                row["ledger_closure_max"] = float(explanation.relative_conservation_error.max())
+                if not table.METHODS[method].lrp:
+                    notes.append("ledger_closure_max: the completeness residual of the Riemann sum, "
+                                 "|sum R - (f(x) - f(baseline))| relative")
+        else:
+            explanation, dtype_note = self.explain_on(backend, variant, x, target, method, options)
+            row["dtype"] = "float32" if dtype_note else "float64"
+            notes += [dtype_note] if dtype_note else []
+            per_sample = relative_difference(explanation.relevance, expected.relevance)
+            row["max_relative_difference"], row["median_relative_difference"] = _stats(per_sample)
+            if method == "smoothgrad":
+                notes.append(self.smoothgrad_note(cache, variant, x, target, reference_options, spec.domain,
+                                                  explanation, row["max_relative_difference"]))
+        if table.METHODS[method].lrp:
+            residual = conservation_residual(explanation.relevance, explanation.output)
+            row["conservation_residual_max"], row["conservation_residual_median"] = _stats(residual)
+        else:
+            notes.append("not a conservation method: no residual")
+        if backend != "native":
+            notes += [f"known: {reason}" for reason in table.known_differences(backend, method, options, variant)]
+        return explanation
 
     def explain_on(self, backend, variant, x, target, method, options):
         """The backend's explanation in float64, or in float32 where TensorFlow has no float64 kernel."""
@@ -428,7 +306,7 @@ class _Run:
 
 
 def run_census(out_dir: str | Path | None = "results/census", quick: bool = True, seed: int = 0,
-               settings: Settings | None = None, backends: Iterable[str] = BACKENDS,
+               settings: Settings | None = None, backends: Iterable[str] | None = None,
                methods: Iterable[str] | None = None, log: Callable[[str], None] | None = print) -> pd.DataFrame:
     """Run the census; write agreement.csv and agreement.md to out_dir (if given); return the table."""
     log = log or (lambda message: None)
@@ -436,10 +314,11 @@ def run_census(out_dir: str | Path | None = "results/census", quick: bool = True
     unknown = [m for m in settings.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown census model(s) {unknown}; models: {', '.join(MODELS)}")
-    backends = list(backends)
-    bad = [b for b in backends if b not in BACKENDS]
+    known = sweep.backends()
+    backends = list(known if backends is None else backends)
+    bad = [b for b in backends if b not in known]
     if bad:
-        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(BACKENDS)}")
+        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(known)}")
     triples = pairs(backends, methods)
     run = _Run(settings, seed, log)
     started = time.perf_counter()

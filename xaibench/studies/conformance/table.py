@@ -9,6 +9,9 @@ Two parts, both written by `xaibench conformance` (and the Snakemake rule `confo
    U-Net concatenation skip), the conservation residual in float64 and float32, the worst
    per-layer ledger residual, the share of the output absorbed (bias, stabilizer, ...),
    and the largest difference to zennit where zennit has the method.
+
+The networks (and Functional, the single functional steps) are the shared test networks of
+xaibench/studies/networks.py; this module holds what is measured on them.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from xaibench.io import write_csv, write_text
+from xaibench.studies.networks import CONFORMANCE_NETWORKS as NETWORKS
+from xaibench.studies.networks import Functional, conformance_network
 
 #: single layers: name -> (builder, input shape without batch)
 LAYERS = {
@@ -92,122 +97,6 @@ def _cat_zeros(t):
     return torch.cat([t, torch.zeros((t.shape[0], 1) + tuple(t.shape[2:]), dtype=t.dtype)], 1)
 
 
-class Functional(nn.Module):
-    """One functional step of a forward(), for the dense-matrix reference tests of the engine
-    paths that are not modules: slicing, zero padding, scaling, constant operands read with
-    get_attr (a buffer, a parameter), permute/transpose, means and sums, F.interpolate, torch.cat
-    with a constant tensor."""
-
-    def __init__(self, kind: str):
-        super().__init__()
-        self.kind = kind
-        generator = torch.Generator().manual_seed(7)
-        self.register_buffer("offset", torch.randn(6, generator=generator).reshape(2, 3) + 2.0)
-        self.shift = nn.Parameter(torch.randn(2, 3, generator=generator) - 2.0)
-        # torch.cat needs the batch size: 2, engine_vs_reference's
-        self.register_buffer("block", torch.randn(2, 1, 3, generator=generator))
-
-    def forward(self, x):
-        kind = self.kind
-        if kind == "interpolate_nearest":
-            return F.interpolate(x, scale_factor=2, mode="nearest")
-        if kind == "interpolate_nearest_size":
-            return F.interpolate(x, size=(7, 3), mode="nearest")
-        if kind == "interpolate_bilinear":
-            return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        if kind == "getitem_slice":
-            return x[:, 1:, ::2, 1:-1]
-        if kind == "pad_zero":
-            return F.pad(x, (1, 2, 0, 1))
-        if kind == "scale_by_number":
-            return x * 2.5 / 4.0
-        if kind == "permute_transpose":
-            return x.permute(0, 3, 1, 2).transpose(1, 3)
-        if kind == "mean":
-            return torch.mean(x, dim=(2, 3))
-        if kind == "sum":
-            return x.sum(-1)
-        if kind == "add_buffer":
-            return x + self.offset
-        if kind == "add_parameter":
-            return self.shift + x
-        if kind == "subtract_number":
-            return x - 1.5
-        if kind == "cat_constant":
-            return torch.cat([x, self.block], dim=1)
-        raise ValueError(kind)
-
-
-# --- networks covering the supported graph shapes --------------------------------------
-class ResidualNet(nn.Module):
-    """conv -> relu -> [conv -> relu] + skip -> pool -> dense: a residual addition."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Conv2d(2, 4, 3, padding=1)
-        self.inner = nn.Conv2d(4, 4, 3, padding=1)
-        self.head = nn.Linear(4 * 4 * 4, 3)
-
-    def forward(self, x):
-        h = F.relu(self.stem(x))
-        h = h + F.relu(self.inner(h))
-        h = F.avg_pool2d(h, 2)
-        return self.head(torch.flatten(h, 1))
-
-
-class UNet(nn.Module):
-    """A two-level encoder-decoder with a concatenation skip, dense (map) output."""
-
-    def __init__(self, channels=4):
-        super().__init__()
-        self.down = nn.Conv2d(2, channels, 3, padding=1)
-        self.bottom = nn.Conv2d(channels, channels, 3, padding=1)
-        self.up = nn.ConvTranspose2d(channels, channels, 2, stride=2)
-        self.out = nn.Conv2d(2 * channels, 1, 1)
-
-    def forward(self, x):
-        skip = F.relu(self.down(x))
-        h = F.relu(self.bottom(F.max_pool2d(skip, 2)))
-        h = F.relu(self.up(h))
-        return self.out(torch.cat([skip, h], dim=1))
-
-
-def _batchnorm_net():
-    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    for module in net:
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.5, 0.5)
-    return net
-
-
-#: name -> (builder, input shape, target) ; target None = argmax
-NETWORKS = {
-    "dense": (lambda: nn.Sequential(nn.Linear(20, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
-                                    nn.Linear(16, 3)), (20,), None),
-    "conv1d": (lambda: nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2),
-                                     nn.Flatten(), nn.Linear(4 * 8, 3)), (2, 16), None),
-    "conv2d_pool": (lambda: nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                          nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                                          nn.Flatten(), nn.Linear(4 * 2 * 2, 3)), (2, 8, 8), None),
-    "conv3d": (lambda: nn.Sequential(nn.Conv3d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool3d((1, 2, 2)),
-                                     nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(4, 2)), (2, 3, 8, 8), None),
-    "encoder_decoder": (lambda: nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                              nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                                              nn.Upsample(scale_factor=2), nn.Conv2d(8, 1, 1)),
-                        (4, 8, 8), 27),
-    "transposed_decoder": (lambda: nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Unflatten(1, (4, 2, 2)),
-                                                 nn.ConvTranspose2d(4, 2, 2, stride=2), nn.ReLU(),
-                                                 nn.Conv2d(2, 1, 3, padding=1)), (6,), 5),
-    "batchnorm": (_batchnorm_net, (2, 8, 8), None),
-    "residual": (ResidualNet, (2, 8, 8), None),
-    "unet_skip": (UNet, (2, 8, 8), 20),
-}
-
-
 def _bounds_options(method, x):
     if method in ("lrp.zbox", "lrp.epsilon_gamma_box"):
         return {"low": float(x.min()), "high": float(x.max())}
@@ -221,12 +110,8 @@ def network_rows(seed=0, batch=4):
     rows = []
     zennit_methods = set(xaibench.methods("zennit"))
     lrp_methods = [m for m in xaibench.methods("native") if m.startswith("lrp.")]
-    for name, (build, shape, target) in NETWORKS.items():
-        torch.manual_seed(seed)
-        model = build().double().eval()
-        x = torch.randn((batch,) + shape, dtype=torch.float64)
-        model32 = build().eval()
-        model32.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    for name in NETWORKS:
+        model, model32, x, target = conformance_network(name, seed, batch)
         for method in lrp_methods:
             options = _bounds_options(method, x)
             e64 = xaibench.explain(model, x, method, target=target, **options)

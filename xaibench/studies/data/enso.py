@@ -65,7 +65,7 @@ def load_hadisst_sample(path=None) -> xr.Dataset:
 
 
 @functools.lru_cache(maxsize=4)
-def _statistics(path: str, detrend: bool) -> dict:
+def sample_statistics(path: str, detrend: bool) -> dict:
     """The real sample's anomalies, EOF loadings and grid (cached: read once per process)."""
     sst = load_hadisst_sample(path)["sst"]
     lat = sst["lat"].values.astype(np.float64)
@@ -135,7 +135,7 @@ def make_enso(n_samples: int = 2000, ar1_coefficient: float = 0.9, shrinkage: fl
     if not 0 <= shrinkage <= 1:
         raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
     path = str(Path(path) if path is not None else sample_path())
-    stats = _statistics(path, bool(detrend))
+    stats = sample_statistics(path, bool(detrend))
     lat, lon, ocean, loadings = stats["lat"], stats["lon"], stats["ocean"], stats["loadings"]
     enso_loading, residual_loadings = loadings[0], loadings[1:]
     residual_std = np.sqrt(np.sum(residual_loadings**2, axis=0))  # sqrt(diag R)
@@ -205,7 +205,7 @@ def make_enso_real(threshold: float = 0.5, keep_all: bool = False, detrend: bool
     variable). Deterministic: no seed."""
     dtype = float_dtype(dtype)
     path = str(Path(path) if path is not None else sample_path())
-    stats = _statistics(path, bool(detrend))
+    stats = sample_statistics(path, bool(detrend))
     lat, lon, ocean = stats["lat"], stats["lon"], stats["ocean"]
     n_winters = stats["anomalies"].shape[0]
     maps = np.zeros((n_winters, lat.size, lon.size), dtype=dtype)

@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 
 from xaibench.studies.data.common import cf, check_seed, dataset_attrs, float_dtype, rng, sample_coordinate
-from xaibench.studies.data.enso import SAMPLE_SOURCE, _statistics, sample_path
+from xaibench.studies.data.enso import SAMPLE_SOURCE, sample_statistics, sample_path
 
 CHUNK_SAMPLES = 4096  # fixed, so the first n samples do not depend on n_samples
 REFERENCE = ("Mamalakis, Ebert-Uphoff and Barnes (2022), Environmental Data Science 1, e8, "
@@ -69,7 +69,7 @@ def ledoit_wolf_shrinkage(standardized: np.ndarray) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _correlation(path: str, stride: int, shrinkage) -> tuple[np.ndarray, float, dict]:
-    stats = _statistics(path, True)  # linearly detrended winters, as the paper detrends
+    stats = sample_statistics(path, True)  # linearly detrended winters, as the paper detrends
     lat_index = np.arange(0, stats["lat"].size, stride)
     lon_index = np.arange(0, stats["lon"].size, stride)
     ocean_grid = stats["ocean"]

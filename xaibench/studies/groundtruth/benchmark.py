@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -50,8 +51,10 @@ METHODS = ("gradient", "smoothgrad", "input_x_gradient", "integrated_gradients",
            "lrp.z", "lrp.epsilon", "lrp.alpha1beta0", "deep_taylor")
 #: methods whose maps cannot be negative: also scored against the ground truth's positive part
 POSITIVE_ONLY = ("lrp.alpha1beta0", "lrp.zplus", "deep_taylor", "deep_taylor.bounded")
-#: the options every backend gets (innvestigate's integrated gradients is a left Riemann sum,
-#: so native uses the same rule; SmoothGrad's noise level and seed exist on native only)
+#: the options of every method (innvestigate's integrated gradients is a left Riemann sum, so
+#: native uses the same rule); what only the native engine honours (SmoothGrad's noise level and
+#: seed: Method.native_only_options of xaibench/backends/table.py) is dropped for the other
+#: backends by xaibench.studies.sweep.options_for
 OPTIONS = {
     "integrated_gradients": {"baseline": "zeros", "steps": 64, "rule": "riemann_left"},
     "smoothgrad": {"noise_level": 0.1, "samples": 32, "seed": 0},
@@ -59,7 +62,6 @@ OPTIONS = {
     # the response is ~0.1 in size: the cases' epsilon of 0.1 would absorb most of it
     "lrp.epsilon": {"epsilon": 1e-3},
 }
-NATIVE_ONLY_OPTIONS = {"smoothgrad": ("noise_level", "seed")}
 MODELS = ("trained", "true_function")
 TOP_GROUP_WIDTH = 0.05   # methods within this of the best mean correlation share first place
 RELEVANCE_FILE = "relevance.nc"
@@ -118,14 +120,6 @@ def true_response_network(ds: xr.Dataset) -> nn.Sequential:
 # ---------------------------------------------------------------------------------------------
 # Explaining
 # ---------------------------------------------------------------------------------------------
-def method_options(method: str, backend: str) -> dict:
-    options = dict(OPTIONS.get(method, {}))
-    if backend != "native":
-        for key in NATIVE_ONLY_OPTIONS.get(method, ()):
-            options.pop(key, None)
-    return options
-
-
 def benchmark_samples(ds: xr.Dataset, n_samples: int) -> xr.Dataset:
     """The first n_samples of the data's test split (the split training used)."""
     from xaibench.studies.data import split
@@ -144,9 +138,13 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
     """Explain the first n_samples test samples with every (method, backend) pair on the trained
     network (and with native methods on the true function) in float64, and write one netCDF file:
     relevance [explanation, sample, cell] with coordinates method/backend/model/options per
-    explanation, the inputs, the exact attribution, the response and each explanation's output."""
+    explanation, the inputs, the exact attribution, the response and each explanation's output.
+
+    Failures follow xaibench.studies.sweep (native_failure="raise"): a native failure raises
+    (every score needs it); a backend that cannot run a pair (not installed, cannot mirror the
+    network, ...) or fails otherwise is left out and listed in the file's `skipped` attribute."""
     from xaibench import api
-    from xaibench.studies.cases.pipeline import SKIPPABLE, _pairs
+    from xaibench.studies import sweep
     from xaibench.studies.data import data_hash, read_dataset
     from xaibench.studies.data.groundtruth import attribution
     from xaibench.studies.models.training import load_trained
@@ -169,23 +167,23 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
     x = torch.from_numpy(np.asarray(samples["sst_anomaly"].values, dtype=np.float64))
     truth = attribution(samples)
     network = model.double().eval()
-    runs = [("trained", network, pair) for pair in _pairs(methods, backends)]
+    runs = [("trained", network, pair) for pair in sweep.pairs(methods, backends)]
     if true_function:
-        runs += [("true_function", true_response_network(data), pair) for pair in _pairs(methods, ["native"])]
+        runs += [("true_function", true_response_network(data), pair) for pair in sweep.pairs(methods, ["native"])]
 
     relevances, rows, skipped = [], [], []
+    runner = sweep.Sweep(native_failure="raise")
     for model_name, explained_model, (method, backend) in runs:
-        options = method_options(method, backend)
+        options = sweep.options_for(method, backend, OPTIONS.get(method, {}))
         started = time.perf_counter()
-        try:
-            explanation = api.explain(explained_model, x, method, target=0, backend=backend, dtype=torch.float64,
-                                      **options)
-        except SKIPPABLE as error:
-            if backend == "native":
-                raise
-            skipped.append(f"{method}/{backend}: {type(error).__name__}: {' '.join(str(error).split())[:300]}")
-            say(f"skipped {method} on {backend}: {error}")
+        outcome = runner.run(method, backend, partial(api.explain, explained_model, x, method, target=0,
+                                                      backend=backend, dtype=torch.float64, **options))
+        if not outcome.ok:
+            prefix = "" if outcome.status == sweep.SKIPPED else f"{outcome.status}: "
+            skipped.append(f"{method}/{backend}: {prefix}{outcome.reason}")
+            say(f"{outcome.status} {method} on {backend}: {outcome.reason}")
             continue
+        explanation = outcome.explanation
         seconds = time.perf_counter() - started
         relevance = explanation.relevance.detach().double().reshape(x.shape).numpy()
         if not np.all(np.isfinite(relevance)):

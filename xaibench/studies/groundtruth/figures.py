@@ -16,7 +16,7 @@ import pandas as pd
 
 from xaibench.errors import InputError
 from xaibench.studies.report import maps
-from xaibench.studies.report.figures import RELEVANCE_COLORMAP, _default_style, new_figure, save_png
+from xaibench.studies.report.figures import RELEVANCE_COLORMAP, default_style, new_figure, save_png
 
 BACKEND_COLORS = {"native": "tab:blue", "zennit": "tab:orange", "innvestigate": "tab:green"}
 BACKEND_WIDTHS = {"native": 3.2, "zennit": 2.0, "innvestigate": 1.0}
@@ -31,7 +31,7 @@ def _scores(scores_dir) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     return tuple(pd.read_csv(path) for path in files)
 
 
-@_default_style
+@default_style
 def histograms(scores_dir, out_png, model: str = "trained") -> Path:
     """One panel per method: histograms of the per-sample Pearson correlation with the ground
     truth for each backend (the positive part too, dashed, for positive-only methods)."""
@@ -69,7 +69,7 @@ def histograms(scores_dir, out_png, model: str = "trained") -> Path:
     return save_png(figure, out_png)
 
 
-@_default_style
+@default_style
 def example_maps(relevance_nc, out_png, sample: int = 0, model: str = "trained") -> Path:
     """The exact attribution of one test sample beside each method's heat map (the native backend
     where it has the method, else the first backend that does), each scaled by its max |value|."""
@@ -117,7 +117,7 @@ def example_maps(relevance_nc, out_png, sample: int = 0, model: str = "trained")
     return save_png(figure, out_png)
 
 
-@_default_style
+@default_style
 def faithfulness(scores_dir, out_png) -> Path:
     """Mean Pearson correlation with the ground truth (x) against the relative deletion score (y)
     per method and backend: where the two kinds of evidence agree and where they part."""

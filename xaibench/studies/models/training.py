@@ -5,6 +5,9 @@
     load_trained(directory) -> (model, metadata)
     default_config(model_name) -> dict          the paper's setup (or our documented choice)
 
+The setups (which architecture a name builds, the papers' settings) live in setups.py, the
+skill scores in evaluation.py; the model files are written by xaibench.io.
+
 Model names: enso, convection, radar1, radar2, radar3 (radarN = the encoder-decoder with N
 blocks each way), groundtruth (the dense regression net of the ground-truth benchmark). The
 network is built to fit the data (grid, frames, channels); the data are split with
@@ -50,11 +53,9 @@ folder whose two files do not belong together is refused by load_trained.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping
@@ -67,61 +68,37 @@ from torch import nn
 
 from xaibench.errors import InputError
 from xaibench.io import METADATA_FILE, WEIGHTS_FILE, json_safe, load_model_files, save_model_files
+from xaibench.studies.models.evaluation import (
+    _as_dataset,
+    _check_fits,
+    _data_loss,
+    _is_classification,
+    _scores,
+    _tensors,
+    evaluate,
+)
 from xaibench.studies.models.groundtruth import GroundTruthDense
-from xaibench.studies.models.radar import RadarEncoderDecoder, weighted_mse
+from xaibench.studies.models.setups import (  # the public names are part of training's interface
+    _DATA_KIND,
+    LR_SCHEDULES,
+    MODEL_NAMES,
+    MODELS,
+    SETUP_NOTES,
+    _build,
+    _constructor_for,
+    _model_entry,
+    _resolve_config,
+    default_config,
+)
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["LR_SCHEDULES", "MODELS", "MODEL_NAMES", "SETUP_NOTES", "TrainingResult", "default_config", "evaluate",
+           "format_epoch", "load_trained", "save_trained", "train", "weight_penalty"]
 
 FORMAT = "xaibench.trained-model/1"
 
 #: model name -> (architecture name in models.REGISTRY, fixed constructor arguments)
-MODELS = {
-    "enso": ("enso", {}),
-    "convection": ("convection", {}),
-    "radar1": ("radar", {"n_blocks": 1}),
-    "radar2": ("radar", {"n_blocks": 2}),
-    "radar3": ("radar", {"n_blocks": 3}),
-    "groundtruth": ("groundtruth", {}),
-}
-MODEL_NAMES = tuple(MODELS)
-
-#: what each model is trained on: the generator that makes its data (checked against the
-#: dataset's "generator" attribute when it has one; make_enso_real is ENSO data too)
-_DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar", "groundtruth": "groundtruth"}
-
-# The paper's setup where docs/papers.md gives it; SETUP_NOTES says where and why we differ.
-_DEFAULTS = {
-    "enso": {"optimizer": "sgd", "lr": 0.001, "momentum": 0.0, "batch_size": 32, "epochs": 50,
-             "l2": [25.0, 0.01, 0.01], "class_weights": True},
-    "convection": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "batch_size": 16, "epochs": 30,
-                   "l2": None, "class_weights": False},
-    "radar": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "batch_size": 18, "epochs": 100,
-              "l2": None, "class_weights": False},
-    "groundtruth": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.0, "batch_size": 32, "epochs": 50,
-                    "l2": None, "class_weights": False},
-}
-_COMMON = {"seed": 0, "threads": 1, "validation": 0.2, "test": 0.2, "patience": None, "lr_schedule": "constant",
-           "deterministic": True, "eval_batch_size": 256, "device": "cpu"}
-
-LR_SCHEDULES = ("constant", "cosine")
-
-SETUP_NOTES = {
-    "enso": ("the paper's optimizer, lr, batch, epochs and L2; the validation loss for the best epoch "
-             "excludes the L2 penalty. With the L2 of 25, lr above 0.04 makes plain SGD unstable on the "
-             "penalty itself (each step multiplies the first-layer weights by 1 - 50 lr)."),
-    "convection": ("Adam and cross-entropy on logits; lr, batch and epochs are ours (the paper's training "
-                   "details are not in docs/papers.md section 3)."),
-    "radar": "Adam, batch 18 and the weighted MSE as the paper; 100 epochs (the paper's) by default.",
-    "groundtruth": "SGD lr 0.02, batch 32, 50 epochs and MSE, the paper's setup; Glorot-uniform initial weights.",
-}
-
-
-def default_config(model_name: str) -> dict:
-    """The full training configuration of `model_name` (a fresh dict; change what you need)."""
-    architecture, _ = _model_entry(model_name)
-    return {**copy.deepcopy(_DEFAULTS[architecture]), **_COMMON}
-
-
 # ---------------------------------------------------------------------------------------------
 # Result
 # ---------------------------------------------------------------------------------------------
@@ -307,25 +284,6 @@ def _one_epoch(model, optimizer, x, y, batch_size, shuffler, class_weights, l2) 
     return total / batches, penalty_total / batches
 
 
-def _data_loss(output, target, class_weights, reduction: str = "mean", plain_mse: bool = False):
-    """Class-weighted cross-entropy (Keras semantics: mean of w[y_i] * ce_i) for integer
-    targets, the weighted MSE of Hilburn et al. for maps, the plain MSE when plain_mse (the
-    ground-truth benchmark's regression). reduction="sum" gives the sum over samples (of the
-    per-sample mean over pixels for maps), for accumulating over batches."""
-    if target.dtype == torch.long:
-        per_sample = nn.functional.cross_entropy(output, target, reduction="none")
-        if class_weights is not None:
-            per_sample = per_sample * class_weights[target]
-    elif plain_mse:
-        per_sample = ((output - target.reshape(output.shape)) ** 2).flatten(1).mean(1)
-    else:
-        target = target.reshape(output.shape)
-        if reduction == "mean":
-            return weighted_mse(output, target)
-        per_sample = (torch.exp(5.0 * target**4) * (output - target) ** 2).flatten(1).mean(1)
-    return per_sample.mean() if reduction == "mean" else per_sample.sum()
-
-
 def _l2_penalties(model: nn.Module, l2) -> list[tuple[torch.Tensor, float]]:
     """[(weight, l2)] for the weighted layers in order; l2 is one number per Linear/Conv layer
     (a single number applies to all) or None."""
@@ -374,72 +332,6 @@ def _class_weights(labels: torch.Tensor, model) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------------------------
-def evaluate(model: nn.Module, dataset, *, class_weights=None, batch_size: int = 256) -> dict:
-    """Skill of `model` on `dataset` (an xarray.Dataset or a path), in eval mode, no gradients.
-
-    Classifiers (integer target): loss (class-weighted cross-entropy when class_weights is
-    given), accuracy, confusion [[true 0 -> 0, 0 -> 1], [1 -> 0, 1 -> 1]].
-    Maps (float target): loss (weighted MSE), r2 = 1 - SS_res/SS_tot pooled over every pixel,
-    rmsd (scaled units) and rmsd_dbz (x 60 dBZ).
-    Every dict has "skill_name" and "skill" (accuracy or r2) and "n_samples". Sums are
-    accumulated in float64 over batches of `batch_size`, so the result does not depend on it
-    beyond float32 rounding inside the network."""
-    dataset = _as_dataset(dataset, "evaluation data")
-    x, y = _tensors(dataset)
-    _check_fits(model, x, "evaluation data")
-    return _scores(model, x, y, class_weights, batch_size)
-
-
-def _scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_weights, batch_size: int) -> dict:
-    """evaluate() on tensors (train() keeps the validation tensors instead of re-reading the set)."""
-    device = next(model.parameters()).device  # the data follow the model
-    if class_weights is not None:
-        class_weights = torch.as_tensor(class_weights, dtype=torch.float32, device=device)
-    was_training = model.training
-    model.eval()
-    classification = _is_classification(y)
-    loss_sum = 0.0
-    correct, confusion = 0, None
-    residual_sum = 0.0
-    try:
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                xb, yb = x[start:start + batch_size].to(device), y[start:start + batch_size].to(device)
-                output = model(xb)
-                loss_sum += float(_data_loss(output, yb, class_weights, reduction="sum",
-                                             plain_mse=isinstance(model, GroundTruthDense)).double())
-                if classification:
-                    predicted = output.argmax(1)
-                    correct += int((predicted == yb).sum())
-                    pairs = torch.bincount(yb * output.shape[1] + predicted, minlength=output.shape[1] ** 2)
-                    pairs = pairs.reshape(output.shape[1], output.shape[1])
-                    confusion = pairs if confusion is None else confusion + pairs
-                else:
-                    residual = output.reshape(yb.shape).double() - yb.double()
-                    residual_sum += float((residual**2).sum())
-    finally:
-        model.train(was_training)
-    n = x.shape[0]
-    scores: dict = {"n_samples": int(n), "loss": loss_sum / n}
-    if classification:
-        scores.update(skill_name="accuracy", accuracy=correct / n, confusion=confusion.tolist())
-        scores["skill"] = scores["accuracy"]
-    else:
-        pixels = y.numel()
-        target = y.double()
-        total = float(((target - target.mean()) ** 2).sum())  # SS_tot, two-pass: no cancellation
-        r2 = 1.0 - residual_sum / total if total > 0 else float("nan")
-        rmsd = math.sqrt(residual_sum / pixels)
-        scores.update(skill_name="r2", r2=r2, rmsd=rmsd)
-        if isinstance(model, RadarEncoderDecoder):  # the target is reflectivity scaled from 0-60 dBZ
-            scores["rmsd_dbz"] = 60.0 * rmsd
-        scores["skill"] = r2
-    return scores
-
-
-# ---------------------------------------------------------------------------------------------
 # Saving and loading
 # ---------------------------------------------------------------------------------------------
 def save_trained(model: nn.Module, metadata: dict, out) -> dict:
@@ -474,53 +366,6 @@ def load_trained(directory) -> tuple[nn.Module, dict]:
 # ---------------------------------------------------------------------------------------------
 # Helpers: names, configuration, data
 # ---------------------------------------------------------------------------------------------
-def _model_entry(model_name: str) -> tuple[str, dict]:
-    if model_name not in MODELS:
-        raise InputError(f"unknown model '{model_name}'; choose from {', '.join(MODEL_NAMES)}")
-    architecture, kwargs = MODELS[model_name]
-    return architecture, dict(kwargs)
-
-
-def _resolve_config(model_name: str, config: Mapping | None) -> dict:
-    resolved = default_config(model_name)
-    given = dict(config or {})
-    unknown = sorted(set(given) - set(resolved))
-    if unknown:
-        raise InputError(f"unknown training config key(s) {', '.join(unknown)}; known: {', '.join(sorted(resolved))}")
-    resolved.update({key: value for key, value in given.items()})
-    for key in ("epochs", "batch_size", "threads", "eval_batch_size"):
-        value = resolved[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"config {key} must be a positive integer, got {value!r}")
-    seed = resolved["seed"]
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InputError(f"config seed must be a non-negative integer, got {seed!r}")
-    if not (isinstance(resolved["lr"], int | float) and resolved["lr"] > 0):
-        raise InputError(f"config lr must be a positive number, got {resolved['lr']!r}")
-    resolved["lr"] = float(resolved["lr"])
-    if resolved["lr_schedule"] not in LR_SCHEDULES:
-        raise InputError(f"config lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                         f"got {resolved['lr_schedule']!r}")
-    patience = resolved["patience"]
-    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
-        raise InputError(f"config patience must be None or a positive integer, got {patience!r}")
-    if isinstance(resolved["l2"], tuple):
-        resolved["l2"] = list(resolved["l2"])
-    return resolved
-
-
-def _as_dataset(data, what: str):
-    import xarray as xr
-
-    if isinstance(data, xr.Dataset):
-        return data
-    if isinstance(data, str | os.PathLike):
-        from xaibench.studies.data import read_dataset
-
-        return read_dataset(data)
-    raise InputError(f"{what} must be an xarray.Dataset or a path to a netCDF file, got {type(data).__name__}")
-
-
 def _check_kind(model_name: str, architecture: str, dataset, what: str) -> None:
     """Refuse data made for another network (the generator name says which)."""
     generator = str(dataset.attrs.get("generator", ""))
@@ -534,72 +379,6 @@ def _check_kind(model_name: str, architecture: str, dataset, what: str) -> None:
         if kind in _DATA_KIND.values() and kind != _DATA_KIND[architecture]:
             raise InputError(f"{what} is {kind} data ({generator}); the {model_name} network needs "
                              f"{_DATA_KIND[architecture]} data")
-
-
-def _tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs float32 [sample, ...], target long [sample] or float32 [sample, y, x]). ENSO maps
-    [sample, lat, lon] get a channel axis, to match EnsoDense.input_shape()."""
-    inputs = np.asarray(dataset[dataset.attrs["input_variable"]].values)
-    target = np.asarray(dataset[dataset.attrs["target_variable"]].values)
-    if not np.all(np.isfinite(inputs)):
-        bad = int(np.flatnonzero(~np.isfinite(inputs.reshape(inputs.shape[0], -1)).all(axis=1))[0])
-        raise InputError(f"the input {dataset.attrs['input_variable']} holds NaN or Inf (first in sample {bad})")
-    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    if target.dtype.kind in "iub":
-        y = torch.from_numpy(np.ascontiguousarray(target, dtype=np.int64))
-    else:
-        y = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32))
-    return x, y
-
-
-def _is_classification(target: torch.Tensor) -> bool:
-    return target.dtype == torch.long
-
-
-def _constructor_for(architecture: str, x: torch.Tensor) -> dict:
-    """Constructor arguments that make the network fit inputs shaped like x."""
-    if architecture == "enso":
-        if x.ndim != 4:
-            raise InputError(f"ENSO inputs must be maps [sample, lat, lon], got shape {tuple(x.shape)}")
-        return {"n_lat": x.shape[2], "n_lon": x.shape[3]}
-    if architecture == "convection":
-        if x.ndim != 5:
-            raise InputError(f"convection inputs must be [sample, channel, time, y, x], got shape {tuple(x.shape)}")
-        return {"in_channels": x.shape[1], "frames": x.shape[2], "height": x.shape[3], "width": x.shape[4]}
-    if architecture == "groundtruth":
-        if x.ndim != 2:
-            raise InputError(f"ground-truth inputs must be [sample, cell], got shape {tuple(x.shape)}")
-        return {"n_inputs": x.shape[1]}
-    if x.ndim != 4:
-        raise InputError(f"radar inputs must be [sample, channel, y, x], got shape {tuple(x.shape)}")
-    return {"in_channels": x.shape[1]}
-
-
-def _build(architecture: str, constructor: dict) -> nn.Module:
-    from xaibench.studies.models import REGISTRY
-
-    if architecture not in REGISTRY:
-        raise InputError(f"unknown architecture '{architecture}'; known: {', '.join(REGISTRY)}")
-    try:
-        return REGISTRY[architecture](**constructor)
-    except ValueError as error:
-        raise InputError(f"cannot build the {architecture} network for this data: {error}") from None
-
-
-def _check_fits(model: nn.Module, x: torch.Tensor, what: str) -> None:
-    """The inputs' per-sample shape must be what the network was built for."""
-    if isinstance(model, RadarEncoderDecoder):
-        factor = 2**model.n_blocks
-        if x.ndim != 4 or x.shape[1] != model.in_channels or x.shape[2] % factor or x.shape[3] % factor:
-            raise InputError(f"{what}: shape {tuple(x.shape)} does not fit radar{model.n_blocks} "
-                             f"(needs [sample, {model.in_channels}, H, W] with H, W multiples of {factor})")
-        return
-    expected = tuple(model.input_shape(x.shape[0])) if hasattr(model, "input_shape") else None
-    if expected is not None and tuple(x.shape) != expected:
-        raise InputError(f"{what}: inputs shaped {tuple(x.shape)[1:]} per sample, the network was built "
-                         f"for {expected[1:]}")
 
 
 def _generator_config(dataset) -> dict | str:

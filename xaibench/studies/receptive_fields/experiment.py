@@ -5,7 +5,9 @@ what workflows/receptive_fields.smk runs through `xaibench receptive-field`.
                                      network and of the same network at initialization -> Dataset
     table_rows(measured)             one row per (state, target pixel) for receptive_fields.csv
     figure(measured, out_png)        ERF maps with the TRF box and the true footprint
-    erf_map_call(model, x)           a callable for the engine benchmark (ERF maps of many pixels)
+
+(The ERF-map measurement of many pixels the engine benchmark times, erf_map_call and
+erf_map_pixels, is library: xaibench.receptive_field.)
 
 Two target pixels: the centre of the patch and one `edge_distance` pixels from the top-left
 corner (its TRF is clipped by the border: the edge effect). The initialized network is the
@@ -274,24 +276,3 @@ def figure(ds, out_png, dpi: int | None = None):
                      f"dotted: ERF (95 % of the mass)", fontsize=9)
         save_png(fig, out_png, dpi or DPI)
     return table
-
-
-# ---------------------------------------------------------------------------------------------
-# The benchmark's ERF-map row
-
-ERF_MAP_PIXELS = 8  # output pixels of the benchmark's ERF-map row
-
-
-def erf_map_pixels(height: int, width: int, count: int = ERF_MAP_PIXELS) -> list[tuple[int, int]]:
-    """`count` output pixels on the middle row, spread over the middle half of the patch."""
-    if count < 1 or width < count:
-        raise InputError(f"cannot place {count} pixels on a row of {width}")
-    return [(height // 2, width // 4 + (i * (width // 2)) // max(count - 1, 1)) for i in range(count)]
-
-
-def erf_map_call(model, x, pixels=None, method: str = "gradient"):
-    """A callable computing the ERF maps of `pixels` (default: erf_map_pixels) of `model` on the
-    batch x at once (a [B, T] target), for xaibench.studies.bench's timing loop."""
-    if pixels is None:
-        pixels = erf_map_pixels(*x.shape[-2:])
-    return lambda: receptive.effective_receptive_field(model, x, pixels, method)

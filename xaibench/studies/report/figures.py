@@ -63,7 +63,7 @@ def save_png(figure: Figure, out_png, dpi: int = DPI) -> Path:
     return out_png
 
 
-def _default_style(function):
+def default_style(function):
     """Run a figure function inside matplotlib's default style (ignoring a user's rc settings)."""
 
     @functools.wraps(function)
@@ -141,7 +141,7 @@ def enso_selection(explanation, target_class: int = 1, subset: str | None = None
     return keep
 
 
-@_default_style
+@default_style
 def enso_composite_maps(files, out_png, region=None, target_class: int = 1, subset: str | None = None,
                         show_input: bool = True, box=NINO34_BOX, ncols: int | None = None,
                         dpi: int = DPI) -> xr.Dataset:
@@ -261,7 +261,7 @@ def absolute_shares(relevance) -> np.ndarray:
     return magnitude / total
 
 
-@_default_style
+@default_style
 def convection_relevance(files, out_png, subset: str | None = None, dpi: int = DPI) -> pd.DataFrame:
     """Relevance per frame (time) and channel, averaged over the convective samples (label 1).
 
@@ -436,7 +436,7 @@ def _pixel_index(explanation, variable: str, size: int) -> np.ndarray:
     return values
 
 
-@_default_style
+@default_style
 def radar_relevance(file, out_png, samples=(0,), per_channel: bool = False, footprint_radius: int | None = None,
                     window: int | None = None, dpi: int = DPI) -> pd.DataFrame:
     """For chosen samples: the input channels, the explained output pixel (+), the relevance for

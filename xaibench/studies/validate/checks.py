@@ -44,30 +44,40 @@ file never runs code from it (safetensors, or torch.load(weights_only=True)).
 
 Bad input (a file that is missing, a factory that does not exist, weights or inputs that do
 not fit the model, NaN/Inf in the inputs) raises InputError before any check runs; the CLI
-turns it into one line and exit status 2. Errors of one explanation become report rows.
+turns it into one line and exit status 2. Errors of one explanation become report rows: the
+explanations run under xaibench.studies.sweep's policy (native_failure="record"); a native
+failure of any kind is an ERROR row, another backend's SKIPPABLE error a SKIPPED one.
+
+    checks.py   validate() and the checks (conservation, agreement, randomization)
+    inputs.py   reading the model, its weights and the inputs; the precision
+    report.py   CheckResult, Report and the verdict files
 """
 
 from __future__ import annotations
 
 import copy
-import csv
-import importlib
-import importlib.util
-import io
 import math
 import os
-import sys
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from functools import partial
 
-import numpy as np
 import torch
 from torch import nn
 
 from xaibench import targets as targets_module
 from xaibench.backends import table as method_table
-from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
-from xaibench.io import atomic_path, write_json, write_text
+from xaibench.errors import InputError
+from xaibench.metrics import agreement_per_sample, spearman_per_sample
+from xaibench.studies import sweep
+from xaibench.studies.sweep import one_line
+from xaibench.studies.validate.inputs import (
+    apply_weights,
+    build_model,
+    choose_dtype,
+    fit_inputs,
+    load_weights,
+    read_inputs,
+)
+from xaibench.studies.validate.report import ERROR, FAIL, INFO, KNOWN, PASS, SKIPPED, CheckResult, Report
 
 DEFAULT_METHODS = ("lrp.epsilon", "lrp.zplus", "lrp.alpha1beta0", "gradient", "input_x_gradient")
 
@@ -77,487 +87,6 @@ DEFAULT_TOLERANCES = {
     torch.float64: {"conservation": 1e-10, "agreement": 1e-4, "randomization": 0.9},
     torch.float32: {"conservation": 1e-5, "agreement": 1e-4, "randomization": 0.9},
 }
-
-#: errors that mean "this backend cannot do this model here", not "the explanation is wrong"
-SKIPPABLE = (BackendUnavailableError, ExportError, UnsupportedLayerError, ImportError)
-
-PASS, FAIL, SKIPPED, ERROR, INFO = "PASS", "FAIL", "SKIPPED", "ERROR", "INFO"
-KNOWN = "KNOWN"   # a documented disagreement whose control confirms the cause: no verdict
-_FAILING = (FAIL, ERROR)
-
-
-# --- the report ------------------------------------------------------------------------------
-@dataclass
-class CheckResult:
-    method: str
-    check: str            # conservation, absorbed, agreement[zennit], randomization[top 1], reference
-    status: str           # PASS, FAIL, SKIPPED, ERROR (counts as a failure) or INFO (no verdict)
-    value: float | None = None
-    tolerance: float | None = None
-    comparison: str = ""  # how value is held against tolerance: "<=" or "<"
-    detail: str = ""      # what was measured, or why skipped / what went wrong
-
-
-@dataclass
-class Report:
-    checks: list[CheckResult]
-    settings: dict
-    #: method -> the native (reference) explanation; not serialized to JSON
-    explanations: dict = field(default_factory=dict, repr=False)
-    #: the inputs as read (xarray.DataArray, sample first) and how they were reshaped for the model
-    inputs: object = field(default=None, repr=False)
-
-    @property
-    def passed(self) -> bool:
-        return not any(c.status in _FAILING for c in self.checks)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else 1
-
-    def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if c.status in _FAILING]
-
-    def to_dict(self) -> dict:
-        def clean(value):  # JSON has no NaN/Inf
-            return None if isinstance(value, float) and not math.isfinite(value) else value
-
-        return {
-            "verdict": PASS if self.passed else FAIL,
-            "exit_code": self.exit_code,
-            "settings": self.settings,
-            "checks": [{k: clean(v) for k, v in asdict(c).items()} for c in self.checks],
-        }
-
-    def table(self) -> str:
-        """The method x check table for a terminal, then the verdict and notes."""
-        s = self.settings
-        lines = [f"xaibench validate: {s['model']}"
-                 + (f" with weights {s['weights']}" if s.get("weights") else ""),
-                 f"  inputs {s['inputs']} ({s['samples']} samples, model input {s['model_input_shape']}"
-                 f"{', ' + s['input_note'] if s.get('input_note') else ''})",
-                 f"  precision {s['dtype']}{' (' + s['dtype_note'] + ')' if s.get('dtype_note') else ''};"
-                 f" target {'argmax of each output' if s['target'] is None else s['target']};"
-                 f" randomization seed {s['seed']}", ""]
-        header = ("method", "check", "value", "tolerance", "status")
-        rows = [(c.method, c.check, _number(c.value),
-                 f"{c.comparison} {_number(c.tolerance)}" if c.tolerance is not None else "-", c.status)
-                for c in self.checks]
-        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-
-        def line(cells, detail=""):
-            text = "  ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths))
-            return (text + "  " + detail).rstrip()
-
-        lines.append(line(header, "detail"))
-        lines.append(line(["-" * w for w in widths], "------"))
-        for row, check in zip(rows, self.checks):
-            lines.append(line(row, check.detail))
-        lines.append("")
-        failures = self.failures()
-        if not failures:
-            lines.append(f"verdict: PASS ({sum(c.status == PASS for c in self.checks)} checks passed)")
-        else:
-            lines.append(f"verdict: FAIL ({len(failures)} of "
-                         f"{sum(c.status in (PASS, FAIL, ERROR) for c in self.checks)} checks failed)")
-        insensitive = sorted({c.method for c in self.checks
-                              if c.check.startswith("randomization") and c.status == FAIL})
-        for method in insensitive:
-            first = next(c for c in self.checks if c.method == method and c.check.startswith("randomization")
-                         and c.status == FAIL)
-            layers = first.detail.split(";")[0].removeprefix("re-initialized ")
-            lines.append(
-                f"  {method}: the relevance hardly changes when the top layer(s) {layers} are re-initialized "
-                f"(Spearman {_number(first.value)}, not below {_number(first.tolerance)}). This map does not "
-                "show what those weights learned; do not read it as evidence of what the model uses for "
-                "this output (Adebayo et al. 2018).")
-        return "\n".join(lines)
-
-    def write(self, out_dir) -> list[Path]:
-        """verdict.csv, relevance_<method>.nc per method and verdict.json (last: its presence means
-        the set is complete), each written to a temporary file and renamed into place."""
-        out = Path(out_dir)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"cannot create the output folder {out}: {error.strerror or error}") from None
-        written = []
-        for method, explanation in self.explanations.items():
-            dataset = self.relevance_dataset(method, explanation)
-            path = out / f"relevance_{method}.nc"
-            with atomic_path(path) as temporary:   # plain netCDF: the researcher's file, no attribute encoding
-                dataset.to_netcdf(temporary, engine="h5netcdf")
-            written.append(path)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(CheckResult.__dataclass_fields__), lineterminator="\n")
-        writer.writeheader()
-        for check in self.checks:
-            writer.writerow(asdict(check))
-        write_text(out / "verdict.csv", buffer.getvalue())
-        write_json(out / "verdict.json", self.to_dict(), indent=2)
-        return written + [out / "verdict.csv", out / "verdict.json"]
-
-    def relevance_dataset(self, method: str, explanation):
-        """The reference relevance with the input's dimensions and coordinates."""
-        import xarray as xr
-
-        array = self.inputs
-        relevance = explanation.relevance.detach().cpu().numpy()
-        output = explanation.output.detach().cpu().numpy()
-        if relevance.size == array.size:
-            # the model's shape may have an added channel axis or be flattened: back to the file's
-            data = xr.DataArray(relevance.reshape(array.shape), dims=array.dims, coords=array.coords)
-            output_dims = (array.dims[0],)
-        else:  # several targets per sample: [sample, target, ...]
-            data = xr.DataArray(relevance.reshape((array.shape[0], -1) + array.shape[1:]),
-                                dims=(array.dims[0], "target") + array.dims[1:], coords=array.coords)
-            output_dims = (array.dims[0], "target")
-        # no CF `units`: they are those of the model's output (per unit of input for a gradient),
-        # which the model does not declare
-        data.attrs = {
-            "long_name": f"relevance of the explained output ({method}, native backend)",
-            "comment": "in units of the explained output" if method != "gradient"
-            else "in units of the explained output per unit of input",
-            "method": method,
-            "explained_variable": str(array.name),
-        }
-        variables = {"relevance": data,
-                     "output": xr.DataArray(output, dims=output_dims,
-                                            attrs={"long_name": "explained output value (softmax stripped)"})}
-        target = explanation.target
-        if torch.is_tensor(target) and target.dtype != torch.bool and tuple(target.shape) == output.shape:
-            variables["target"] = xr.DataArray(target.cpu().numpy(), dims=output_dims,
-                                               attrs={"long_name": "flat index of the explained output"})
-        dataset = xr.Dataset(variables)
-        dataset.attrs = {"title": f"xaibench validate: {method} relevance",
-                         "model": str(self.settings.get("model")),
-                         "weights": str(self.settings.get("weights")),
-                         "inputs": str(self.settings.get("inputs")),
-                         "dtype": str(self.settings.get("dtype"))}
-        return dataset
-
-
-def _number(value) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return f"{value:.3g}"
-
-
-# --- loading: model, weights, inputs -----------------------------------------------------------
-def load_factory(spec: str):
-    """'package.module:function' (imported with the working directory on sys.path, as
-    `python -m` does) or 'path/to/file.py:function' -> the function."""
-    module_name, colon, attribute = spec.rpartition(":")
-    if not colon or not module_name or not attribute:
-        raise InputError(f"model '{spec}' must be MODULE:FACTORY, e.g. my_package.models:build_cnn "
-                         "or path/to/models.py:build_cnn")
-    if module_name.endswith(".py") or os.sep in module_name or "/" in module_name:
-        path = Path(module_name)
-        if not path.is_file():
-            raise InputError(f"model file {path} does not exist")
-        # the file's folder on sys.path lets it import its siblings, as `python file.py` would
-        folder = str(path.resolve().parent)
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-        spec_object = importlib.util.spec_from_file_location(f"_xaibench_user_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec_object)
-        try:
-            spec_object.loader.exec_module(module)
-        except Exception as error:
-            raise InputError(f"importing {path} failed: {type(error).__name__}: {error}") from None
-    else:
-        cwd = os.getcwd()
-        if cwd not in sys.path and "" not in sys.path:
-            sys.path.insert(0, cwd)
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name and module_name.startswith(error.name):
-                raise InputError(f"cannot import module '{module_name}' (no module named '{error.name}' "
-                                 f"from {cwd}); run from the folder that holds it or give a .py path") from None
-            raise InputError(f"importing '{module_name}' failed: {error}") from None
-        except Exception as error:
-            raise InputError(f"importing '{module_name}' failed: {type(error).__name__}: {error}") from None
-    factory = getattr(module, attribute, None)
-    if factory is None or not callable(factory):
-        public = sorted(name for name, value in vars(module).items()
-                        if callable(value) and not name.startswith("_")
-                        and getattr(value, "__module__", None) == module.__name__)
-        raise InputError(f"module '{module_name}' has no factory '{attribute}'"
-                         + (f"; it defines: {', '.join(public)}" if public else ""))
-    return factory
-
-
-def build_model(model_or_factory, factory_kwargs: dict | None = None) -> tuple[nn.Module, str]:
-    """An nn.Module and a name for it, from a module, a factory or a 'module:factory' string."""
-    if isinstance(model_or_factory, nn.Module):
-        if factory_kwargs:
-            raise InputError("factory_kwargs given with a model instance (they are for a factory)")
-        return model_or_factory, type(model_or_factory).__name__
-    name = model_or_factory if isinstance(model_or_factory, str) else getattr(
-        model_or_factory, "__qualname__", repr(model_or_factory))
-    factory = load_factory(model_or_factory) if isinstance(model_or_factory, str) else model_or_factory
-    if not callable(factory):
-        raise InputError(f"expected an nn.Module, a factory or 'module:factory', got {type(factory).__name__}")
-    try:
-        model = factory(**(factory_kwargs or {}))
-    except Exception as error:
-        raise InputError(f"the factory {name} raised {type(error).__name__}: {error}") from None
-    if not isinstance(model, nn.Module):
-        raise InputError(f"the factory {name} returned {type(model).__name__}, not a torch.nn.Module")
-    return model, name
-
-
-def load_weights(path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors or .pt/.pth; neither format can run code on loading here."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"weights file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise InputError(f"cannot read weights {path} as safetensors: {error}") from None
-    if suffix in (".pt", ".pth", ".bin"):
-        import pickle
-
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as error:
-            # weights_only refuses any object that is not tensors and plain containers: that is
-            # exactly a file that would run code when unpickled
-            first = str(error).strip().splitlines()[0] if str(error).strip() else "not a weights file"
-            raise InputError(f"refused to load weights {path}: it holds Python objects other than tensors "
-                             f"and loading it could run code (torch.load weights_only=True: {first}); "
-                             "save model.state_dict() or use safetensors") from None
-        except Exception as error:
-            raise InputError(f"cannot read weights {path}: {type(error).__name__}: "
-                             f"{str(error).strip().splitlines()[0] if str(error).strip() else ''}") from None
-        return _state_dict_in(state, path)
-    raise InputError(f"weights {path}: unknown format '{suffix}'; use .safetensors, .pt or .pth")
-
-
-def _state_dict_in(state, path) -> dict[str, torch.Tensor]:
-    """A plain state dict, or one under a usual checkpoint key ('state_dict', 'model_state_dict',
-    'model')."""
-    def is_state(obj):
-        return isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v)
-                                                     for k, v in obj.items())
-
-    if is_state(state):
-        return state
-    if isinstance(state, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if is_state(state.get(key)):
-                return state[key]
-    raise InputError(f"weights {path} hold no state dict (a dict of name -> tensor, or one under "
-                     "'state_dict' / 'model_state_dict' / 'model')")
-
-
-def apply_weights(model: nn.Module, state: dict[str, torch.Tensor], path) -> None:
-    """load_state_dict(strict=True), with one line naming every key that does not fit."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [f"{k} (file {tuple(state[k].shape)}, model {tuple(v.shape)})"
-                  for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    problems = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                        ("shape mismatch", mismatched)):
-        if keys:
-            problems.append(f"{label}: {', '.join(keys[:8])}" + (f" and {len(keys) - 8} more" if len(keys) > 8
-                                                               else ""))
-    if problems:
-        raise InputError(f"weights {path} do not fit the model: {'; '.join(problems)}")
-    model.load_state_dict(state, strict=True)
-
-
-def read_inputs(inputs, variable: str | None = None, samples: int | None = None):
-    """An xarray.DataArray with the sample dimension first, from a netCDF path, a Dataset, a
-    DataArray or an array. The file is read into memory and closed; it is never written."""
-    import xarray as xr
-
-    source = "inputs"
-    if isinstance(inputs, (str, os.PathLike)):
-        path = Path(inputs)
-        source = str(path)
-        if not path.is_file():
-            raise InputError(f"inputs file {path} does not exist")
-        try:
-            with xr.open_dataset(path, engine="h5netcdf") as dataset:
-                array = _pick_variable(dataset, variable, source).load()
-        except InputError:
-            raise
-        except Exception as error:
-            raise InputError(f"cannot read {path} as netCDF: {type(error).__name__}: {error}") from None
-    elif isinstance(inputs, xr.Dataset):
-        array = _pick_variable(inputs, variable, source)
-    elif isinstance(inputs, xr.DataArray):
-        array = inputs
-    else:
-        values = inputs.detach().cpu().numpy() if torch.is_tensor(inputs) else np.asarray(inputs)
-        array = xr.DataArray(values, dims=("sample",) + tuple(f"dim_{i}" for i in range(1, values.ndim)),
-                             name="x")
-    if samples is not None and array.ndim >= 1:
-        array = array.isel({array.dims[0]: slice(0, max(0, samples))})
-    if array.ndim < 1 or array.shape[0] == 0:
-        raise InputError(f"{source} variable '{array.name}' has no samples (shape {array.shape})")
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise InputError(f"{source} variable '{array.name}' is not real numbers (dtype {array.dtype})")
-    values = np.asarray(array.values, dtype=np.float64)
-    finite = np.isfinite(values.reshape(values.shape[0], -1)).all(1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite).tolist()
-        raise InputError(
-            f"{source} variable '{array.name}' has NaN or Inf in sample(s) {bad[:20]}"
-            + (f" and {len(bad) - 20} more" if len(bad) > 20 else "")
-            + f" (dimension '{array.dims[0]}'); fill or drop missing values (e.g. land) before explaining")
-    return array
-
-
-def _pick_variable(dataset, variable, source):
-    names = list(dataset.data_vars)
-    if variable is not None:
-        if variable not in dataset.data_vars:
-            raise InputError(f"{source} has no data variable '{variable}'; it has: {', '.join(names) or 'none'}")
-        return dataset[variable]
-    if len(names) != 1:
-        raise InputError(f"{source} has {len(names)} data variables ({', '.join(names) or 'none'}); "
-                         "choose one with --variable")
-    return dataset[names[0]]
-
-
-def fit_inputs(model: nn.Module, array) -> tuple[torch.Tensor, str]:
-    """The inputs as a float32 tensor shaped as the model expects, and what was done to them.
-
-    Tried in order: as stored (sample, ...); with a channel axis of size 1 after the sample axis
-    (a (sample, lat, lon) field for a Conv2d with one input channel); flattened per sample (a
-    model starting with nn.Linear). A shape counts only if the model's output keeps the sample
-    axis (torch convolutions also accept unbatched inputs, which would silently mix samples).
-    """
-    x = torch.as_tensor(np.asarray(array.values, dtype=np.float32))
-    candidates = [(x, "")]
-    candidates.append((x.unsqueeze(1), "a channel axis of size 1 added after the sample axis"))
-    if x.dim() > 2:
-        candidates.append((x.reshape(x.shape[0], -1), "flattened per sample"))
-    probe_model = copy.deepcopy(model).eval()  # the user's model keeps its mode and hooks
-    batch = min(2, x.shape[0])
-    tried = []
-    for candidate, note in candidates:
-        try:
-            with torch.no_grad():
-                output = probe_model(candidate[:batch])
-        except Exception as error:
-            tried.append(f"{tuple(candidate.shape)}: {_one_line(error)[:160]}")
-            continue
-        if torch.is_tensor(output) and output.dim() >= 1 and output.shape[0] == batch:
-            return candidate, note
-        tried.append(f"{tuple(candidate.shape)}: the output has shape "
-                     f"{tuple(getattr(output, 'shape', ()))}, not one row per sample")
-    raise InputError(f"inputs '{array.name}' of shape {tuple(array.shape)} ({', '.join(map(str, array.dims))}) "
-                     f"do not fit the model; tried {'; '.join(tried)}")
-
-
-def choose_dtype(model: nn.Module, x: torch.Tensor, dtype) -> tuple[torch.dtype, str]:
-    """float64 when a float64 copy of the model runs on the inputs (differences then measure
-    methods, not rounding), float32 otherwise; or what the caller asked for."""
-    if dtype in (torch.float32, "float32"):
-        return torch.float32, "as requested"
-    if dtype in (torch.float64, "float64"):
-        return torch.float64, "as requested"
-    if dtype not in (None, "auto"):
-        raise InputError(f"dtype must be 'auto', 'float64' or 'float32', got {dtype!r}")
-    try:
-        with torch.no_grad():
-            output = copy.deepcopy(model).double().eval()(x[:2].double())
-        if torch.is_tensor(output) and bool(torch.isfinite(output).all()):
-            return torch.float64, ""
-        note = "the float64 model gives non-finite outputs"
-    except Exception as error:
-        note = f"the model does not run in float64: {str(error).splitlines()[0] if str(error) else error}"
-    return torch.float32, note
-
-
-# --- the checks -------------------------------------------------------------------------------
-def parameterized_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Paths of the modules that own parameters, in the order of their last call in a forward
-    pass (the last one is the top layer), found with hooks on a copy of the model."""
-    probe = copy.deepcopy(model).eval()
-    calls = []
-    handles = [module.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
-               for name, module in probe.named_modules()
-               if name and any(True for _ in module.parameters(recurse=False))]
-    try:
-        with torch.no_grad():
-            probe(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    last = {name: index for index, name in enumerate(calls)}
-    return sorted(last, key=last.get)
-
-
-def randomized_copy(model: nn.Module, layers: list[str], seed: int) -> nn.Module:
-    """A deep copy with the given layers re-initialized; layers[i] gets seed + i, so the top
-    layer is re-initialized the same way at every level of the cascade. The global random state
-    is left as it was."""
-    randomized = copy.deepcopy(model)
-    for index, path in enumerate(layers):
-        module = randomized.get_submodule(path)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed + index)
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-            else:  # a custom module: normal values at the scale of its current weights
-                for parameter in module.parameters(recurse=False):
-                    scale = float(parameter.std()) if parameter.numel() > 1 else float(parameter.abs().mean())
-                    parameter.normal_(0.0, scale or 1.0)
-    return randomized
-
-
-def spearman_per_sample(a: torch.Tensor, b: torch.Tensor, sample_dims: int) -> np.ndarray:
-    """Spearman rank correlation of |a| and |b| per sample (and target: the first sample_dims
-    axes are rows), by xaibench.metrics.spearman: ties get average ranks; a constant map
-    against a non-constant one counts as 0 (it lost its structure), two constant maps as 1."""
-    from xaibench.metrics import spearman
-
-    rows = int(np.prod(a.shape[:sample_dims]))
-    return spearman(a.detach().double().cpu().numpy().reshape(rows, -1),
-                    b.detach().double().cpu().numpy().reshape(rows, -1), absolute=True)
-
-
-def agreement(relevance: torch.Tensor, reference: torch.Tensor, sample_dims: int) -> torch.Tensor:
-    """max|R - R_ref| / sum|R_ref| per sample (and target: the first sample_dims axes are rows),
-    by xaibench.metrics.agreement: equal maps agree (0), a non-zero map against a zero
-    reference does not (inf)."""
-    from xaibench.metrics import agreement as metric
-
-    rows = int(np.prod(reference.shape[:sample_dims]))
-    values = metric(relevance.detach().double().cpu().numpy().reshape(rows, -1),
-                    reference.detach().double().cpu().numpy().reshape(rows, -1))
-    return torch.from_numpy(values).reshape(reference.shape[:sample_dims])
-
-
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
-
-
-def _backend_methods(backend: str):
-    """The backend's method names, or the reason it cannot say (not installed here, ...)."""
-    from xaibench import api
-    try:
-        return set(api.methods(backend)), ""
-    except SKIPPABLE as error:
-        return None, _one_line(error)
-    except ValueError as error:  # listed in BACKENDS but not (yet) in the methods table
-        return None, _one_line(error)
 
 
 def validate(model_or_factory, *, weights=None, inputs, variable: str | None = None,
@@ -604,13 +133,12 @@ def validate(model_or_factory, *, weights=None, inputs, variable: str | None = N
     try:
         working = copy.deepcopy(model)
     except Exception as error:
-        raise InputError(f"the model cannot be deep-copied ({_one_line(error)}); validate needs copies "
+        raise InputError(f"the model cannot be deep-copied ({one_line(error)}); validate needs copies "
                          "so that it never modifies the model") from None
     if weights is not None:
         apply_weights(working, load_weights(weights), weights)
     array = read_inputs(inputs, variable, samples)
     x, input_note = fit_inputs(working, array)
-
 
     chosen, dtype_note = choose_dtype(working, x, dtype)
     limits = dict(DEFAULT_TOLERANCES[chosen])
@@ -645,8 +173,9 @@ def validate(model_or_factory, *, weights=None, inputs, variable: str | None = N
         "backends": others, "xaibench_version": _version(),
     }
     report = Report([], settings, inputs=array)
+    runner = sweep.Sweep(native_failure="record")   # one sweep: an unavailable backend is asked once
     for method in methods:
-        report.checks.extend(_check_method(api, working, x, method, target, chosen, limits,
+        report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
                                            method_options.get(method, {}), others, labels, randomized,
                                            report))
     if out is not None:
@@ -659,7 +188,7 @@ def _version():
     return __version__
 
 
-def _check_method(api, model, x, method, target, dtype, limits, options, backends, layers, randomized,
+def _check_method(api, runner, model, x, method, target, dtype, limits, options, backends, layers, randomized,
                   report):
     rows = []
 
@@ -667,11 +196,12 @@ def _check_method(api, model, x, method, target, dtype, limits, options, backend
         rows.append(CheckResult(method, check, status, None if value is None else float(value),
                                 tolerance, comparison, detail))
 
-    try:
-        reference = api.explain(model, x, method, target=target, dtype=dtype, **options)
-    except Exception as error:  # no reference: nothing of this method can be validated
-        row("reference", ERROR, detail=f"the native explanation failed: {_one_line(error)}")
+    outcome = runner.run(method, "native", lambda: api.explain(model, x, method, target=target, dtype=dtype,
+                                                               **options))
+    if not outcome.ok:   # no reference (skippable or not): nothing of this method can be validated
+        row("reference", ERROR, detail=f"the native explanation failed: {outcome.reason}")
         return rows
+    reference = outcome.explanation
     report.explanations[method] = reference
     sample_dims = reference.output.dim()
 
@@ -697,19 +227,20 @@ def _check_method(api, model, x, method, target, dtype, limits, options, backend
         if method not in available:
             row(check, SKIPPED, detail=f"skipped: {backend} has no {method}")
             continue
-        try:
-            other = api.explain(model, x, method, target=reference.target, backend=backend, dtype=dtype, **options)
-        except SKIPPABLE as error:
-            row(check, SKIPPED, detail=f"skipped: {_one_line(error)}")
+        outcome = runner.run(method, backend, partial(api.explain, model, x, method, target=reference.target,
+                                                      backend=backend, dtype=dtype, **options))
+        if outcome.status == sweep.SKIPPED:
+            row(check, SKIPPED, detail=f"skipped: {outcome.reason}")
             continue
-        except Exception as error:
-            row(check, ERROR, detail=f"{backend} failed: {_one_line(error)}")
+        if not outcome.ok:
+            row(check, ERROR, detail=f"{backend} failed: {outcome.reason}")
             continue
+        other = outcome.explanation
         if tuple(other.relevance.shape) != tuple(reference.relevance.shape):
             row(check, FAIL, math.inf, limits["agreement"], "<=",
                 f"relevance shape {tuple(other.relevance.shape)} vs native {tuple(reference.relevance.shape)}")
             continue
-        value = _worst(agreement(other.relevance, reference.relevance, sample_dims))
+        value = _worst(agreement_per_sample(other.relevance, reference.relevance, sample_dims))
         detail = f"max over samples of max|R_{backend} - R_native| / sum|R_native|"
         known = method_table.documented_differences(backend, method, options, model)
         if value > limits["agreement"] and known:
@@ -726,11 +257,12 @@ def _check_method(api, model, x, method, target, dtype, limits, options, backend
     for level in range(1, len(layers) + 1):
         check = f"randomization[top {level}]"
         names = ", ".join(layers[:level])
-        try:
-            after = api.explain(randomized(level), x, method, target=reference.target, dtype=dtype, **options)
-        except Exception as error:
-            row(check, ERROR, detail=f"re-initialized {names}; explaining failed: {_one_line(error)}")
+        outcome = runner.run(method, "native", partial(api.explain, randomized(level), x, method,
+                                                       target=reference.target, dtype=dtype, **options))
+        if not outcome.ok:
+            row(check, ERROR, detail=f"re-initialized {names}; explaining failed: {outcome.reason}")
             continue
+        after = outcome.explanation
         correlation = spearman_per_sample(reference.relevance, after.relevance, sample_dims)
         value = float(correlation.max())
         row(check, PASS if value < limits["randomization"] else FAIL, value, limits["randomization"], "<",
@@ -761,9 +293,9 @@ def _documented_or_failed(api, backend, differences, model, x, method, options, 
         other_control = other if other_side is None else api.explain(
             other_side.model, x, other_side.method, target=reference.target, backend=backend, dtype=dtype,
             **other_side.options)
-        value = _worst(agreement(other_control.relevance, native.relevance, reference.output.dim()))
+        value = _worst(agreement_per_sample(other_control.relevance, native.relevance, reference.output.dim()))
     except Exception as error:
-        return FAIL, (f"the documented cause is unverified: its control [{controls}] failed: {_one_line(error)} "
+        return FAIL, (f"the documented cause is unverified: its control [{controls}] failed: {one_line(error)} "
                       f"(documented: {reasons})")
     if value <= tolerance:
         return KNOWN, f"known difference: {reasons}; control [{controls}] agrees: {value:.3g} <= {tolerance:.3g}"
@@ -788,3 +320,50 @@ def _absorbed(explanation):
               f"[{float(total_share.min()):.3g}, {float(total_share.max()):.3g}]: this share of the output is "
               "not in the map")
     return float(total_share.median()), None, "", detail
+
+
+def parameterized_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Paths of the modules that own parameters, in the order of their last call in a forward
+    pass (the last one is the top layer), found with hooks on a copy of the model."""
+    probe = copy.deepcopy(model).eval()
+    calls = []
+    handles = [module.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
+               for name, module in probe.named_modules()
+               if name and any(True for _ in module.parameters(recurse=False))]
+    try:
+        with torch.no_grad():
+            probe(x[:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    last = {name: index for index, name in enumerate(calls)}
+    return sorted(last, key=last.get)
+
+
+def randomized_copy(model: nn.Module, layers: list[str], seed: int) -> nn.Module:
+    """A deep copy with the given layers re-initialized; layers[i] gets seed + i, so the top
+    layer is re-initialized the same way at every level of the cascade. The global random state
+    is left as it was."""
+    randomized = copy.deepcopy(model)
+    for index, path in enumerate(layers):
+        module = randomized.get_submodule(path)
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            torch.manual_seed(seed + index)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            else:  # a custom module: normal values at the scale of its current weights
+                for parameter in module.parameters(recurse=False):
+                    scale = float(parameter.std()) if parameter.numel() > 1 else float(parameter.abs().mean())
+                    parameter.normal_(0.0, scale or 1.0)
+    return randomized
+
+
+def _backend_methods(backend: str):
+    """The backend's method names, or the reason it cannot say (not installed here, ...)."""
+    from xaibench import api
+    try:
+        return set(api.methods(backend)), ""
+    except sweep.SKIPPABLE as error:
+        return None, one_line(error)
+    except ValueError as error:  # listed in BACKENDS but not (yet) in the methods table
+        return None, one_line(error)

@@ -1,0 +1,178 @@
+"""The report of `xaibench validate`: one CheckResult per (method, check) with its verdict, the
+Report that holds them (the terminal table, the JSON form) and the verdict files it writes
+(verdict.csv, verdict.json, relevance_<method>.nc)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from xaibench.errors import InputError
+from xaibench.io import atomic_path, write_json, write_text
+
+PASS, FAIL, SKIPPED, ERROR, INFO = "PASS", "FAIL", "SKIPPED", "ERROR", "INFO"
+KNOWN = "KNOWN"   # a documented disagreement whose control confirms the cause: no verdict
+_FAILING = (FAIL, ERROR)
+
+
+@dataclass
+class CheckResult:
+    method: str
+    check: str            # conservation, absorbed, agreement[zennit], randomization[top 1], reference
+    status: str           # PASS, FAIL, SKIPPED, ERROR (counts as a failure) or INFO (no verdict)
+    value: float | None = None
+    tolerance: float | None = None
+    comparison: str = ""  # how value is held against tolerance: "<=" or "<"
+    detail: str = ""      # what was measured, or why skipped / what went wrong
+
+
+@dataclass
+class Report:
+    checks: list[CheckResult]
+    settings: dict
+    #: method -> the native (reference) explanation; not serialized to JSON
+    explanations: dict = field(default_factory=dict, repr=False)
+    #: the inputs as read (xarray.DataArray, sample first) and how they were reshaped for the model
+    inputs: object = field(default=None, repr=False)
+
+    @property
+    def passed(self) -> bool:
+        return not any(c.status in _FAILING for c in self.checks)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.status in _FAILING]
+
+    def to_dict(self) -> dict:
+        def clean(value):  # JSON has no NaN/Inf
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        return {
+            "verdict": PASS if self.passed else FAIL,
+            "exit_code": self.exit_code,
+            "settings": self.settings,
+            "checks": [{k: clean(v) for k, v in asdict(c).items()} for c in self.checks],
+        }
+
+    def table(self) -> str:
+        """The method x check table for a terminal, then the verdict and notes."""
+        s = self.settings
+        lines = [f"xaibench validate: {s['model']}"
+                 + (f" with weights {s['weights']}" if s.get("weights") else ""),
+                 f"  inputs {s['inputs']} ({s['samples']} samples, model input {s['model_input_shape']}"
+                 f"{', ' + s['input_note'] if s.get('input_note') else ''})",
+                 f"  precision {s['dtype']}{' (' + s['dtype_note'] + ')' if s.get('dtype_note') else ''};"
+                 f" target {'argmax of each output' if s['target'] is None else s['target']};"
+                 f" randomization seed {s['seed']}", ""]
+        header = ("method", "check", "value", "tolerance", "status")
+        rows = [(c.method, c.check, _number(c.value),
+                 f"{c.comparison} {_number(c.tolerance)}" if c.tolerance is not None else "-", c.status)
+                for c in self.checks]
+        widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+
+        def line(cells, detail=""):
+            text = "  ".join(f"{cell:<{w}}" for cell, w in zip(cells, widths))
+            return (text + "  " + detail).rstrip()
+
+        lines.append(line(header, "detail"))
+        lines.append(line(["-" * w for w in widths], "------"))
+        for row, check in zip(rows, self.checks):
+            lines.append(line(row, check.detail))
+        lines.append("")
+        failures = self.failures()
+        if not failures:
+            lines.append(f"verdict: PASS ({sum(c.status == PASS for c in self.checks)} checks passed)")
+        else:
+            lines.append(f"verdict: FAIL ({len(failures)} of "
+                         f"{sum(c.status in (PASS, FAIL, ERROR) for c in self.checks)} checks failed)")
+        insensitive = sorted({c.method for c in self.checks
+                              if c.check.startswith("randomization") and c.status == FAIL})
+        for method in insensitive:
+            first = next(c for c in self.checks if c.method == method and c.check.startswith("randomization")
+                         and c.status == FAIL)
+            layers = first.detail.split(";")[0].removeprefix("re-initialized ")
+            lines.append(
+                f"  {method}: the relevance hardly changes when the top layer(s) {layers} are re-initialized "
+                f"(Spearman {_number(first.value)}, not below {_number(first.tolerance)}). This map does not "
+                "show what those weights learned; do not read it as evidence of what the model uses for "
+                "this output (Adebayo et al. 2018).")
+        return "\n".join(lines)
+
+    def write(self, out_dir) -> list[Path]:
+        """verdict.csv, relevance_<method>.nc per method and verdict.json (last: its presence means
+        the set is complete), each written to a temporary file and renamed into place."""
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"cannot create the output folder {out}: {error.strerror or error}") from None
+        written = []
+        for method, explanation in self.explanations.items():
+            dataset = self.relevance_dataset(method, explanation)
+            path = out / f"relevance_{method}.nc"
+            with atomic_path(path) as temporary:   # plain netCDF: the researcher's file, no attribute encoding
+                dataset.to_netcdf(temporary, engine="h5netcdf")
+            written.append(path)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(CheckResult.__dataclass_fields__), lineterminator="\n")
+        writer.writeheader()
+        for check in self.checks:
+            writer.writerow(asdict(check))
+        write_text(out / "verdict.csv", buffer.getvalue())
+        write_json(out / "verdict.json", self.to_dict(), indent=2)
+        return written + [out / "verdict.csv", out / "verdict.json"]
+
+    def relevance_dataset(self, method: str, explanation):
+        """The reference relevance with the input's dimensions and coordinates."""
+        import xarray as xr
+
+        array = self.inputs
+        relevance = explanation.relevance.detach().cpu().numpy()
+        output = explanation.output.detach().cpu().numpy()
+        if relevance.size == array.size:
+            # the model's shape may have an added channel axis or be flattened: back to the file's
+            data = xr.DataArray(relevance.reshape(array.shape), dims=array.dims, coords=array.coords)
+            output_dims = (array.dims[0],)
+        else:  # several targets per sample: [sample, target, ...]
+            data = xr.DataArray(relevance.reshape((array.shape[0], -1) + array.shape[1:]),
+                                dims=(array.dims[0], "target") + array.dims[1:], coords=array.coords)
+            output_dims = (array.dims[0], "target")
+        # no CF `units`: they are those of the model's output (per unit of input for a gradient),
+        # which the model does not declare
+        data.attrs = {
+            "long_name": f"relevance of the explained output ({method}, native backend)",
+            "comment": "in units of the explained output" if method != "gradient"
+            else "in units of the explained output per unit of input",
+            "method": method,
+            "explained_variable": str(array.name),
+        }
+        variables = {"relevance": data,
+                     "output": xr.DataArray(output, dims=output_dims,
+                                            attrs={"long_name": "explained output value (softmax stripped)"})}
+        target = explanation.target
+        if torch.is_tensor(target) and target.dtype != torch.bool and tuple(target.shape) == output.shape:
+            variables["target"] = xr.DataArray(target.cpu().numpy(), dims=output_dims,
+                                               attrs={"long_name": "flat index of the explained output"})
+        dataset = xr.Dataset(variables)
+        dataset.attrs = {"title": f"xaibench validate: {method} relevance",
+                         "model": str(self.settings.get("model")),
+                         "weights": str(self.settings.get("weights")),
+                         "inputs": str(self.settings.get("inputs")),
+                         "dtype": str(self.settings.get("dtype"))}
+        return dataset
+
+
+def _number(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.3g}"
