@@ -11,7 +11,10 @@ import torch
 
 import xaibench
 from xaibench.errors import BackendUnavailableError, ExportError, InputError
+from xaibench.studies import sweep
 from xaibench.studies.cases import pipeline as cases
+from xaibench.studies.cases import registry
+from xaibench.studies.cases.case import INTERFACE, Case
 from xaibench.studies.data import make_convection, make_enso, make_radar, read_dataset, split, write_dataset
 from xaibench.studies.models.training import load_trained, train
 
@@ -191,10 +194,91 @@ def test_unavailable_and_failing_backends_are_recorded_not_raised(enso, tmp_path
 
 def test_pairs_are_the_backends_that_have_each_method():
     # (the order no longer matters: innvestigate's wrappers get a Keras twin of their own)
-    pairs = cases._pairs(["smoothgrad", "integrated_gradients", "lrp.zbox", "deep_taylor"], ["native", "innvestigate"])
+    pairs = sweep.pairs(["smoothgrad", "integrated_gradients", "lrp.zbox", "deep_taylor"], ["native", "innvestigate"])
     innvestigate = [m for m, b in pairs if b == "innvestigate"]
     assert "deep_taylor" in innvestigate
     assert ("deep_taylor", "native") not in pairs
+
+
+# --- the registry ---------------------------------------------------------------------------------
+def test_the_registry_holds_the_five_reference_cases_each_with_the_whole_interface():
+    assert list(registry.CASES) == ["enso", "convection", "radar1", "radar2", "radar3"]
+    assert cases.CASE_NAMES == tuple(registry.CASES)
+    modules = {name: __import__(f"xaibench.studies.cases.{name}", fromlist=["CASES"]) for name in registry.MODULES}
+    assert {case.name for module in modules.values() for case in module.CASES} == set(registry.CASES)
+    for module in modules.values():
+        for case in module.CASES:
+            assert isinstance(case, Case) and registry.get_case(case.name) is case
+            assert not getattr(type(case), "__abstractmethods__", None), type(case)
+            for name in INTERFACE:
+                assert hasattr(case, name), (case.name, name)
+            assert case.model == case.name and case.figure_files
+    assert [registry.get_case(f"radar{n}").output_long_name.split()[0] for n in (1, 2, 3)] == \
+        ["radar1", "radar2", "radar3"]
+    assert registry.get_case("radar1").zbox_bounds(None, None) == (0.0, 1.0)
+    with pytest.raises(InputError, match="unknown case 'radar7'"):
+        registry.get_case("radar7")
+    with pytest.raises(TypeError):   # an abstract case (no samples, no figure) cannot be made
+        Case("x", "x", "v", (), (), (), None, "", "1", "")
+
+
+def test_a_new_case_is_one_registered_definition(enso, monkeypatch, tmp_path):
+    """A case explaining the first test samples of the ENSO network whatever their class: only the
+    case definition is new, explain_case and metrics_case run it unchanged."""
+    from dataclasses import dataclass
+
+    from xaibench.studies.cases.enso import EnsoCase
+
+    @dataclass(frozen=True)
+    class EveryWinter(EnsoCase):
+        def default_evaluation(self, data, n_samples):
+            return {}
+
+        def pick(self, model, subset, n_samples):
+            return np.arange(min(n_samples, subset.sizes["sample"]))
+
+    monkeypatch.setattr(registry, "CASES", dict(registry.CASES))
+    new = registry.register(EveryWinter(**{**registry.get_case("enso").__dict__, "name": "enso_every_winter",
+                                          "model": "enso"}))
+    with pytest.raises(InputError, match="taken"):
+        registry.register(new)
+    assert registry.get_case("enso_every_winter") is new
+    files = cases.explain_case("enso_every_winter", enso / "model", enso / "data.nc", tmp_path / "out",
+                               methods=["gradient"], backends=["native"], n_samples=3)
+    assert [p.name for p in files] == ["gradient__native.nc", "skipped.csv"]
+    ds = read_dataset(files[0])
+    assert ds.attrs["case"] == "enso_every_winter" and ds.attrs["model"] == "enso"
+    assert ds["subset"].values.tolist() == ["test"] * 3
+    test_block = split(read_dataset(enso / "data.nc"))["test"]
+    np.testing.assert_array_equal(ds["source_sample"].values, test_block["sample"].values[:3])
+    frame = cases.metrics_case("enso_every_winter", tmp_path / "out", enso / "data.nc", tmp_path / "metrics.csv")
+    assert frame["case"].tolist() == ["enso_every_winter"] and (frame["status"] == "ok").all()
+
+
+def test_figure_command_takes_files_and_drawing_from_the_case(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from xaibench.studies.cases import commands
+
+    drawn = []
+    case = registry.get_case("radar2")
+    monkeypatch.setattr(type(case), "figure", lambda self, files, out, subset=None: drawn.append(
+        (self.name, [f.name for f in files], subset)))
+    (tmp_path / "lrp.alpha1beta0__native.nc").write_bytes(b"")
+    args = SimpleNamespace(case="radar2", explanations=tmp_path, out=tmp_path / "f.png", subset=None, methods=None)
+    assert commands._figure(args) == 0
+    assert drawn == [("radar2", ["lrp.alpha1beta0__native.nc"], None)]
+    with pytest.raises(ValueError, match="unknown case"):
+        commands._figure(SimpleNamespace(**{**vars(args), "case": "radar7"}))
+
+
+def test_method_options_go_through_the_sweep():
+    smoothgrad = cases.method_options("enso", "smoothgrad", "native")
+    assert smoothgrad == {"noise_level": 0.1, "samples": 32, "seed": 0}
+    assert cases.method_options("enso", "smoothgrad", "innvestigate") == \
+        sweep.options_for("smoothgrad", "innvestigate", smoothgrad) == {"samples": 32}
+    assert cases.method_options("radar1", "lrp.zbox", "zennit", (0.0, 1.0), {"lrp.zbox": {"epsilon": 0.5}}) == \
+        {"epsilon": 0.5, "low": 0.0, "high": 1.0}
 
 
 # --- convection ----------------------------------------------------------------------------------

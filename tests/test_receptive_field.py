@@ -265,7 +265,7 @@ def test_sizes_of_known_maps():
 
 # --- the workflow's measurement on a tiny case ---------------------------------------------------
 def test_measure_table_and_figure(tmp_path):
-    from xaibench.io import save_trained
+    from xaibench.studies.models.training import save_trained
     from xaibench.studies.data.radar import make_radar
     from xaibench.studies.receptive_fields import experiment
 

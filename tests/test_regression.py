@@ -209,12 +209,14 @@ def test_duplicate_keys_are_a_spec_error(dirs):
 
 def test_command_exit_status_and_output(dirs, capsys):
     results, baseline = dirs
+    from xaibench.studies.regression import commands
+
     parser = argparse.ArgumentParser(prog="xaibench")
-    regression.add_commands(parser.add_subparsers(dest="command", required=True))
+    handlers = commands.add_commands(parser.add_subparsers(dest="command", required=True))
 
     def run(*argv):
         args = parser.parse_args(["regression", *argv, "--results", str(results), "--baseline", str(baseline)])
-        return regression.main(args)
+        return handlers[args.command](args)
 
     assert run("check") == 0
     assert "no drift" in capsys.readouterr().out

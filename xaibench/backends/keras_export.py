@@ -27,7 +27,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from .. import layers
 from ..errors import ExportError
-from ..lrp.graph import _Tracer
+from ..lrp.graph import LeafTracer
 
 BACKEND = "innvestigate"
 
@@ -86,7 +86,7 @@ class _Exporter:
             root = nn.Sequential(model)
         self.root = root
         try:
-            self.graph_module = torch.fx.GraphModule(root, _Tracer().trace(root))
+            self.graph_module = torch.fx.GraphModule(root, LeafTracer().trace(root))
         except Exception as error:
             raise ExportError(BACKEND, type(model).__name__, type(model).__name__,
                               f"the model could not be traced by torch.fx: {str(error).splitlines()[0]}") from None

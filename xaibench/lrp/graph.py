@@ -185,7 +185,7 @@ class Graph:
 
 
 # --- building ---------------------------------------------------------------------------
-class _Tracer(torch.fx.Tracer):
+class LeafTracer(torch.fx.Tracer):
     """Keeps every torch.nn module (but containers) as one node, so each gets a rule."""
 
     def is_leaf_module(self, m, qualname):
@@ -203,7 +203,7 @@ def trace(model: nn.Module, dtype: torch.dtype | None = None) -> Graph:
     if model.__module__.startswith("torch.nn") and not isinstance(model, nn.Sequential):
         root = nn.Sequential(model)  # a bare layer: give it a graph of one node
     try:
-        fx_graph = _Tracer().trace(root)
+        fx_graph = LeafTracer().trace(root)
     except Exception as error:  # tracing runs user code; any failure gets one clear message
         raise UnsupportedLayerError(
             type(model).__name__, type(model).__name__,

@@ -1,12 +1,14 @@
 """The studies: the benchmark built on the library (docs/architecture.md, "Rooms").
 
 Each study is one room (a package) with its run, scores, figures and its `xaibench` commands
-(commands.py). Studies may import the library and the shared reference rooms (data, models,
-report, sweep); a study never imports another study's internals.
+(commands.py). Studies may import the library and the shared rooms (data, models, report,
+sweep, networks, arguments); a study never imports another study's modules (tests/test_architecture.py).
 
     data/              seeded generators of the reference data sets, the shipped Natural Earth land
     models/            the reference architectures and their seeded training
     sweep.py           the one method x backend runner (options per backend, skip/error policy, Outcome)
+    networks.py        the named small test networks of the census, the conformance table and the tests
+    arguments.py       argparse types shared by the commands
     cases/             the reference cases (ENSO, convection, radar N = 1-3) explained and scored
     conformance/       the engine against the dense-matrix reference; the ledger's closure
     census/            cross-library agreement of every method on every backend

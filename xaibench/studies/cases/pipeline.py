@@ -80,8 +80,6 @@ DEFAULT_OPTIONS = {
 }
 #: methods whose relevance is per unit of input (no conservation residual)
 PER_INPUT_UNIT = ("gradient", "smoothgrad")
-#: the sweep's (kept importable here: other studies used to take it from the cases)
-SKIPPABLE = sweep.SKIPPABLE
 SKIPPED_FILE = "skipped.csv"
 SKIPPED_COLUMNS = ["case", "method", "backend", "status", "reason"]
 #: the extra measures a case may give (Case.shares); empty where it gives none
@@ -121,7 +119,7 @@ def _subsets(case, metadata, data, evaluation, n_samples) -> dict[str, tuple[xr.
     validation, test = config.get("validation", 0.2), config.get("test", 0.2)
     sets = {"test": (split(data, validation=validation, test=test)["test"],
                      f"test block of the training data (split fractions validation={validation}, test={test})")}
-    given = dict(evaluation or {}) if evaluation is not None else case.default_evaluation(data, n_samples)
+    given = dict(evaluation) if evaluation is not None else case.default_evaluation(data, n_samples)
     for name, value in given.items():
         if name in sets:
             raise InputError(f"evaluation set name '{name}' is taken (the data's own test block)")
@@ -215,10 +213,6 @@ def _dtype(dtype) -> torch.dtype:
     return chosen
 
 
-#: the sweep's (kept importable here: other studies used to take it from the cases)
-_pairs = sweep.pairs
-
-
 def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Iterable[str] | None = None,
                  backends: Iterable[str] | None = None, n_samples: int = 16, dtype="float32", *,
                  evaluation: Mapping[str, object] | None = None, options: Mapping[str, Mapping] | None = None,
@@ -231,7 +225,7 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
         row per (method, backend) that was skipped or failed on a non-native backend).
     methods: default DEFAULT_METHODS; backends: default api.BACKENDS.
     n_samples: per subset (module docstring); dtype: "float32" or "float64".
-    evaluation: {subset name: path or Dataset} of extra sets (default: module docstring).
+    evaluation: {subset name: path or Dataset} of extra sets (default: the case's default_evaluation).
     options: {method: {option: value}} overriding DEFAULT_OPTIONS.
     batch_size: explain at most this many samples per call (None: all at once; chunks change
         SmoothGrad's native noise draws, nothing else).

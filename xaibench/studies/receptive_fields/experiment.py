@@ -68,7 +68,8 @@ def measure(model_dir, data, samples: int = 16, optimization_samples: int = 4, s
     first `samples` inputs of `data` (a radar data set or its path). Returns an xarray.Dataset."""
     import xarray as xr
 
-    from xaibench.io import load_trained, read_dataset
+    from xaibench.io import read_dataset
+    from xaibench.studies.models.training import load_trained
 
     log = log or (lambda message: None)
     for name, value in (("samples", samples), ("optimization_samples", optimization_samples), ("steps", steps),
