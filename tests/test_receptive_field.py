@@ -265,8 +265,8 @@ def test_sizes_of_known_maps():
 
 # --- the workflow's measurement on a tiny case ---------------------------------------------------
 def test_measure_table_and_figure(tmp_path):
-    from xaibench.studies.models.training import save_trained
     from xaibench.studies.data.radar import make_radar
+    from xaibench.studies.models.training import save_trained
     from xaibench.studies.receptive_fields import experiment
 
     data = make_radar(n_samples=3, size=32, footprint_radius=3, seed=0)

@@ -44,7 +44,8 @@ METADATA_FILE = "model.json"
 _BOOL_TEXT = {True: "true", False: "false"}
 _TEXT_BOOL = {text: value for value, text in _BOOL_TEXT.items()}
 
-__all__ = ["METADATA_FILE", "WEIGHTS_FILE", "atomic_path", "json_safe", "load_model_files", "read_dataset", "save_model_files",
+__all__ = ["METADATA_FILE", "WEIGHTS_FILE", "atomic_path", "json_safe", "load_model_files", "read_dataset",
+           "save_model_files",
            "write_bytes", "write_csv", "write_dataset", "write_json", "write_text"]
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import xarray as xr
 
 from xaibench.studies.data.common import cf, check_seed, dataset_attrs, float_dtype, rng, sample_coordinate
-from xaibench.studies.data.enso import SAMPLE_SOURCE, sample_statistics, sample_path
+from xaibench.studies.data.enso import SAMPLE_SOURCE, sample_path, sample_statistics
 
 CHUNK_SAMPLES = 4096  # fixed, so the first n samples do not depend on n_samples
 REFERENCE = ("Mamalakis, Ebert-Uphoff and Barnes (2022), Environmental Data Science 1, e8, "

@@ -14,7 +14,7 @@ def add_commands(commands) -> dict:
                     "and DIR/model.json (metadata: config, data hash, history, skill). Options not given "
                     "take the model's defaults (the paper's setup; see xaibench.studies.models.training).")
     train.add_argument("model", metavar="MODEL", help="enso, convection, radar1, radar2, radar3 or groundtruth")
-    train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF from xaibench.studies.data)")
+    train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF, `xaibench data`)")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and model.json")
     train.add_argument("--epochs", type=positive_int, default=None, metavar="N")
     train.add_argument("--batch-size", type=positive_int, default=None, metavar="N")

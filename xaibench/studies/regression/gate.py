@@ -266,7 +266,7 @@ def load_spec(baseline_dir: str | os.PathLike) -> Spec:
 
     path = Path(baseline_dir) / SPEC_NAME
     if not path.is_file():
-        raise RegressionSpecError(f"no tolerance spec at {path} (see xaibench/studies/regression/gate.py for its format)")
+        raise RegressionSpecError(f"no tolerance spec at {path} (its format: xaibench/studies/regression/gate.py)")
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
