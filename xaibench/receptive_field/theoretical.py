@@ -1,63 +1,6 @@
-"""Receptive fields: the theoretical one (TRF) from the layers, and effective ones (ERF) measured
-by gradients, LRP and backward optimization (docs/papers.md sections 2 and 4).
-
-    receptive_field_layers(model, dims)          per layer: kernel, stride, ..., jump and TRF size
-    theoretical_receptive_field(model, dims)     the TRF size per axis (interior output pixel)
-    receptive_field_box(model, shape, pixel)     the exact input box one output pixel depends on
-    receptive_field_mask(model, shape, pixel)    the same box as a boolean mask
-    empirical_receptive_field(model, shape, pixel)  the box measured by input gradients of a
-                                                 positive-weight copy (positive_copy)
-    effective_receptive_field(model, x, pixels, method)  mean |attribution| maps, many pixels at once
-    effective_receptive_field_loop(...)          the same, one pixel per call (reference, timing)
-    erf_map_pixels(height, width, count)         ERF_MAP_PIXELS output pixels on the middle row
-    erf_map_call(model, x, pixels, method)       a callable computing their ERF maps at once (timing)
-    backward_optimization_changes(model, x, pixels)      mean |change| of an optimal input
-    mass_width / mass_box(map, pixel)            the square holding 95 % of a map's mass
-    gaussian_sigma(map)                          a Gaussian (moment) fit's sigma
-    bounding_box(mask) / changed_box(map) / box_width(box)   boxes of a support or a change
-
-Supported layers: Conv1d-3d, ConvTranspose1d-3d (zero padding; any kernel, stride, dilation,
-padding, output_padding), Max/Avg/LP pooling, adaptive pooling, Upsample (nearest,
-nearest-exact, (bi/tri)linear), and layers acting per position (activations, BatchNorm,
-InstanceNorm, Dropout), in an nn.Sequential (nested ones flattened) or a model whose torch.fx
-graph is one chain of submodules. Anything else (dense layers, branches, circular padding)
-raises UnsupportedLayerError naming the layer.
-
-Convention (the answer to "50 or 48" for the GREMLIN N = 3 network). The TRF of an output pixel
-is the set of input pixels its value can depend on: per axis, the interval of input indices
-reached by walking the layers backward from that pixel, each layer mapping an interval of its
-output indices to the interval of its input indices that any of them reads (zero padding reads
-nothing). It is counted in input pixels and is exact: the support of input gradients of a
-positive-weight copy of the network equals it, border pixels included (empirical_receptive_field,
-tests/test_receptive_field.py). The project's TRF of a network is the LARGEST box width over
-output pixels away from the border; the smallest is reported beside it.
-
-The textbook recurrence (r += (k_eff - 1) j, j *= stride; nearest upsampling by f: j /= f, r
-unchanged) gives 8, 22, 50 for N = 1, 2, 3 (38 and 46 after the first two decoder convolutions
-of N = 3): the column `size_recurrence`. It assumes every layer is translation-equivariant with
-a fixed jump, which nearest upsampling followed by a 3x3 convolution breaks: two neighbouring
-pixels of an upsampled map either share their parent or not. In N = 3 the last decoder
-convolution (3x3 on the half-resolution map, as the network is built: each decoder convolution
-runs BEFORE its upsampling) therefore reaches 2 or 3 units of the 1/8-resolution map, and the
-exact box is 46 or 54 pixels wide depending on the output pixel's position modulo 8 (4
-positions each; their mean is the recurrence's 50). N = 1 and 2 are exact at 8 and 22 for every
-position. 48 is the recurrence for a different network, whose last 3x3 convolution runs at full
-resolution after the last upsampling (46 + 2 x 1); its exact boxes are again 46 or 54 wide (6
-and 2 positions of 8, mean 48).
-
-Sizes of an ERF map (absolute values, summed over channels, averaged over inputs):
-- `mass_width`: 2 r + 1, with r the smallest half-width of a square centred on the target pixel
-  that holds at least 95 % of the map's total mass (Chebyshev radius, like the square TRF box
-  and the data generator's square footprint); the square is clipped to the map's support (the
-  box of its non-zero pixels), so that at a border the width is that of the part inside;
-- `gaussian_sigma`: the standard deviation of a Gaussian fitted to the normalised map by its
-  moments (the maximum-likelihood fit), the root mean of the per-axis variances about the
-  map's centroid, in pixels. For n stacked k-wide uniform kernels it is sqrt(n (k^2 - 1) / 12)
-  exactly (Luo et al. 2016; tests/test_receptive_field.py).
-
-Batched targets: the maps of T output pixels come from one explain call with a [B, T] target
-(the T pixels are a batch dimension), not from a Python loop over pixels.
-"""
+"""The theoretical receptive field (TRF): the exact input box an output pixel depends on, from
+the layers' geometry, and its empirical check by input gradients of a positive-weight copy
+(the convention: xaibench/receptive_field/__init__.py)."""
 
 from __future__ import annotations
 
@@ -70,13 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from xaibench import layers
 from xaibench.errors import InputError, UnsupportedLayerError
-
-MASS_FRACTION = 0.95
-ERF_METHODS = ("gradient", "lrp.epsilon", "lrp.alpha1beta0")
-#: rows (target pixels x samples) explained per call: bounds memory, never the result
-DEFAULT_CHUNK_ROWS = 32
-
+from xaibench.receptive_field.checks import _pixel, _shape
 
 # ---------------------------------------------------------------------------------------------
 # The geometry of one layer along one axis
@@ -215,15 +154,11 @@ def _valid(indices: np.ndarray, length: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # From modules to per-axis geometries
 
-_POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus,
-              nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.ReLU6,
-              nn.Hardtanh, nn.PReLU, nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-_CONV = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_CONV_TRANSPOSED = {nn.ConvTranspose1d: 1, nn.ConvTranspose2d: 2, nn.ConvTranspose3d: 3}
-_POOL = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3, nn.AvgPool1d: 1, nn.AvgPool2d: 2,
-         nn.AvgPool3d: 3, nn.LPPool1d: 1, nn.LPPool2d: 2}
-_ADAPTIVE = {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3,
-             nn.AdaptiveMaxPool1d: 1, nn.AdaptiveMaxPool2d: 2, nn.AdaptiveMaxPool3d: 3}
+_POINTWISE = layers.POINTWISE   # act per position: a pixel's set maps to itself
+_CONV = layers.CONV
+_CONV_TRANSPOSED = layers.CONV_TRANSPOSED
+_POOL = layers.POOL
+_ADAPTIVE = layers.ADAPTIVE_POOL
 _RESIZE_MODES = {"nearest": "nearest", "nearest-exact": "nearest-exact", "linear": "linear",
                  "bilinear": "linear", "trilinear": "linear"}
 
@@ -541,145 +476,6 @@ def empirical_receptive_field(model: nn.Module, input_shape, pixel, samples: int
     return bounding_box(support), support
 
 
-# ---------------------------------------------------------------------------------------------
-# Effective receptive fields
-
-def _targets(pixels, out_spatial) -> torch.Tensor:
-    """Flat output indices (channel 0) of the pixels: [T]."""
-    flat = []
-    for pixel in pixels:
-        index = 0
-        for p, n in zip(_pixel(pixel, out_spatial), out_spatial):
-            index = index * n + p
-        flat.append(index)
-    return torch.tensor(flat, dtype=torch.long)
-
-
-def _output_spatial(model, x) -> tuple[int, ...]:
-    layers = layers_of(model, x.dim() - 2)
-    return _output_lengths(layers, tuple(x.shape[2:]))[-1]
-
-
-def effective_receptive_field(model: nn.Module, x: torch.Tensor, pixels, method: str = "gradient",
-                              dtype=None, chunk_rows: int = DEFAULT_CHUNK_ROWS, **options) -> torch.Tensor:
-    """ERF maps [T, *spatial]: for each of T output pixels, |attribution| summed over input
-    channels and averaged over the samples of x ([B, C, *spatial]). method: "gradient" (Luo et
-    al.'s ERF, averaged as |gradient|) or any method of xaibench.explain (e.g. lrp.epsilon,
-    lrp.alpha1beta0). The T pixels are explained at once as a [B, T] target; chunk_rows bounds
-    the rows (pixels x samples) of one call, splitting the samples, never the pixels."""
-    from xaibench import api
-    x, pixels = _check_batch(x, pixels)
-    targets = _targets(pixels, _output_spatial(model, x))
-    per_call = max(1, int(chunk_rows) // len(pixels))
-    total = None
-    for start in range(0, x.shape[0], per_call):
-        part = x[start:start + per_call]
-        explanation = api.explain(model, part, method, target=targets.expand(part.shape[0], -1),
-                                  dtype=dtype, **options)
-        magnitude = explanation.relevance.detach().abs().sum(dim=2).sum(dim=0)  # [T, *spatial]
-        total = magnitude if total is None else total + magnitude
-    return total / x.shape[0]
-
-
-def effective_receptive_field_loop(model, x, pixels, method="gradient", dtype=None, **options) -> torch.Tensor:
-    """The same maps as effective_receptive_field, one pixel per call (the benchmark's reference)."""
-    from xaibench import api
-    x, pixels = _check_batch(x, pixels)
-    targets = _targets(pixels, _output_spatial(model, x))
-    maps = [api.explain(model, x, method, target=int(t), dtype=dtype, **options).relevance.detach().abs()
-            .sum(dim=1).mean(dim=0) for t in targets]
-    return torch.stack(maps)
-
-
-ERF_MAP_PIXELS = 8  # output pixels of an ERF-map measurement (the engine benchmark's ERF-map row)
-
-
-def erf_map_pixels(height: int, width: int, count: int = ERF_MAP_PIXELS) -> list[tuple[int, int]]:
-    """`count` output pixels on the middle row, spread over the middle half of the patch."""
-    if count < 1 or width < count:
-        raise InputError(f"cannot place {count} pixels on a row of {width}")
-    return [(height // 2, width // 4 + (i * (width // 2)) // max(count - 1, 1)) for i in range(count)]
-
-
-def erf_map_call(model, x, pixels=None, method: str = "gradient"):
-    """A callable computing the ERF maps of `pixels` (default: erf_map_pixels) of `model` on the
-    batch x at once (a [B, T] target), e.g. for a timing loop (xaibench.studies.bench)."""
-    if pixels is None:
-        pixels = erf_map_pixels(*x.shape[-2:])
-    return lambda: effective_receptive_field(model, x, pixels, method)
-
-
-
-def backward_optimization_changes(model: nn.Module, x: torch.Tensor, pixels, steps: int = 20,
-                                  step_size: float = 0.01, dtype=None,
-                                  chunk_rows: int = DEFAULT_CHUNK_ROWS) -> torch.Tensor:
-    """Maps [T, *spatial] of how far backward optimization moves each input pixel: |x_opt - x|
-    summed over channels and averaged over samples, where x_opt maximises output pixel t by
-    `steps` gradient steps from x (xaibench.methods.optimal_input; GREMLIN's ERF estimate takes
-    the bounding box of the changed pixels, see bounding_box)."""
-    from xaibench.methods.optimal_input import optimal_input
-
-    x, pixels = _check_batch(x, pixels)
-    targets = _targets(pixels, _output_spatial(model, x))
-    per_call = max(1, int(chunk_rows) // len(pixels))
-    total = None
-    for start in range(0, x.shape[0], per_call):
-        part = x[start:start + per_call]
-        result = optimal_input(model, part, target=targets.expand(part.shape[0], -1), objective="output",
-                               steps=steps, step_size=step_size, dtype=dtype)
-        change = (result.input - part.to(result.input.dtype).unsqueeze(1)).abs().sum(dim=2).sum(dim=0)
-        total = change if total is None else total + change
-    return total / x.shape[0]
-
-
-# ---------------------------------------------------------------------------------------------
-# Sizes of a map
-
-def mass_width(erf_map, pixel, fraction: float = MASS_FRACTION) -> int:
-    """The side, in pixels, of the smallest square (cube) centred on `pixel` that holds at least
-    `fraction` of the map's total mass, clipped to the map's support (the bounding box of its
-    non-zero entries, which lies inside the patch): 2 r + 1 away from borders, less where the
-    square is cut. Clipping to the support removes no mass, so the width never exceeds the
-    support's (nor therefore the TRF's). 0 for an all-zero map."""
-    return box_width(mass_box(erf_map, pixel, fraction))
-
-
-def mass_box(erf_map, pixel, fraction: float = MASS_FRACTION) -> list[tuple[int, int]]:
-    """The clipped square of mass_width as per-axis inclusive (first, last) ((0, -1) when empty)."""
-    values = _map(erf_map)
-    if not 0 < fraction <= 1:
-        raise InputError(f"fraction must be in (0, 1], got {fraction}")
-    pixel = _pixel(pixel, tuple(values.shape))
-    total = float(values.sum())
-    if total == 0:
-        return [(0, -1)] * values.dim()
-    support = bounding_box(values > 0)
-    for radius in range(max(values.shape) + 1):
-        window = [(max(p - radius, first), min(p + radius, last)) for p, (first, last) in zip(pixel, support)]
-        inside = values[tuple(slice(first, last + 1) for first, last in window)] if all(
-            first <= last for first, last in window) else values.new_zeros(0)
-        if float(inside.sum()) >= fraction * total * (1 - 1e-12):
-            return window
-    return support  # unreachable: the largest window holds everything
-
-
-def gaussian_sigma(erf_map) -> float:
-    """sqrt of the mean per-axis variance of the normalised map about its centroid (the
-    moment, i.e. maximum-likelihood, fit of a Gaussian), in pixels; NaN for an all-zero map."""
-    values = _map(erf_map)
-    total = values.sum()
-    if float(total) == 0:
-        return math.nan
-    variances = []
-    for axis in range(values.dim()):
-        others = tuple(a for a in range(values.dim()) if a != axis)
-        marginal = values.sum(dim=others) / total if others else values / total
-        position = torch.arange(marginal.numel(), dtype=torch.float64)
-        centre = (marginal * position).sum()
-        variances.append(float((marginal * (position - centre) ** 2).sum()))
-    return math.sqrt(sum(variances) / len(variances))
-
-
 def bounding_box(mask) -> list[tuple[int, int]]:
     """Per-axis inclusive (first, last) of the True entries ((0, -1) on every axis when none)."""
     mask = torch.as_tensor(mask).bool()
@@ -689,66 +485,3 @@ def bounding_box(mask) -> list[tuple[int, int]]:
         present = torch.nonzero(mask.any(dim=others) if others else mask).flatten()
         box.append((int(present[0]), int(present[-1])) if present.numel() else (0, -1))
     return box
-
-
-def box_width(box) -> int:
-    """The largest side of a box in pixels (0 for an empty box)."""
-    return max((max(last - first + 1, 0) for first, last in box), default=0)
-
-
-def changed_box(change_map, threshold: float = 0.01) -> list[tuple[int, int]]:
-    """Bounding box of the pixels that changed (> 0) by at least `threshold` times the largest
-    change (threshold 0: every changed pixel)."""
-    values = _map(change_map)
-    if not 0 <= threshold <= 1:
-        raise InputError(f"threshold must be in [0, 1], got {threshold}")
-    peak = float(values.max()) if values.numel() else 0.0
-    if peak == 0:
-        return [(0, -1)] * values.dim()
-    return bounding_box((values > 0) & (values >= threshold * peak))
-
-
-# ---------------------------------------------------------------------------------------------
-# Checks
-
-def _shape(shape) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(n) for n in shape)
-    except (TypeError, ValueError):
-        raise InputError(f"a spatial shape must be a sequence of integers, got {shape!r}") from None
-    if not shape or min(shape) < 1:
-        raise InputError(f"a spatial shape needs positive sizes, got {shape}")
-    return shape
-
-
-def _pixel(pixel, shape) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in pixel)
-    except (TypeError, ValueError):
-        raise InputError(f"a pixel must be a sequence of integer indices, got {pixel!r}") from None
-    if any(int(p) != p for p in pixel):
-        raise InputError(f"a pixel must hold integer indices, got {pixel!r}")
-    if len(values) != len(shape) or any(not 0 <= p < n for p, n in zip(values, shape)):
-        raise InputError(f"pixel {values} is outside the output of spatial shape {tuple(shape)}")
-    return values
-
-
-def _map(erf_map) -> torch.Tensor:
-    values = torch.as_tensor(erf_map).detach().to(torch.float64).cpu()
-    if values.dim() < 1:
-        raise InputError("a receptive-field map needs at least one dimension")
-    if not bool(torch.isfinite(values).all()):
-        raise InputError("the receptive-field map contains NaN or Inf")
-    if bool((values < 0).any()):
-        raise InputError("a receptive-field map holds magnitudes (>= 0); take abs() first")
-    return values
-
-
-def _check_batch(x, pixels):
-    if not torch.is_tensor(x) or x.dim() < 3:
-        raise InputError(f"x must be a tensor [batch, channels, *spatial], got "
-                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
-    pixels = [tuple(p) for p in pixels]
-    if not pixels:
-        raise InputError("give at least one output pixel")
-    return x, pixels
