@@ -12,15 +12,23 @@ test networks in xaibench/studies/networks.py; this module draws their sizes and
 Every strategy returns a `Case`: the model (float32, eval mode), an input batch and a short
 description. Options switch features off for tests whose identity needs it (bias-free nets
 for LRP-0 = gradient x input, ReLU-only nets for the sign of z+, zennit-compatible nets).
+
+Below the strategies are the helpers that more than one test module uses: the options a method
+needs (method_options), the ledger's closure (assert_ledger_closes), small fixed networks and
+inputs (relu_net, mlp, randn), the models of the documented backend differences, and snapshots
+for the "model and input are left untouched" tests.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from hypothesis import strategies as st
 from torch import nn
+
+import xaibench
 
 # The architectures, the layer tables, randomize() and the fixed networks are the shared test networks
 # (xaibench/studies/networks.py); the tests import ResidualNet, randomize, batchnorm_model from here.
@@ -318,3 +326,131 @@ def snapshot(model):
             {name: m.training for name, m in model.named_modules()},
             {name: p.dtype for name, p in model.named_parameters()})
 
+
+
+# --- the native LRP methods and the ledger's closure -------------------------------------------------
+#: every native LRP method (the graph-walk and target tests run each of them)
+LRP_METHODS = [m for m in xaibench.methods("native") if m.startswith("lrp.")]
+#: the native methods other than LRP and the gradient (tests/test_methods.py)
+NEW_METHODS = ["integrated_gradients", "smoothgrad", "occlusion"]
+
+
+def ledger_scale(e) -> torch.Tensor:
+    """Per (sample[, target]) the size of the largest term the conservation sum adds up."""
+    dims = tuple(range(e.output.dim(), e.relevance.dim()))
+    candidates = [e.output.abs(), e.relevance.abs().sum(dims)]
+    for row in e.ledger:
+        for column in (row.relevance_in, row.relevance_out, row.absorbed_bias, row.absorbed_stabilizer,
+                       row.absorbed_dropped, row.absorbed_constant):
+            candidates.append(column.abs())
+    scale = torch.stack([c.expand_as(e.output) for c in candidates]).amax(0)
+    return scale.clamp(min=torch.finfo(scale.dtype).tiny)
+
+
+def assert_ledger_closes(e, tolerance):
+    """The conservation sum and every ledger row close to `tolerance` times the ledger's scale
+    (the tolerances are explained in tests/test_graph.py)."""
+    assert e.ledger is not None and len(e.ledger) > 0
+    scale = ledger_scale(e)
+    error = e.conservation_error / scale
+    assert torch.isfinite(e.relevance).all(), "non-finite relevance"
+    assert float(error.max()) <= tolerance, (
+        f"conservation error {e.conservation_error.tolist()} (relative {error.tolist()}), output "
+        f"{e.output.tolist()}\n{e.ledger}")
+    # the error the Explanation reports must be what the ledger says
+    dims = tuple(range(e.output.dim(), e.relevance.dim()))
+    recomputed = (e.relevance.sum(dims) + e.ledger.absorbed() - e.output).abs()
+    assert float(((recomputed - e.conservation_error).abs() / scale).max()) <= tolerance
+    for row in e.ledger:
+        residual = row.residual.abs() / scale
+        assert float(residual.max()) <= tolerance, (
+            f"ledger row {row.layer} ({row.kind}, {row.rule}) does not close: residual "
+            f"{row.residual.tolist()}, out {row.relevance_out.tolist()}, in {row.relevance_in.tolist()}, "
+            f"absorbed {row.absorbed.tolist()}")
+    # consecutive rows chain: what the input layer receives is what the walk left at the input
+    first = e.ledger[0]
+    assert torch.allclose(first.relevance_out, e.output, rtol=0, atol=float(tolerance * scale.max()))
+
+
+# --- small fixed networks and inputs ---------------------------------------------------------------
+def randn(*shape, seed=0):
+    """A standard normal float32 tensor from its own seeded generator."""
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def relu_net(seed=0, last=None):
+    """6 -> 16 -> 16 -> 3 with ReLUs (modules l1, a1, l2, a2, head[, last])."""
+    layers = OrderedDict([("l1", nn.Linear(6, 16)), ("a1", nn.ReLU()), ("l2", nn.Linear(16, 16)),
+                          ("a2", nn.ReLU()), ("head", nn.Linear(16, 3))])
+    if last is not None:
+        layers["last"] = last
+    return randomize(nn.Sequential(layers), seed=seed)
+
+
+def mlp(last=None):
+    """4 -> 6 -> 3 with a ReLU (modules encoder, act, head[, last])."""
+    layers = OrderedDict([("encoder", nn.Linear(4, 6)), ("act", nn.ReLU()), ("head", nn.Linear(6, 3))])
+    if last is not None:
+        layers["last"] = last
+    return randomize(nn.Sequential(layers), seed=0)
+
+
+# --- the models of the documented backend differences (tests/test_table.py, tests/test_validate.py) --
+def upsampling_cnn():
+    """A model with bilinear upsampling: zennit's lrp.flat differs from native (documented)."""
+    torch.manual_seed(9)
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Upsample(scale_factor=2, mode="bilinear"), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)).eval()
+
+
+def batchnorm_cnn():
+    """BatchNorm with statistics far from mean 0, variance 1: innvestigate differs (documented)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        for bn in (model[1], model[6]):
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.3, 3.0)
+            bn.weight.uniform_(0.5, 1.5)
+            bn.bias.normal_(0, 0.3)
+    return model.eval()
+
+
+def padded_cnn():
+    """A conv padding Keras cannot express as 'same': innvestigate's flat differs (documented)."""
+    torch.manual_seed(8)
+    return nn.Sequential(nn.Conv2d(1, 2, 2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 9 * 9, 3)).eval()
+
+
+def documented_difference_examples():
+    """One (backend, method, options, model) per documented difference where it applies."""
+    from external_model import my_cnn
+
+    torch.manual_seed(0)
+    cnn = my_cnn.build().eval()
+    return {
+        "issue 116": ("innvestigate", "lrp.alpha2beta1", {}, cnn),
+        "w^2 rule ignores biases": ("innvestigate", "lrp.wsquare", {}, cnn),
+        "BatchNorm as a layer of its own": ("innvestigate", "lrp.epsilon", {}, batchnorm_cnn()),
+        "explicit zero padding": ("innvestigate", "lrp.flat", {}, padded_cnn()),
+        "SmoothGrad": ("innvestigate", "smoothgrad", {}, cnn),
+        "left Riemann sum": ("innvestigate", "integrated_gradients", {}, cnn),
+        "z^B bounds": ("innvestigate", "lrp.zbox", {}, cnn),
+        "upsampling": ("zennit", "lrp.flat", {}, upsampling_cnn()),
+    }
+
+
+def full_snapshot(model):
+    """Everything validate must leave alone: parameters and buffers bit for bit, the module tree
+    with each module's attributes, train/eval mode, requires_grad and hooks."""
+    return ({k: v.clone() for k, v in model.state_dict().items()},
+            [(name, type(m), m.training, dict(m._forward_hooks), repr(m)) for name, m in model.named_modules()],
+            [p.requires_grad for p in model.parameters()])
+
+
+def unchanged(model, snapshot):
+    """Whether the model is as full_snapshot() recorded it."""
+    state, modules, requires_grad = full_snapshot(model)
+    return (state.keys() == snapshot[0].keys() and all(torch.equal(state[k], snapshot[0][k]) for k in state)
+            and modules == snapshot[1] and requires_grad == snapshot[2])

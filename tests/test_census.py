@@ -1,4 +1,4 @@
-"""The cross-library agreement census (xaibench.studies.census) and innvestigate in the benchmark.
+"""The cross-library agreement census (xaibench.studies.census).
 
 The census itself is a measurement; these tests check that it measures what it says: the
 documented columns, zennit agreeing with native to rounding where both run the same rule,
@@ -151,22 +151,6 @@ def test_innvestigate_rows_on_the_dense_net(innvestigate_worker):
     assert rows.loc[("deep_taylor.bounded", False), "max_relative_difference"] < 1e-8
     assert "statistical comparison" in rows.loc[("smoothgrad", True), "note"]
     assert math.isnan(rows.loc[("smoothgrad", True), "conservation_residual_max"])
-
-
-@pytest.mark.tf
-def test_bench_times_innvestigate_end_to_end(innvestigate_worker, tmp_path):
-    from xaibench.studies.bench import timing as bench
-    table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 4}, repeats=1,
-                                methods=["lrp.epsilon", "lrp.gamma"], backends=["native", "innvestigate"],
-                                log=None)
-    assert list(pd.read_csv(tmp_path / "bench.csv").columns) == bench.COLUMNS
-    rows = table[table["backend"] == "innvestigate"]
-    assert rows["method"].tolist() == ["lrp.epsilon"]   # innvestigate has no lrp.gamma: no row
-    assert rows["median_s"].iloc[0] > 0
-    assert rows["peak_mem_mb"].isna().all()   # the worker's memory is not this process's
-    text = (tmp_path / "bench.md").read_text()
-    assert "file exchange with the worker" in text
-    assert "worker_peak_rss_mb" in text
 
 
 def test_cli_has_the_census_command():

@@ -9,30 +9,16 @@ a different chunking, and checks that every bad option is named in the error.
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 
 import pytest
 import torch
-from strategies import batchnorm_model, randomize, snapshot
+from strategies import NEW_METHODS, batchnorm_model, randn, randomize, relu_net, snapshot
 from torch import nn
 
 import xaibench
 from xaibench.methods import optimal_input
 
 F64 = torch.float64
-NEW_METHODS = ["integrated_gradients", "smoothgrad", "occlusion"]
-
-
-def _x(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-
-
-def _relu_net(seed=0, last=None):
-    layers = OrderedDict([("l1", nn.Linear(6, 16)), ("a1", nn.ReLU()), ("l2", nn.Linear(16, 16)),
-                          ("a2", nn.ReLU()), ("head", nn.Linear(16, 3))])
-    if last is not None:
-        layers["last"] = last
-    return randomize(nn.Sequential(layers), seed=seed)
 
 
 def _linear(features=6, outputs=3, seed=0):
@@ -53,7 +39,7 @@ def _grad_reference(model, x, index):
 
 # --- integrated gradients ------------------------------------------------------------------------
 def test_integrated_gradients_completeness_residual_shrinks_with_steps():
-    model, x = _relu_net(), _x(5, 6)
+    model, x = relu_net(), randn(5, 6)
     residual = {}
     for steps in (4, 16, 64, 256, 1024):
         e = xaibench.explain(model, x, "integrated_gradients", steps=steps, dtype=F64)
@@ -69,9 +55,9 @@ def test_integrated_gradients_completeness_residual_shrinks_with_steps():
 @pytest.mark.parametrize("rule", ["riemann_trapezoid", "riemann_left", "riemann_midpoint"])
 @pytest.mark.parametrize("baseline", ["zeros", "mean", 0.5, "tensor"])
 def test_integrated_gradients_of_a_linear_model_is_exact(rule, baseline):
-    model, x = _linear(), _x(4, 6)
+    model, x = _linear(), randn(4, 6)
     if baseline == "tensor":
-        baseline = _x(6, seed=9)  # one map for every sample, broadcast over the batch
+        baseline = randn(6, seed=9)  # one map for every sample, broadcast over the batch
     e = xaibench.explain(model, x, "integrated_gradients", target=1, baseline=baseline, rule=rule, steps=3,
                          dtype=F64)
     x = x.double()
@@ -85,7 +71,7 @@ def test_integrated_gradients_of_a_linear_model_is_exact(rule, baseline):
 @pytest.mark.parametrize("rule", ["riemann_trapezoid", "riemann_left", "riemann_midpoint"])
 def test_integrated_gradients_equals_a_loop_over_steps(rule):
     """An independent Riemann sum on the model itself, one step at a time."""
-    model, x, n = _relu_net(), _x(3, 6), 10
+    model, x, n = relu_net(), randn(3, 6), 10
     e = xaibench.explain(model, x, "integrated_gradients", target=2, steps=n, rule=rule, dtype=F64)
     x = x.double()
     if rule == "riemann_trapezoid":  # n points including both ends, the ends weighted one half
@@ -98,7 +84,7 @@ def test_integrated_gradients_equals_a_loop_over_steps(rule):
 
 
 def test_integrated_gradients_chunking_does_not_change_the_result():
-    model, x = _relu_net(), _x(4, 6)
+    model, x = relu_net(), randn(4, 6)
     whole = xaibench.explain(model, x, "integrated_gradients", steps=33, dtype=F64)
     for batch_steps in (1, 5, 33, 100):
         part = xaibench.explain(model, x, "integrated_gradients", steps=33, batch_steps=batch_steps, dtype=F64)
@@ -107,7 +93,7 @@ def test_integrated_gradients_chunking_does_not_change_the_result():
 
 # --- SmoothGrad ----------------------------------------------------------------------------------
 def test_smoothgrad_without_noise_is_the_gradient():
-    model, x = _relu_net(), _x(5, 6)
+    model, x = relu_net(), randn(5, 6)
     gradient = xaibench.explain(model, x, "gradient", dtype=F64)
     one = xaibench.explain(model, x, "smoothgrad", noise_level=0.0, samples=1, dtype=F64)
     assert torch.equal(one.relevance, gradient.relevance)
@@ -117,7 +103,7 @@ def test_smoothgrad_without_noise_is_the_gradient():
 
 
 def test_smoothgrad_is_reproducible_and_leaves_the_global_rng_alone():
-    model, x = _relu_net(), _x(5, 6)
+    model, x = relu_net(), randn(5, 6)
     rng = torch.random.get_rng_state()
     a = xaibench.explain(model, x, "smoothgrad", noise_level=0.3, seed=7, dtype=F64)
     b = xaibench.explain(model, x, "smoothgrad", noise_level=0.3, seed=7, batch_samples=3, dtype=F64)
@@ -130,7 +116,7 @@ def test_smoothgrad_is_reproducible_and_leaves_the_global_rng_alone():
 
 
 def test_smoothgrad_of_a_linear_model_is_its_weight():
-    model, x = _linear(), _x(4, 6)
+    model, x = _linear(), randn(4, 6)
     e = xaibench.explain(model, x, "smoothgrad", target=0, noise_level=1.0, samples=8, dtype=F64)
     torch.testing.assert_close(e.relevance, model.weight[0].double().expand(4, 6), rtol=1e-12, atol=1e-12)
     e = xaibench.explain(model, x, "smoothgrad", target=0, kind="input_x_gradient", dtype=F64)
@@ -139,7 +125,7 @@ def test_smoothgrad_of_a_linear_model_is_its_weight():
 
 # --- occlusion -----------------------------------------------------------------------------------
 def test_occlusion_of_a_linear_model_with_single_elements_is_w_times_x():
-    model, x = _linear(), _x(4, 6)
+    model, x = _linear(), randn(4, 6)
     for target in (0, 2):
         e = xaibench.explain(model, x, "occlusion", target=target, dtype=F64)
         torch.testing.assert_close(e.relevance, model.weight[target].double() * x.double(), rtol=1e-12, atol=1e-14)
@@ -161,32 +147,32 @@ def _windowed_reference(contribution, windows):
     (3, 2, [[0, 1, 2], [2, 3, 4], [3, 4, 5]]),
 ])
 def test_occlusion_patches_spread_and_average_the_drop(patch, stride, windows):
-    model, x = _linear(), _x(4, 6)
+    model, x = _linear(), randn(4, 6)
     e = xaibench.explain(model, x, "occlusion", target=1, patch=patch, stride=stride, batch_size=5, dtype=F64)
     contribution = model.weight[1].double() * x.double()
     torch.testing.assert_close(e.relevance, _windowed_reference(contribution, windows), rtol=1e-12, atol=1e-14)
 
 
 def test_occlusion_channels_together_or_one_at_a_time():
-    weight = _x(3, 2 * 5 * 4, seed=3)
+    weight = randn(3, 2 * 5 * 4, seed=3)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 5 * 4, 3))
     with torch.no_grad():
         model[1].weight.copy_(weight)
-    x = _x(2, 2, 5, 4)
+    x = randn(2, 2, 5, 4)
     contribution = weight[2].view(2, 5, 4).double() * x.double()
     each = xaibench.explain(model, x, "occlusion", target=2, per_channel=True, dtype=F64)
     torch.testing.assert_close(each.relevance, contribution, rtol=1e-12, atol=1e-14)
     together = xaibench.explain(model, x, "occlusion", target=2, dtype=F64)
     expected = contribution.sum(1, keepdim=True).expand_as(contribution) / 2
     torch.testing.assert_close(together.relevance, expected, rtol=1e-12, atol=1e-14)
-    fill = _x(2, 5, 4, seed=4)
+    fill = randn(2, 5, 4, seed=4)
     filled = xaibench.explain(model, x, "occlusion", target=2, per_channel=True, fill=fill, dtype=F64)
     expected = weight[2].view(2, 5, 4).double() * (x.double() - fill.double())
     torch.testing.assert_close(filled.relevance, expected, rtol=1e-12, atol=1e-14)
 
 
 def test_occlusion_chunking_and_2d_patches():
-    model, x = _conv_net(), _x(3, 2, 5, 4)
+    model, x = _conv_net(), randn(3, 2, 5, 4)
     whole = xaibench.explain(model, x, "occlusion", patch=(2, 3), stride=1, fill="mean", dtype=F64)
     part = xaibench.explain(model, x, "occlusion", patch=(2, 3), stride=1, fill="mean", batch_size=1, dtype=F64)
     torch.testing.assert_close(part.relevance, whole.relevance, rtol=1e-12, atol=1e-14)
@@ -195,7 +181,7 @@ def test_occlusion_chunking_and_2d_patches():
 
 # --- optimal input -------------------------------------------------------------------------------
 def test_optimal_input_of_a_linear_model_moves_along_its_weights():
-    model, start = _linear(), _x(4, 6)
+    model, start = _linear(), randn(4, 6)
     start_before = start.clone()
     result = optimal_input(model, start, target=torch.tensor([0, 1, 2, 0]), steps=20, step_size=0.05, dtype=F64)
     assert torch.equal(start, start_before)
@@ -213,13 +199,13 @@ def test_optimal_input_with_l2_reaches_the_closed_form_optimum():
     torch.testing.assert_close(result.input, model.weight[1].double().expand(2, 6), rtol=1e-8, atol=1e-8)
     # each step shrinks J - v by 1 - 2 step_size |w|^2: one half here
     step_size = 0.25 / float(model.weight[1].detach().double().square().sum())
-    reached = optimal_input(model, _x(2, 6), target=1, target_value=torch.tensor([2.0, -1.0]), steps=100,
+    reached = optimal_input(model, randn(2, 6), target=1, target_value=torch.tensor([2.0, -1.0]), steps=100,
                             step_size=step_size, dtype=F64)
     torch.testing.assert_close(reached.objective[:, -1], torch.tensor([2.0, -1.0], dtype=F64), rtol=1e-8, atol=1e-8)
 
 
 def test_optimal_input_of_the_softmax_output_drives_a_probability_up():
-    model, start = _relu_net(last=nn.Softmax(dim=1)), _x(3, 6)
+    model, start = relu_net(last=nn.Softmax(dim=1)), randn(3, 6)
     result = optimal_input(model, start, target=0, objective="output", steps=50, step_size=0.5)
     assert result.input.dtype == torch.float32
     assert bool((result.objective[:, -1] > result.objective[:, 0]).all())
@@ -228,56 +214,16 @@ def test_optimal_input_of_the_softmax_output_drives_a_probability_up():
         torch.testing.assert_close(result.objective[:, -1], model(result.input)[:, 0])
 
 
-# --- several targets, dtypes, softmax ------------------------------------------------------------
-@pytest.mark.parametrize("method, options", [
-    ("integrated_gradients", {"steps": 8}),
-    ("integrated_gradients", {"baseline": "mean", "rule": "riemann_midpoint", "steps": 5}),
-    ("smoothgrad", {"samples": 4, "noise_level": 0.2}),
-    ("occlusion", {"patch": 2, "stride": 1}),
-])
-def test_several_targets_equal_separate_calls(method, options):
-    model, x = _relu_net(), _x(4, 6)
-    targets = torch.tensor([[0, 1], [2, 2], [1, 0], [0, 2]])
-    together = xaibench.explain(model, x, method, target=targets, dtype=F64, **options)
-    assert together.relevance.shape == (4, 2, 6) and together.output.shape == (4, 2)
-    for t in range(2):
-        alone = xaibench.explain(model, x, method, target=targets[:, t], dtype=F64, **options)
-        torch.testing.assert_close(together.relevance[:, t], alone.relevance, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(together.output[:, t], alone.output, rtol=0, atol=0)
-        if alone.conservation_error is not None:
-            torch.testing.assert_close(together.conservation_error[:, t], alone.conservation_error,
-                                       rtol=1e-9, atol=1e-14)
-    result = optimal_input(model, x, target=targets, steps=3, dtype=F64)
-    assert result.input.shape == (4, 2, 6) and result.objective.shape == (4, 2, 4)
-    alone = optimal_input(model, x, target=targets[:, 1], steps=3, dtype=F64)
-    torch.testing.assert_close(result.input[:, 1], alone.input, rtol=1e-12, atol=1e-14)
-
-
+# --- dtypes, softmax -----------------------------------------------------------------------------
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_dtype_and_softmax_stripped(method):
-    model, x = _relu_net(), _x(3, 6)
+    model, x = relu_net(), randn(3, 6)
     assert xaibench.explain(model, x, method).relevance.dtype == torch.float32
-    with_softmax = _relu_net(last=nn.Softmax(dim=1))
+    with_softmax = relu_net(last=nn.Softmax(dim=1))
     a = xaibench.explain(with_softmax, x, method, target=1, dtype=F64)
     b = xaibench.explain(model, x, method, target=1, dtype=F64)
     assert a.stripped == ["last"]
     torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-12, atol=1e-14)
-
-
-def test_a_boolean_mask_target_on_a_dense_output():
-    """Dense outputs (maps): the summed masked region is explained; IG stays complete."""
-    model = randomize(nn.Conv1d(1, 1, 3, padding=1, bias=False), seed=2)
-    x = _x(2, 1, 8)
-    mask = torch.zeros(1, 8, dtype=torch.bool)
-    mask[0, 2:5] = True
-    for method in NEW_METHODS:
-        e = xaibench.explain(model, x, method, target=mask, dtype=F64)
-        assert e.relevance.shape == x.shape
-        with torch.no_grad():
-            torch.testing.assert_close(e.output, copy.deepcopy(model).double()(x.double())[:, 0, 2:5].sum(1))
-    e = xaibench.explain(model, x, "integrated_gradients", target=mask, dtype=F64)
-    assert float(e.conservation_error.max()) < 1e-12
-    assert float(e.relevance[..., 7].abs().max()) == 0.0  # outside the receptive field of the mask
 
 
 # --- bad options and bad input -------------------------------------------------------------------
@@ -305,20 +251,20 @@ def test_a_boolean_mask_target_on_a_dense_output():
 ])
 def test_bad_options_name_the_option(method, options, match):
     with pytest.raises(ValueError, match=match):
-        xaibench.explain(_relu_net(), _x(3, 6), method, **options)
+        xaibench.explain(relu_net(), randn(3, 6), method, **options)
 
 
 @pytest.mark.parametrize("method", NEW_METHODS + ["gradient"])
 def test_unknown_option_lists_the_known_ones(method):
     with pytest.raises(ValueError, match="stepz") as info:
-        xaibench.explain(_relu_net(), _x(3, 6), method, stepz=3)
+        xaibench.explain(relu_net(), randn(3, 6), method, stepz=3)
     if method == "integrated_gradients":
         assert "steps" in str(info.value) and "baseline" in str(info.value)
 
 
 def test_mean_baseline_of_one_sample_is_refused():
     with pytest.raises(xaibench.InputError, match="mean"):
-        xaibench.explain(_relu_net(), _x(1, 6), "integrated_gradients", baseline="mean")
+        xaibench.explain(relu_net(), randn(1, 6), "integrated_gradients", baseline="mean")
 
 
 @pytest.mark.parametrize("options, match", [
@@ -328,19 +274,19 @@ def test_mean_baseline_of_one_sample_is_refused():
 ])
 def test_optimal_input_bad_options(options, match):
     with pytest.raises(ValueError, match=match):
-        optimal_input(_relu_net(), _x(3, 6), target=0, **options)
+        optimal_input(relu_net(), randn(3, 6), target=0, **options)
 
 
 @pytest.mark.parametrize("method", NEW_METHODS)
 def test_nan_input_and_wrong_shape(method):
-    x = _x(4, 6)
+    x = randn(4, 6)
     x[3, 2] = float("nan")
     with pytest.raises(xaibench.InputError, match=r"\[3\]"):
-        xaibench.explain(_relu_net(), x, method)
+        xaibench.explain(relu_net(), x, method)
     with pytest.raises(xaibench.InputError, match="l1"):
-        xaibench.explain(_relu_net(), _x(4, 5), method)
+        xaibench.explain(relu_net(), randn(4, 5), method)
     with pytest.raises(xaibench.InputError, match="target index"):
-        xaibench.explain(_relu_net(), _x(4, 6), method, target=3)
+        xaibench.explain(relu_net(), randn(4, 6), method, target=3)
 
 
 # --- the model and the input are left untouched --------------------------------------------------
@@ -350,7 +296,7 @@ def test_model_and_input_are_left_untouched(method):
     model.train(True)
     model[3].train(False)
     before = snapshot(model)
-    x = _x(3, 2, 6, 6)
+    x = randn(3, 2, 6, 6)
     x_before = x.clone()
     for requires_grad in (False, True):
         x.requires_grad_(requires_grad)

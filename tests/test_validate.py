@@ -23,10 +23,9 @@ import torch
 import xarray as xr
 from external_model import my_cnn
 from safetensors.torch import save_file
-from torch import nn
+from strategies import batchnorm_cnn, documented_difference_examples, full_snapshot, unchanged, upsampling_cnn
 
 from xaibench import api, cli
-from xaibench.backends import table as method_table
 from xaibench.errors import BackendUnavailableError, ExportError, InputError, UnsupportedLayerError
 from xaibench.metrics import spearman_per_sample
 from xaibench.studies.validate import DEFAULT_METHODS, validate
@@ -350,33 +349,6 @@ def test_a_documented_innvestigate_defect_is_known_not_failed(files, innvestigat
 
 
 # --- documented differences: KNOWN only where the table's control earns it ----------------------
-def _upsampling_cnn():
-    """A model with bilinear upsampling: zennit's lrp.flat differs from native (documented)."""
-    torch.manual_seed(9)
-    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                         nn.Upsample(scale_factor=2, mode="bilinear"), nn.Flatten(), nn.Linear(2 * 8 * 8, 3)).eval()
-
-
-def _batchnorm_cnn():
-    """BatchNorm with statistics far from mean 0, variance 1: innvestigate differs (documented)."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Flatten(), nn.Linear(4 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
-    with torch.no_grad():
-        for bn in (model[1], model[6]):
-            bn.running_mean.normal_(0, 0.5)
-            bn.running_var.uniform_(0.3, 3.0)
-            bn.weight.uniform_(0.5, 1.5)
-            bn.bias.normal_(0, 0.3)
-    return model.eval()
-
-
-def _padded_cnn():
-    """A conv padding Keras cannot express as 'same': innvestigate's flat differs (documented)."""
-    torch.manual_seed(8)
-    return nn.Sequential(nn.Conv2d(1, 2, 2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 9 * 9, 3)).eval()
-
-
 def _flipped(explain):
     """A backend with a layout bug: its relevance comes back mirrored along the last axis."""
     def buggy(*args, **kwargs):
@@ -392,20 +364,6 @@ def _control_value(detail):
     return float(match.group(1))
 
 
-def _snapshot(model):
-    """Everything validate must leave alone: parameters and buffers bit for bit, the module tree
-    with each module's attributes, train/eval mode, requires_grad and hooks."""
-    return ({k: v.clone() for k, v in model.state_dict().items()},
-            [(name, type(m), m.training, dict(m._forward_hooks), repr(m)) for name, m in model.named_modules()],
-            [p.requires_grad for p in model.parameters()])
-
-
-def _unchanged(model, snapshot):
-    state, modules, requires_grad = _snapshot(model)
-    return (state.keys() == snapshot[0].keys() and all(torch.equal(state[k], snapshot[0][k]) for k in state)
-            and modules == snapshot[1] and requires_grad == snapshot[2])
-
-
 def test_a_zennit_layout_bug_on_a_documented_difference_fails_not_known(monkeypatch):
     """lrp.flat through bilinear upsampling is documented to differ on zennit; a zennit whose
     relevance comes back mirrored must still FAIL: the control (nearest upsampling, where
@@ -415,7 +373,7 @@ def test_a_zennit_layout_bug_on_a_documented_difference_fails_not_known(monkeypa
     from xaibench.backends import zennit_backend
 
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    model = _upsampling_cnn()
+    model = upsampling_cnn()
 
     def agreement_row():
         report = validate(model, inputs=x, methods=["lrp.flat"], backends=["zennit"], cascade=1)
@@ -438,54 +396,14 @@ def test_controls_run_on_copies_and_leave_the_model_alone():
     """The upsampling control switches a copy to nearest: the user's model keeps its bilinear
     upsampling, weights, training mode, requires_grad and hooks, bit for bit."""
     import zennit  # noqa: F401  pinned in the main environment: missing is a failure, not a skip
-    model = _upsampling_cnn().train()
+    model = upsampling_cnn().train()
     model[-1].weight.requires_grad_(False)
     model[0].register_forward_hook(lambda *args: None)
-    snapshot = _snapshot(model)
+    snapshot = full_snapshot(model)
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     report = validate(model, inputs=x, methods=["lrp.flat"], backends=["zennit"], cascade=1)
     assert {c.check: c.status for c in report.checks}["agreement[zennit]"] == "KNOWN"
-    assert _unchanged(model, snapshot) and model[3].mode == "bilinear"
-
-
-def _examples():
-    """One (backend, method, options, model) per documented difference where it applies."""
-    torch.manual_seed(0)
-    cnn = my_cnn.build().eval()
-    return {
-        "issue 116": ("innvestigate", "lrp.alpha2beta1", {}, cnn),
-        "w^2 rule ignores biases": ("innvestigate", "lrp.wsquare", {}, cnn),
-        "BatchNorm as a layer of its own": ("innvestigate", "lrp.epsilon", {}, _batchnorm_cnn()),
-        "explicit zero padding": ("innvestigate", "lrp.flat", {}, _padded_cnn()),
-        "SmoothGrad": ("innvestigate", "smoothgrad", {}, cnn),
-        "left Riemann sum": ("innvestigate", "integrated_gradients", {}, cnn),
-        "z^B bounds": ("innvestigate", "lrp.zbox", {}, cnn),
-        "upsampling": ("zennit", "lrp.flat", {}, _upsampling_cnn()),
-    }
-
-
-def test_every_documented_difference_has_a_control_that_removes_its_cause():
-    """A control that removes the cause (not native_only) leaves a comparison where the
-    difference no longer applies on either side; one that recomputes changes only the native
-    side. Either way the model handed in is not touched."""
-    examples = _examples()
-    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    for difference in method_table.DIFFERENCES:
-        names = [name for name in examples if name in difference.reason]
-        assert len(names) == 1, f"no example (or several) for the documented difference: {difference.reason}"
-        backend, method, options, model = examples[names[0]]
-        assert difference in method_table.documented_differences(backend, method, options, model)
-        snapshot = _snapshot(model)
-        native, other = method_table.control([difference], method, options, model, x)
-        assert _unchanged(model, snapshot) and native.model is not model
-        if difference.control.native_only:
-            assert other is None
-        else:
-            for side in (native, other):
-                assert difference not in method_table.documented_differences(backend, side.method, side.options,
-                                                                              side.model)
-        with torch.no_grad():  # a control never changes the shape of what is explained
-            assert native.model(x).shape == model(x).shape
+    assert unchanged(model, snapshot) and model[3].mode == "bilinear"
 
 
 @pytest.mark.tf
@@ -497,7 +415,7 @@ def test_an_innvestigate_layout_bug_on_documented_differences_fails_not_known(in
     monkeypatch.setattr(innvestigate_backend, "explain", _flipped(innvestigate_backend.explain))
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
-    for model, method in ((my_cnn.build(), "lrp.alpha1beta0"), (_batchnorm_cnn(), "lrp.epsilon")):
+    for model, method in ((my_cnn.build(), "lrp.alpha1beta0"), (batchnorm_cnn(), "lrp.epsilon")):
         row = {c.check: c for c in validate(model, inputs=x, methods=[method], backends=["innvestigate"],
                                             cascade=1).checks}["agreement[innvestigate]"]
         assert row.status == "FAIL", row
@@ -510,12 +428,13 @@ def test_each_documented_innvestigate_difference_is_known_by_its_control(innvest
     """The genuine documented differences stay KNOWN, each with its control's value in the
     detail; the models validated (whose copies the controls change) are left as they were."""
     x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    cases = [(name, example) for name, example in _examples().items() if example[0] == "innvestigate"]
+    cases = [(name, example) for name, example in documented_difference_examples().items()
+             if example[0] == "innvestigate"]
     for name, (_, method, options, model) in cases:
-        snapshot = _snapshot(model)
+        snapshot = full_snapshot(model)
         row = {c.check: c for c in validate(model, inputs=x, methods=[method], backends=["innvestigate"],
                                             cascade=1, method_options={method: options}).checks}[
             "agreement[innvestigate]"]
         assert row.status == "KNOWN" and row.value > 1e-4 and name in row.detail, (method, row)
         assert _control_value(row.detail) <= 1e-4, row.detail
-        assert _unchanged(model, snapshot), method
+        assert unchanged(model, snapshot), method

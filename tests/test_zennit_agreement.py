@@ -22,8 +22,7 @@ import torch
 import zennit  # noqa: E402,F401  in the pinned main environment: a missing zennit fails, never skips
 from hypothesis import given
 from hypothesis import strategies as st
-from strategies import conv_networks, dense_networks, method_options, randomize
-from test_conservation import assert_ledger_closes
+from strategies import assert_ledger_closes, conv_networks, dense_networks, method_options, randomize
 from torch import nn
 
 import xaibench

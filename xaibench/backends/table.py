@@ -3,10 +3,11 @@
 Everything that says "method M on backend B means this" lives here: the zennit rules or
 composite and the innvestigate analyzer and its keyword arguments, as functions of the
 canonical options (xaibench.lrp.composites.DEFAULT_OPTIONS). The backends read it, and
-docs/methods.md is generated from it (`xaibench methods --markdown docs/methods.md`; a test
-checks the file is current), so nothing is written twice. So are the documented differences
-(DIFFERENCES): where another backend cannot agree with the native engine, why, and the control
-that `xaibench validate` runs before it calls such a disagreement KNOWN.
+docs/methods.md is generated from it (`xaibench methods --markdown docs/methods.md`;
+tests/test_table.py checks the file is current), so nothing is written twice. So are the
+documented differences (DIFFERENCES): where another backend cannot agree with the native
+engine, why, and the control that `xaibench validate` runs before it calls such a
+disagreement KNOWN.
 
 Option names are the native engine's: epsilon, gamma, stabilizer, alpha, beta, low, high,
 bias (True: biases take part in the rules and absorb their share; False: innvestigate's

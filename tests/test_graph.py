@@ -1,4 +1,5 @@
-"""Conservation and identities of the native LRP engine on hypothesis-generated networks.
+"""The graph walk (xaibench/lrp/graph.py): conservation and identities of the native LRP engine on
+hypothesis-generated networks.
 
 Conservation is checked through the ledger: sum(relevance at the input) + everything the
 layers absorbed (biases, stabilizers, dropped, constants) = the explained output, per sample,
@@ -20,9 +21,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from strategies import (
     BOX_METHODS,
+    LRP_METHODS,
+    assert_ledger_closes,
     conv_networks,
     dense_networks,
     functional_networks,
+    ledger_scale,
     method_options,
     networks,
     residual_networks,
@@ -31,43 +35,6 @@ from strategies import (
 from torch import nn
 
 import xaibench
-
-LRP_METHODS = [m for m in xaibench.methods("native") if m.startswith("lrp.")]
-
-
-def ledger_scale(e) -> torch.Tensor:
-    """Per (sample[, target]) the size of the largest term the conservation sum adds up."""
-    dims = tuple(range(e.output.dim(), e.relevance.dim()))
-    candidates = [e.output.abs(), e.relevance.abs().sum(dims)]
-    for row in e.ledger:
-        for column in (row.relevance_in, row.relevance_out, row.absorbed_bias, row.absorbed_stabilizer,
-                       row.absorbed_dropped, row.absorbed_constant):
-            candidates.append(column.abs())
-    scale = torch.stack([c.expand_as(e.output) for c in candidates]).amax(0)
-    return scale.clamp(min=torch.finfo(scale.dtype).tiny)
-
-
-def assert_ledger_closes(e, tolerance):
-    assert e.ledger is not None and len(e.ledger) > 0
-    scale = ledger_scale(e)
-    error = e.conservation_error / scale
-    assert torch.isfinite(e.relevance).all(), "non-finite relevance"
-    assert float(error.max()) <= tolerance, (
-        f"conservation error {e.conservation_error.tolist()} (relative {error.tolist()}), output "
-        f"{e.output.tolist()}\n{e.ledger}")
-    # the error the Explanation reports must be what the ledger says
-    dims = tuple(range(e.output.dim(), e.relevance.dim()))
-    recomputed = (e.relevance.sum(dims) + e.ledger.absorbed() - e.output).abs()
-    assert float(((recomputed - e.conservation_error).abs() / scale).max()) <= tolerance
-    for row in e.ledger:
-        residual = row.residual.abs() / scale
-        assert float(residual.max()) <= tolerance, (
-            f"ledger row {row.layer} ({row.kind}, {row.rule}) does not close: residual "
-            f"{row.residual.tolist()}, out {row.relevance_out.tolist()}, in {row.relevance_in.tolist()}, "
-            f"absorbed {row.absorbed.tolist()}")
-    # consecutive rows chain: what the input layer receives is what the walk left at the input
-    first = e.ledger[0]
-    assert torch.allclose(first.relevance_out, e.output, rtol=0, atol=float(tolerance * scale.max()))
 
 
 @pytest.mark.parametrize("method", LRP_METHODS)
@@ -197,70 +164,6 @@ def test_alpha1beta0_and_zplus_match_the_formula_for_nonnegative_inputs(widths, 
                             ("lrp.alpha_beta", {"alpha": 1.0, "beta": 0.0})):
         e = xaibench.explain(model, x, method, **options)
         torch.testing.assert_close(e.relevance, expected, rtol=1e-10, atol=1e-12)
-
-
-# --- several targets at once ---------------------------------------------------------------------
-@st.composite
-def _classifier_with_targets(draw):
-    case = draw(st.one_of(dense_networks(), conv_networks(), residual_networks()))
-    with torch.no_grad():
-        n_out = case.model(case.x).shape[1]
-    count = draw(st.integers(1, 4))
-    indices = draw(st.lists(st.lists(st.integers(0, n_out - 1), min_size=count, max_size=count),
-                            min_size=case.x.shape[0], max_size=case.x.shape[0]))
-    return case, torch.tensor(indices, dtype=torch.long)
-
-
-@pytest.mark.parametrize("method", ["lrp.epsilon", "lrp.zplus", "lrp.alpha2beta1", "lrp.gamma", "lrp.zbox",
-                                    "lrp.epsilon_plus_flat", "lrp.wsquare", "input_x_gradient"])
-@given(drawn=_classifier_with_targets())
-def test_several_targets_equal_separate_calls(method, drawn):
-    case, targets = drawn
-    options = method_options(method, case.x)
-    both = xaibench.explain(case.model, case.x, method, target=targets, dtype=torch.float64, **options)
-    batch, count = targets.shape
-    assert both.relevance.shape == (batch, count) + tuple(case.x.shape[1:])
-    assert both.output.shape == (batch, count)
-    if both.conservation_error is not None:
-        assert both.conservation_error.shape == (batch, count)
-        assert_ledger_closes(both, 1e-10)
-    for t in range(count):
-        one = xaibench.explain(case.model, case.x, method, target=targets[:, t], dtype=torch.float64, **options)
-        torch.testing.assert_close(both.relevance[:, t], one.relevance, rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(both.output[:, t], one.output, rtol=1e-12, atol=1e-12)
-        if one.conservation_error is not None:
-            for row_both, row_one in zip(both.ledger, one.ledger):
-                torch.testing.assert_close(row_both.relevance_in[:, t], row_one.relevance_in,
-                                           rtol=1e-10, atol=1e-10)
-
-
-# --- a boolean mask over a dense output ----------------------------------------------------------
-@pytest.mark.parametrize("method", LRP_METHODS)
-@given(case=unet_networks(), data=st.data())
-def test_mask_target_is_the_sum_of_the_pixel_explanations(method, case, data):
-    """Every native rule is linear in the relevance it receives (the denominators come from the
-    forward pass only), so explaining the sum of a region of a dense output equals summing the
-    explanations of its pixels."""
-    with torch.no_grad():
-        out_shape = tuple(case.model(case.x).shape[1:])
-    n = int(torch.tensor(out_shape).prod())
-    chosen = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=5, unique=True), label="pixels")
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[chosen] = True
-    mask = mask.view(out_shape)
-    options = method_options(method, case.x)
-    region = xaibench.explain(case.model, case.x, method, target=mask, dtype=torch.float64, **options)
-    assert region.relevance.shape == case.x.shape
-    total = torch.zeros_like(region.relevance)
-    output = torch.zeros_like(region.output)
-    for index in chosen:
-        pixel = xaibench.explain(case.model, case.x, method, target=index, dtype=torch.float64, **options)
-        total += pixel.relevance
-        output += pixel.output
-    torch.testing.assert_close(region.output, output, rtol=1e-12, atol=1e-12)
-    scale = float(total.abs().max()) + float(region.relevance.abs().max()) + 1e-300
-    assert float((region.relevance - total).abs().max()) <= 1e-9 * scale
-    assert_ledger_closes(region, 1e-10)
 
 
 def test_box_methods_are_listed():

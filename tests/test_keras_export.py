@@ -1,4 +1,4 @@
-"""The Keras twin of a PyTorch model, and the one method table all backends read.
+"""The Keras twin of a PyTorch model (xaibench/backends/keras_export.py) that innvestigate explains.
 
 The twin must compute the same function before any explanation of it means anything:
 forward outputs agree to 1e-5 relative in float32 (measured: ~1e-7) on the three reference
@@ -16,7 +16,7 @@ from strategies import ResidualNet, conv_networks, dense_networks
 from torch import nn
 
 import xaibench
-from xaibench.backends import keras_export, table
+from xaibench.backends import keras_export
 from xaibench.errors import ExportError, InputError
 from xaibench.studies.models.convection import ConvectionCNN
 from xaibench.studies.models.enso import EnsoDense
@@ -157,22 +157,6 @@ def test_several_targets_per_sample_equal_separate_calls(innvestigate_worker):
     for t, column in ((0, 0), (2, 1)):
         alone = xaibench.explain(model, x, "lrp.epsilon", target=t, backend="innvestigate")
         torch.testing.assert_close(both.relevance[:, column], alone.relevance, rtol=0, atol=1e-14)
-
-
-# --- the method table ------------------------------------------------------------------------------
-def test_table_lists_what_each_backend_runs():
-    assert table.available("native") == sorted(xaibench.methods("native"))
-    for backend in ("zennit", "innvestigate"):
-        assert table.available(backend) == xaibench.methods(backend)
-    assert set(table.NEAREST_NATIVE) <= set(table.available("innvestigate"))
-    assert set(table.NEAREST_NATIVE.values()) <= set(table.available("native"))
-
-
-def test_docs_methods_md_is_generated_from_the_table():
-    from pathlib import Path
-
-    docs = Path(__file__).resolve().parents[1] / "docs" / "methods.md"
-    assert docs.read_text() == table.markdown(), "regenerate: xaibench methods --markdown docs/methods.md"
 
 
 def test_a_wrapper_analyzer_does_not_change_a_later_first_layer_rule(innvestigate_worker):

@@ -1,5 +1,6 @@
-"""Training of the reference networks: bit-reproducibility, best-epoch selection, metadata,
-the safetensors round trip, the ENSO L2 penalty, bad input, and that a tiny ENSO run learns.
+"""The reference networks and their training (xaibench/studies/models): bit-reproducibility,
+best-epoch selection, metadata, the safetensors round trip, the ENSO L2 penalty, bad input, and
+that a tiny ENSO run learns.
 Sizes are tiny and epochs few: the whole file runs in well under a minute on one core."""
 
 import json

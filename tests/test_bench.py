@@ -1,0 +1,61 @@
+"""The engine benchmark (xaibench/studies/bench/timing.py): what run_benchmark writes.
+
+The timings themselves are measurements, never compared; these tests run one tiny
+configuration (the ENSO network, a small batch, one timed call) and check the documented
+tables, the gradient floor every ratio refers to, and that bad settings are refused before
+anything is timed. The innvestigate test starts the worker and is marked tf.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from xaibench.studies.bench import timing as bench
+
+
+def test_one_tiny_run_writes_bench_csv_and_bench_md_with_the_documented_columns(tmp_path):
+    table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 2}, repeats=1,
+                                methods=["lrp.epsilon", "lrp.zbox"], backends=["native"], device="cpu", log=None)
+    written = pd.read_csv(tmp_path / "bench.csv")
+    assert list(written.columns) == bench.COLUMNS
+    assert list(zip(written["method"], written["backend"])) == [
+        ("gradient", "autograd"), ("lrp.epsilon", "native"), ("lrp.zbox", "native")]
+    assert (written["model"] == "enso").all() and (written["batch"] == 2).all() and (written["device"] == "cpu").all()
+    assert (written["median_s"] > 0).all()
+    assert written["ratio_to_gradient"].iloc[0] == 1.0   # the floor is its own reference
+    assert math.isclose(written["ratio_to_gradient"].iloc[1], written["median_s"].iloc[1] / written["median_s"].iloc[0])
+    assert list(table.columns) == bench.COLUMNS and len(table) == 3
+    text = (tmp_path / "bench.md").read_text()
+    assert text.startswith("# Engine benchmark")
+    assert "## Native engine vs zennit" in text and "| lrp.zbox" in text
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"models": ["mnist"]}, "unknown model"),
+    ({"repeats": 0}, "repeats must be at least 1"),
+    ({"batch_scale": 0.0}, "batch_scale must be positive"),
+    ({"backends": ["captum"]}, "unknown backend 'captum'"),
+    ({"methods": ["gradient"]}, "not native LRP methods"),
+])
+def test_bad_settings_are_refused_before_any_timing(tmp_path, options, match):
+    with pytest.raises(ValueError, match=match):
+        bench.run_benchmark(tmp_path, **{"models": ["enso"], "repeats": 1, "log": None, **options})
+    assert not (tmp_path / "bench.csv").exists()
+
+
+@pytest.mark.tf
+def test_bench_times_innvestigate_end_to_end(innvestigate_worker, tmp_path):
+    table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 4}, repeats=1,
+                                methods=["lrp.epsilon", "lrp.gamma"], backends=["native", "innvestigate"],
+                                log=None)
+    assert list(pd.read_csv(tmp_path / "bench.csv").columns) == bench.COLUMNS
+    rows = table[table["backend"] == "innvestigate"]
+    assert rows["method"].tolist() == ["lrp.epsilon"]   # innvestigate has no lrp.gamma: no row
+    assert rows["median_s"].iloc[0] > 0
+    assert rows["peak_mem_mb"].isna().all()   # the worker's memory is not this process's
+    text = (tmp_path / "bench.md").read_text()
+    assert "file exchange with the worker" in text
+    assert "worker_peak_rss_mb" in text
