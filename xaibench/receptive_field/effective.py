@@ -46,17 +46,11 @@ def effective_receptive_field(model: nn.Module, x: torch.Tensor, pixels, method:
     lrp.alpha1beta0). The T pixels are explained at once as a [B, T] target; chunk_rows bounds
     the rows (pixels x samples) of one call, splitting the samples, never the pixels."""
     from xaibench import api
-    x, pixels = _check_batch(x, pixels)
-    targets = _targets(pixels, _output_spatial(model, x))
-    per_call = max(1, int(chunk_rows) // len(pixels))
-    total = None
-    for start in range(0, x.shape[0], per_call):
-        part = x[start:start + per_call]
-        explanation = api.explain(model, part, method, target=targets.expand(part.shape[0], -1),
-                                  dtype=dtype, **options)
-        magnitude = explanation.relevance.detach().abs().sum(dim=2).sum(dim=0)  # [T, *spatial]
-        total = magnitude if total is None else total + magnitude
-    return total / x.shape[0]
+    def magnitude(part, target):
+        explanation = api.explain(model, part, method, target=target, dtype=dtype, **options)
+        return explanation.relevance.detach().abs().sum(dim=2).sum(dim=0)  # [T, *spatial]
+
+    return _mean_over_samples(model, x, pixels, chunk_rows, magnitude)
 
 
 def effective_receptive_field_loop(model, x, pixels, method="gradient", dtype=None, **options) -> torch.Tensor:
@@ -97,16 +91,26 @@ def backward_optimization_changes(model: nn.Module, x: torch.Tensor, pixels, ste
     the bounding box of the changed pixels, see bounding_box)."""
     from xaibench.methods.optimal_input import optimal_input
 
+    def change(part, target):
+        result = optimal_input(model, part, target=target, objective="output", steps=steps, step_size=step_size,
+                               dtype=dtype)
+        return (result.input - part.to(result.input.dtype).unsqueeze(1)).abs().sum(dim=2).sum(dim=0)
+
+    return _mean_over_samples(model, x, pixels, chunk_rows, change)
+
+
+def _mean_over_samples(model, x, pixels, chunk_rows, per_part) -> torch.Tensor:
+    """The mean over the samples of x of per_part(samples, [b, T] target) -> [T, *spatial] sums,
+    computed in calls of at most chunk_rows rows (pixels x samples): the samples are split, never
+    the pixels, so the T pixels stay one batched target."""
     x, pixels = _check_batch(x, pixels)
     targets = _targets(pixels, _output_spatial(model, x))
     per_call = max(1, int(chunk_rows) // len(pixels))
     total = None
     for start in range(0, x.shape[0], per_call):
         part = x[start:start + per_call]
-        result = optimal_input(model, part, target=targets.expand(part.shape[0], -1), objective="output",
-                               steps=steps, step_size=step_size, dtype=dtype)
-        change = (result.input - part.to(result.input.dtype).unsqueeze(1)).abs().sum(dim=2).sum(dim=0)
-        total = change if total is None else total + change
+        value = per_part(part, targets.expand(part.shape[0], -1))
+        total = value if total is None else total + value
     return total / x.shape[0]
 
 
