@@ -323,3 +323,21 @@ def test_failed_write_keeps_the_old_file(tmp_path):
         write_dataset(broken, path)
     assert os.listdir(tmp_path) == ["enso.nc"]
     xr.testing.assert_identical(read_dataset(path), ds)
+
+
+def test_moving_the_generators_changes_no_data_hash_and_old_files_stay_readable():
+    """Files written before issue 15 name their generator xaibench.data.<module>.<function>; the
+    generators now live in xaibench.studies.data. The same data must hash the same under either
+    name (a model trained before still fits its data file), and the old name is read as the
+    generator it is (the ENSO real-winter evaluation, the ground-truth check)."""
+    from xaibench.studies.data import data_hash, generator_name
+
+    current = make_enso(n_samples=20, seed=0)
+    assert current.attrs["generator"] == "xaibench.studies.data.enso.make_enso"
+    legacy = current.copy()
+    legacy.attrs = {**current.attrs, "generator": "xaibench.data.enso.make_enso"}
+    assert data_hash(legacy) == data_hash(current)
+    assert generator_name(legacy) == generator_name(current) == "xaibench.studies.data.enso.make_enso"
+    other = current.copy()
+    other.attrs = {**current.attrs, "generator": "someone.else.make_enso"}
+    assert data_hash(other) != data_hash(current)     # the generator still enters the hash

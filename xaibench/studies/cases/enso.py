@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from xaibench.studies.cases.case import ClassifierCase, call_text, own_coords, predict
+from xaibench.studies.data.common import generator_name
 
 
 @dataclass(frozen=True)
 class EnsoCase(ClassifierCase):
     def default_evaluation(self, data, n_samples):
-        if data.attrs.get("generator", "") != "xaibench.studies.data.enso.make_enso":
+        if generator_name(data) != "xaibench.studies.data.enso.make_enso":
             return {}
         from xaibench.studies.data import config_of, make_enso_real
 

@@ -18,7 +18,7 @@ This package knows nothing of models; the model shapes follow from the data's di
 """
 
 from xaibench.io import read_dataset, write_dataset
-from xaibench.studies.data.common import SPLIT_CONVENTION, config_of, data_hash, split
+from xaibench.studies.data.common import SPLIT_CONVENTION, config_of, data_hash, generator_name, split
 from xaibench.studies.data.convection import make_convection
 from xaibench.studies.data.enso import load_hadisst_sample, make_enso, make_enso_real, nino34_index
 from xaibench.studies.data.groundtruth import make_groundtruth
@@ -41,6 +41,6 @@ def generate(name: str, **config):
     return GENERATORS[name](**config)
 
 
-__all__ = ["GENERATORS", "SPLIT_CONVENTION", "config_of", "data_hash", "footprint_kernel", "generate",
+__all__ = ["GENERATORS", "SPLIT_CONVENTION", "config_of", "data_hash", "footprint_kernel", "generate", "generator_name",
            "load_hadisst_sample", "make_convection", "make_enso", "make_enso_real", "make_radar",
            "nino34_index", "read_dataset", "reflectivity_operator", "split", "write_dataset"]

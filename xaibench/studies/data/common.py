@@ -169,13 +169,31 @@ def split(ds: xr.Dataset, validation: float = 0.2, test: float = 0.2, dim: str =
 # ---------------------------------------------------------------------------------------------
 # Data hash
 # ---------------------------------------------------------------------------------------------
+#: where the generators lived before the studies moved under xaibench/studies/ (issue 15), and now
+LEGACY_PREFIX, CURRENT_PREFIX = "xaibench.data.", "xaibench.studies.data."
+
+
+def generator_name(ds: xr.Dataset) -> str:
+    """The generator that made `ds`, by its current module path; files written before the move
+    name the old one (xaibench.data.<module>.<function>) and are read as the same generator."""
+    name = str(ds.attrs.get("generator", ""))
+    return CURRENT_PREFIX + name[len(LEGACY_PREFIX):] if name.startswith(LEGACY_PREFIX) else name
+
+
+def _generator_key(ds: xr.Dataset) -> str:
+    """The generator as the data hash sees it: by the name it had when hashes were introduced,
+    so that moving the code changes no hash (a model trained before still fits its data)."""
+    name = generator_name(ds)
+    return LEGACY_PREFIX + name[len(CURRENT_PREFIX):] if name.startswith(CURRENT_PREFIX) else name
+
+
 def data_hash(ds: xr.Dataset) -> str:
     """sha256 (hex) over every variable and coordinate (name, dims, dtype, shape, bytes, in
-    name order) plus the generator name and config. Stable across a write/read round trip;
+    name order) plus the generator (its stable key, _generator_key) and config. Stable across a write/read round trip;
     use it in training metadata to tie a model to the exact data it saw. Attributes other
     than config/generator do not enter (they are descriptive)."""
     digest = hashlib.sha256()
-    digest.update(str(ds.attrs.get("generator", "")).encode())
+    digest.update(_generator_key(ds).encode())
     digest.update(str(ds.attrs.get("config", "")).encode())
     for name in sorted(map(str, ds.variables)):
         variable = ds.variables[name]

@@ -43,6 +43,7 @@ from torch import nn
 
 from xaibench.errors import InputError
 from xaibench.io import write_csv, write_text
+from xaibench.studies.data.common import generator_name
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
     if metadata.get("model") != "groundtruth":
         raise InputError(f"{model_dir} holds the {metadata.get('model')} network, not the ground-truth benchmark's")
     data = read_dataset(data_path)
-    if data.attrs.get("generator") != "xaibench.studies.data.groundtruth.make_groundtruth":
+    if generator_name(data) != "xaibench.studies.data.groundtruth.make_groundtruth":
         raise InputError(f"{data_path} is not ground-truth benchmark data (generator "
                          f"{data.attrs.get('generator')!r}); make it with `xaibench data groundtruth`")
     trained_on = (metadata.get("data") or {}).get("hash")

@@ -68,6 +68,7 @@ from torch import nn
 
 from xaibench.errors import InputError
 from xaibench.io import METADATA_FILE, WEIGHTS_FILE, json_safe, load_model_files, save_model_files
+from xaibench.studies.data.common import generator_name
 from xaibench.studies.models.evaluation import (
     _as_dataset,
     _check_fits,
@@ -393,7 +394,7 @@ def _generator_config(dataset) -> dict | str:
 def _real_winters_for(dataset):
     """The real HadISST winters on the synthetic data's grid, with the same detrending and
     threshold (None when the data are not from make_enso)."""
-    if dataset.attrs.get("generator") != "xaibench.studies.data.enso.make_enso":
+    if generator_name(dataset) != "xaibench.studies.data.enso.make_enso":
         return None
     from xaibench.studies.data import config_of, make_enso_real
 
