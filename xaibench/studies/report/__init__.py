@@ -7,7 +7,8 @@ explanation files one file per method x backend (format: xaibench.studies.report
     write_table(csv_path, out_path)                         a CSV as a Markdown or HTML table
     read_explanations(files, case)                          read and check explanation files
 
-Maps draw offline from the Natural Earth 110m files shipped in natural_earth/ (xaibench.studies.report.maps).
+Maps draw offline from the Natural Earth 110m files shipped in xaibench/studies/data/natural_earth/
+(read by xaibench.studies.data.geography; cartopy set-up in xaibench.studies.report.maps).
 Captions for `snakemake --report` live in workflows/report/.
 """
 
