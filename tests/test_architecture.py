@@ -105,3 +105,17 @@ def test_library_packages_use_each_others_public_names_only(path):
     private = [(module, name) for module, names in _imports(path) if module.startswith("xaibench")
                and _package(module) != own for name in names if name.startswith("_") and name != "__version__"]
     assert not private, f"{path.name} imports private names of another package: {private}"
+
+
+def test_building_the_command_line_loads_no_study_work():
+    """Every workflow job starts `xaibench`, which builds the parser with every room's commands:
+    a room's commands.py and its package must not import the study's heavy modules at import
+    time (data generators with scipy, xarray, pandas, matplotlib); handlers import them."""
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "xarray", "scipy", "matplotlib", "cartopy", "h5netcdf", "zennit", "snakemake")
+    code = ("import sys, xaibench.cli as c; c.build_parser(); "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert not loaded, f"building the parser imported {loaded}"

@@ -4,7 +4,6 @@ import json
 import sys
 
 from xaibench.errors import InputError
-from xaibench.studies.adjoint.experiment import run_experiment
 
 
 def add_commands(commands) -> dict:
@@ -39,6 +38,8 @@ def _experiment_command(args) -> int:
         print(f"xaibench adjoint: error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
+    from xaibench.studies.adjoint.experiment import run_experiment
+
     try:
         run_experiment(config, args.out, log=lambda line: print(line, flush=True))
     except InputError as error:  # bad input: one line, status 2

@@ -2,19 +2,13 @@
 (workflows/cases.smk)."""
 
 from xaibench.studies.arguments import positive_int
-from xaibench.studies.cases.registry import CASES
-
-
-def _case_names() -> str:
-    """The registered cases as 'a, b or c' (the help text)."""
-    names = list(CASES)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def add_commands(commands) -> dict:
     """The reference-case pipeline's commands."""
     explain = commands.add_parser("explain-case", help="explain a trained reference network on every backend")
-    explain.add_argument("case", help=_case_names())
+    explain.add_argument("case", help="a registered case (xaibench/studies/cases/registry.py; an unknown name "
+                                        "is refused with the list)")
     explain.add_argument("--model", required=True, metavar="DIR", help="folder with model.safetensors/model.json")
     explain.add_argument("--data", required=True, metavar="FILE.nc")
     explain.add_argument("--out", required=True, metavar="DIR")

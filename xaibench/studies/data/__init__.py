@@ -17,28 +17,41 @@ This package knows nothing of models; the model shapes follow from the data's di
 (ENSO maps are 18 x 30 on the HadISST sample grid: build EnsoDense(n_lat=18, n_lon=30)).
 """
 
-from xaibench.io import read_dataset, write_dataset
-from xaibench.studies.data.common import SPLIT_CONVENTION, config_of, data_hash, generator_name, split
-from xaibench.studies.data.convection import make_convection
-from xaibench.studies.data.enso import load_hadisst_sample, make_enso, make_enso_real, nino34_index
-from xaibench.studies.data.groundtruth import make_groundtruth
-from xaibench.studies.data.radar import footprint_kernel, make_radar, reflectivity_operator
+from importlib import import_module
 
-# Name -> generator, for the workflow's config files.
-GENERATORS = {
-    "enso": make_enso,
-    "enso_real": make_enso_real,
-    "convection": make_convection,
-    "radar": make_radar,
-    "groundtruth": make_groundtruth,
+#: where each public name lives; imported on first use, so that importing a sibling module (the
+#: `xaibench data` command, common.py) does not load every generator and scipy with it
+_SOURCE = {
+    "read_dataset": "xaibench.io", "write_dataset": "xaibench.io",
+    **dict.fromkeys(["SPLIT_CONVENTION", "config_of", "data_hash", "generator_name", "split"],
+                    "xaibench.studies.data.common"),
+    "make_convection": "xaibench.studies.data.convection",
+    **dict.fromkeys(["load_hadisst_sample", "make_enso", "make_enso_real", "nino34_index"],
+                    "xaibench.studies.data.enso"),
+    "make_groundtruth": "xaibench.studies.data.groundtruth",
+    **dict.fromkeys(["footprint_kernel", "make_radar", "reflectivity_operator"], "xaibench.studies.data.radar"),
 }
+#: Name -> generator, for the workflow's config files (GENERATORS holds the functions themselves).
+_GENERATOR_NAMES = {"enso": "make_enso", "enso_real": "make_enso_real", "convection": "make_convection",
+                    "radar": "make_radar", "groundtruth": "make_groundtruth"}
 
 
 def generate(name: str, **config):
     """Call the generator registered under `name` with its configuration."""
-    if name not in GENERATORS:
-        raise ValueError(f"unknown data set '{name}'; known: {', '.join(GENERATORS)}")
-    return GENERATORS[name](**config)
+    if name not in _GENERATOR_NAMES:
+        raise ValueError(f"unknown data set '{name}'; known: {', '.join(_GENERATOR_NAMES)}")
+    return __getattr__(_GENERATOR_NAMES[name])(**config)
+
+
+def __getattr__(name):
+    if name == "GENERATORS":
+        value = {key: __getattr__(function) for key, function in _GENERATOR_NAMES.items()}
+    elif name in _SOURCE:
+        value = getattr(import_module(_SOURCE[name]), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 __all__ = ["GENERATORS", "SPLIT_CONVENTION", "config_of", "data_hash", "footprint_kernel", "generate", "generator_name",

@@ -1,8 +1,6 @@
 """`xaibench groundtruth explain|score|figure`: the commands of the ground-truth benchmark
 (workflows/groundtruth.smk)."""
 
-from xaibench.studies.groundtruth.benchmark import explain_benchmark, score_benchmark
-
 
 def add_commands(commands) -> dict:
     """`xaibench groundtruth explain|score|figure` (the rules of workflows/groundtruth.smk)."""
@@ -33,6 +31,8 @@ def add_commands(commands) -> dict:
 
 
 def _command(args) -> int:
+    from xaibench.studies.groundtruth.benchmark import explain_benchmark, score_benchmark
+
     if args.groundtruth_command == "explain":
         backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
         path = explain_benchmark(args.model, args.data, args.out, n_samples=args.samples, methods=args.methods,

@@ -4,11 +4,7 @@
 import time
 from pathlib import Path
 
-import pandas as pd
-import torch
-
 from xaibench.errors import InputError
-from xaibench.studies.receptive_fields.experiment import TABLE_COLUMNS, figure, measure, table_rows
 
 
 def add_commands(commands) -> dict:
@@ -55,7 +51,10 @@ def main(args) -> int:
 
 
 def _main_measure(args) -> int:
+    import torch
+
     from xaibench.io import write_csv, write_dataset
+    from xaibench.studies.receptive_fields.experiment import measure, table_rows
 
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")
@@ -74,7 +73,10 @@ def _main_measure(args) -> int:
 
 
 def _main_table(args) -> int:
+    import pandas as pd
+
     from xaibench.io import write_csv
+    from xaibench.studies.receptive_fields.experiment import TABLE_COLUMNS
 
     frames = []
     for path in args.tables:
@@ -95,6 +97,7 @@ def _main_table(args) -> int:
 
 def _main_figure(args) -> int:
     from xaibench.io import read_dataset
+    from xaibench.studies.receptive_fields.experiment import figure
 
     ds = read_dataset(args.maps)
     if "erf" not in ds or "trf_box" not in ds:

@@ -2,11 +2,11 @@
 
 import sys
 
-from xaibench.studies.regression.gate import RegressionSpecError, compare, update
-
 
 def main_check(args) -> int:
     """`xaibench regression check`: 0 no drift, 1 drift (named), 2 a malformed spec or baseline."""
+    from xaibench.studies.regression.gate import RegressionSpecError, compare
+
     try:
         report = compare(args.results, args.baseline)
     except RegressionSpecError as error:
@@ -18,6 +18,8 @@ def main_check(args) -> int:
 
 def main_update(args) -> int:
     """`xaibench regression update`: rewrite the baseline tables from the results (0), or say why not (2)."""
+    from xaibench.studies.regression.gate import RegressionSpecError, update
+
     try:
         written = update(args.results, args.baseline, files=args.files or None)
     except RegressionSpecError as error:
