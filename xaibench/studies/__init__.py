@@ -36,3 +36,17 @@ COMMAND_MODULES = (
     "xaibench.studies.receptive_fields.commands",
     "xaibench.studies.regression.commands",
 )
+
+
+def lazy_exports(package: str, sources: dict[str, str]):
+    """A module __getattr__ (PEP 562) for a room's package: each public name in `sources`
+    ({name: module}) is imported from its module on first use, so that importing the room's
+    commands.py (every `xaibench` call does) does not load the room's work."""
+    from importlib import import_module
+
+    def __getattr__(name):
+        if name not in sources:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(sources[name]), name)
+
+    return __getattr__

@@ -4,19 +4,12 @@
     commands.py   xaibench regression check | update
 """
 
-#: where each public name of the room lives
-_SOURCE = {
+from xaibench.studies import lazy_exports
+
+__all__ = ["RegressionSpecError", "compare", "load_spec", "update"]
+__getattr__ = lazy_exports(__name__, {
     "RegressionSpecError": "xaibench.studies.regression.gate",
     "compare": "xaibench.studies.regression.gate",
     "load_spec": "xaibench.studies.regression.gate",
     "update": "xaibench.studies.regression.gate",
-}
-__all__ = ["RegressionSpecError", "compare", "load_spec", "update"]
-
-
-def __getattr__(name):   # the names above, imported on first use: `xaibench --help` stays light
-    if name in __all__:
-        from importlib import import_module
-
-        return getattr(import_module(_SOURCE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})

@@ -7,20 +7,13 @@ backends, model randomization), with a verdict per check.
     commands.py   xaibench validate
 """
 
-#: where each public name of the room lives
-_SOURCE = {
+from xaibench.studies import lazy_exports
+
+__all__ = ["CheckResult", "DEFAULT_METHODS", "DEFAULT_TOLERANCES", "Report", "validate"]
+__getattr__ = lazy_exports(__name__, {
     "DEFAULT_METHODS": "xaibench.studies.validate.checks",
     "DEFAULT_TOLERANCES": "xaibench.studies.validate.checks",
     "validate": "xaibench.studies.validate.checks",
     "CheckResult": "xaibench.studies.validate.report",
     "Report": "xaibench.studies.validate.report",
-}
-__all__ = ["DEFAULT_METHODS", "DEFAULT_TOLERANCES", "CheckResult", "Report", "validate"]
-
-
-def __getattr__(name):   # the names above, imported on first use: `xaibench --help` stays light
-    if name in __all__:
-        from importlib import import_module
-
-        return getattr(import_module(_SOURCE[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+})
