@@ -168,19 +168,19 @@ def lrp_z(o):
 @register_composite("lrp.epsilon")
 def lrp_epsilon(o):
     """LRP-epsilon on every layer: R_i = sum_j z_ij / (z_j + epsilon sign(z_j)) R_j."""
-    return _everywhere("lrp.epsilon", R.Epsilon(o["epsilon"], o["bias"]))
+    return _everywhere("lrp.epsilon", _epsilon_rule(o))
 
 
 @register_composite("lrp.gamma")
 def lrp_gamma(o):
     """LRP-gamma on every layer: R_i = sum_j x_i (w_ij + gamma w_ij^+) / sum_i' x_i' (w_i'j + gamma w_i'j^+) R_j."""
-    return _everywhere("lrp.gamma", R.Gamma(o["gamma"], o["stabilizer"], o["bias"]))
+    return _everywhere("lrp.gamma", _gamma_rule(o))
 
 
 @register_composite("lrp.zplus")
 def lrp_zplus(o):
     """LRP-z+ on every layer: R_i = sum_j z_ij^+ / z_j^+ R_j."""
-    return _everywhere("lrp.zplus", R.ZPlus(o["stabilizer"], o["bias"]))
+    return _everywhere("lrp.zplus", _zplus_rule(o))
 
 
 @register_composite("lrp.alpha_beta")
@@ -192,22 +192,20 @@ def lrp_alpha_beta(o):
 @register_composite("lrp.alpha1beta0")
 def lrp_alpha1beta0(o):
     """LRP-alpha1-beta0 on every layer: R_i = sum_j z_ij^+ / z_j^+ R_j (alpha = 1, beta = 0)."""
-    return _everywhere("lrp.alpha1beta0", R.AlphaBeta(1.0, 0.0, o["stabilizer"], o["bias"]))
+    return _everywhere("lrp.alpha1beta0", _alpha1beta0_rule(o))
 
 
 @register_composite("lrp.alpha2beta1")
 def lrp_alpha2beta1(o):
     """LRP-alpha2-beta1 on every layer: R_i = sum_j (2 z_ij^+ / z_j^+ - z_ij^- / z_j^-) R_j."""
-    return _everywhere("lrp.alpha2beta1", R.AlphaBeta(2.0, 1.0, o["stabilizer"], o["bias"]))
+    return _everywhere("lrp.alpha2beta1", _alpha2beta1_rule(o))
 
 
 @register_composite("lrp.zbox")
 def lrp_zbox(o):
     """z^B on the first layer (z_ij = x_i w_ij - l_i w_ij^+ - h_i w_ij^-), z+ elsewhere (deep Taylor, bounded input)."""
     box = R.ZBox(o["low"], o["high"], o["stabilizer"], o["bias"])
-    plus = R.ZPlus(o["stabilizer"], o["bias"])
-    return Composite("lrp.zbox", {"dense": plus, "conv": plus, "batchnorm": plus},
-                     {"dense": box, "conv": box})
+    return _everywhere("lrp.zbox", _zplus_rule(o), first_rules={"dense": box, "conv": box})
 
 
 @register_composite("lrp.wsquare")
