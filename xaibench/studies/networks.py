@@ -34,12 +34,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xaibench import layers
+
+
 # --- building blocks -------------------------------------------------------------------------
-CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
-CONV_TRANSPOSED = {1: nn.ConvTranspose1d, 2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
-MAXPOOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
-AVGPOOL = {1: nn.AvgPool1d, 2: nn.AvgPool2d, 3: nn.AvgPool3d}
-ADAPTIVE_AVGPOOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+# layer classes by spatial rank (xaibench.layers has them by class)
+def _by_rank(group: dict) -> dict:
+    return {rank: kind for kind, rank in group.items()}
+
+
+CONV = _by_rank(layers.CONV)
+CONV_TRANSPOSED = _by_rank(layers.CONV_TRANSPOSED)
+MAXPOOL = _by_rank(layers.MAXPOOL)
+AVGPOOL = _by_rank(layers.AVGPOOL)
+ADAPTIVE_AVGPOOL = _by_rank(layers.ADAPTIVE_AVGPOOL)
 BATCHNORM = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 #: Upsample's interpolating mode by spatial dimension
 INTERPOLATING = {1: "linear", 2: "bilinear", 3: "trilinear"}
