@@ -63,7 +63,7 @@ import xarray as xr
 from xaibench import metrics as M
 from xaibench.backends import table
 from xaibench.errors import ExportError, InputError
-from xaibench.io import write_csv, write_text
+from xaibench.io import read_dataset, write_csv, write_dataset, write_text
 from xaibench.studies import sweep
 from xaibench.studies.cases.case import Case
 from xaibench.studies.cases.registry import CASES, get_case
@@ -128,8 +128,6 @@ def _subsets(case, metadata, data, evaluation, n_samples) -> dict[str, tuple[xr.
             value, description = value
         if isinstance(value, (str, os.PathLike)):
             description = description or f"evaluation set {value} (all samples)"
-            from xaibench.studies.data import read_dataset
-
             value = read_dataset(value)
         if not isinstance(value, xr.Dataset):
             raise InputError(f"evaluation set '{name}' must be a path or an xarray.Dataset, got {type(value).__name__}")
@@ -231,7 +229,7 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
         SmoothGrad's native noise draws, nothing else).
     Returns the files written, skipped.csv last."""
     from xaibench import __version__
-    from xaibench.studies.data import data_hash, read_dataset
+    from xaibench.studies.data import data_hash
     from xaibench.studies.models.training import load_trained
 
     case = get_case(case)
@@ -283,8 +281,6 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
         known = table.known_differences(backend, method, chosen, model)
         dataset = explanation_dataset(case, samples, explanation, method, backend, chosen, known, used, note, common)
         path = out / f"{method}__{backend}.nc"
-        from xaibench.studies.data import write_dataset
-
         write_dataset(dataset, path)
         written.append(path)
         say(f"  {method:22s} {backend:12s} -> {path.name}")
@@ -410,8 +406,6 @@ def explanation_files(explanations_dir) -> dict[tuple[str, str], Path]:
 def read_explanation(path, case: str | Case | None = None) -> xr.Dataset:
     """One explanation file, checked: its attributes name the method and backend of its file name
     (and the case, when given)."""
-    from xaibench.studies.data import read_dataset
-
     path = Path(path)
     ds = read_dataset(path)
     method, _, backend = path.name.removesuffix(".nc").rpartition("__")
@@ -449,7 +443,7 @@ def metrics_case(case: str | Case, explanations_dir, data_path, out_csv, *, per_
     data_path: when given, the files' data_hash must match it (None: not checked).
     per_sample_csv: also write one row per method x backend x sample (PER_SAMPLE_COLUMNS).
     Files are read one at a time (a native reference stays loaded while its comparisons run)."""
-    from xaibench.studies.data import data_hash, read_dataset
+    from xaibench.studies.data import data_hash
 
     case = get_case(case)
     paths = explanation_files(explanations_dir)

@@ -42,7 +42,7 @@ import xarray as xr
 from torch import nn
 
 from xaibench.errors import InputError
-from xaibench.io import write_csv, write_text
+from xaibench.io import read_dataset, write_csv, write_dataset, write_text
 from xaibench.studies.data.common import generator_name
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
     network, ...) or fails otherwise is left out and listed in the file's `skipped` attribute."""
     from xaibench import api
     from xaibench.studies import sweep
-    from xaibench.studies.data import data_hash, read_dataset
+    from xaibench.studies.data import data_hash
     from xaibench.studies.data.groundtruth import attribution
     from xaibench.studies.models.training import load_trained
 
@@ -223,8 +223,6 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
                "skipped": json.dumps(skipped), "synthetic": "true",
                "source": data.attrs.get("source", ""), "data_config": data.attrs.get("config", "")},
     )
-    from xaibench.studies.data import write_dataset
-
     return write_dataset(ds, out_path)
 
 
@@ -249,7 +247,6 @@ def score_benchmark(relevance_path, model_dir, data_path, out_dir, seed: int = 0
     per_sample.csv, faithfulness.csv and correlations.md (with the paper's findings beside ours)
     into out_dir; returns the correlation table."""
     from xaibench import metrics
-    from xaibench.studies.data import read_dataset
     from xaibench.studies.models.training import load_trained
 
     relevance_file = read_dataset(relevance_path)
