@@ -42,11 +42,14 @@ def lazy_exports(package: str, sources: dict[str, str]):
     """A module __getattr__ (PEP 562) for a room's package: each public name in `sources`
     ({name: module}) is imported from its module on first use, so that importing the room's
     commands.py (every `xaibench` call does) does not load the room's work."""
+    import sys
     from importlib import import_module
 
     def __getattr__(name):
         if name not in sources:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(import_module(sources[name]), name)
+        value = getattr(import_module(sources[name]), name)
+        setattr(sys.modules[package], name, value)   # looked up once
+        return value
 
     return __getattr__

@@ -17,7 +17,7 @@ This package knows nothing of models; the model shapes follow from the data's di
 (ENSO maps are 18 x 30 on the HadISST sample grid: build EnsoDense(n_lat=18, n_lon=30)).
 """
 
-from importlib import import_module
+from xaibench.studies import lazy_exports
 
 #: where each public name lives; imported on first use, so that importing a sibling module (the
 #: `xaibench data` command, common.py) does not load every generator and scipy with it
@@ -40,18 +40,17 @@ def generate(name: str, **config):
     """Call the generator registered under `name` with its configuration."""
     if name not in _GENERATOR_NAMES:
         raise ValueError(f"unknown data set '{name}'; known: {', '.join(_GENERATOR_NAMES)}")
-    return __getattr__(_GENERATOR_NAMES[name])(**config)
+    return _exports(_GENERATOR_NAMES[name])(**config)
+
+
+_exports = lazy_exports(__name__, _SOURCE)
 
 
 def __getattr__(name):
-    if name == "GENERATORS":
-        value = {key: __getattr__(function) for key, function in _GENERATOR_NAMES.items()}
-    elif name in _SOURCE:
-        value = getattr(import_module(_SOURCE[name]), name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
+    if name != "GENERATORS":
+        return _exports(name)
+    globals()[name] = {key: _exports(function) for key, function in _GENERATOR_NAMES.items()}
+    return globals()[name]
 
 
 __all__ = ["GENERATORS", "SPLIT_CONVENTION", "config_of", "data_hash", "footprint_kernel", "generate", "generator_name",
