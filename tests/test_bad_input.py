@@ -59,12 +59,12 @@ def _nested(activation):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("model, x, path, kind", [
-    (_nested(nn.Tanh()), _x(), "1.1", "Tanh"),
-    (_nested(nn.GELU()), _x(), "1.1", "GELU"),
+    (_nested(nn.Softshrink()), _x(), "1.1", "Softshrink"),
+    (_nested(nn.Tanhshrink()), _x(), "1.1", "Tanhshrink"),
     (_Sine(), _x(), "sin", "sin"),
     (_LSTMIndexed(), torch.randn(2, 5, 4), "lstm", "LSTM"),
     (_LSTMUnpacked(), torch.randn(2, 5, 4), "lstm", "LSTM"),
-], ids=["tanh", "gelu", "torch.sin", "lstm-indexed", "lstm-unpacked"])
+], ids=["softshrink", "tanhshrink", "torch.sin", "lstm-indexed", "lstm-unpacked"])
 def test_module_without_rule_is_named(backend, model, x, path, kind):
     with pytest.raises(xaibench.UnsupportedLayerError) as info:
         xaibench.explain(model, x, "lrp.epsilon", backend=backend)

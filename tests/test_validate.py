@@ -58,7 +58,7 @@ def files(tmp_path_factory):
         "weights": folder / "cnn.safetensors",
         "checkpoint": folder / "cnn.pt",
         "calibrated": folder / "calibrated.safetensors",
-        "tanh": folder / "tanh.safetensors",
+        "softshrink": folder / "softshrink.safetensors",
         "other_model": folder / "other.safetensors",
         "inputs": _inputs(folder / "sst.nc", values),
         "nan_inputs": _inputs(folder / "sst_nan.nc", with_nan),
@@ -67,7 +67,7 @@ def files(tmp_path_factory):
     save_file(model.state_dict(), paths["weights"])
     torch.save({"state_dict": model.state_dict(), "epoch": 3}, paths["checkpoint"])  # a usual checkpoint
     save_file(calibrated.state_dict(), paths["calibrated"])
-    save_file(my_cnn.build_with_tanh().state_dict(), paths["tanh"])
+    save_file(my_cnn.build_with_softshrink().state_dict(), paths["softshrink"])
     save_file(my_cnn.build(hidden=8).state_dict(), paths["other_model"])
     return paths
 
@@ -267,11 +267,11 @@ def test_python_function_takes_a_factory_an_array_and_float32():
 
 
 def test_a_layer_without_a_rule_is_an_error_line_not_a_silent_pass(files):
-    report = validate("external_model.my_cnn:build_with_tanh", weights=files["tanh"], inputs=files["inputs"],
+    report = validate("external_model.my_cnn:build_with_softshrink", weights=files["softshrink"], inputs=files["inputs"],
                       methods=["lrp.epsilon", "gradient"], backends=["zennit"])
     assert [(c.method, c.check, c.status) for c in report.checks] == [
         ("lrp.epsilon", "reference", "ERROR"), ("gradient", "reference", "ERROR")]
-    assert "no relevance rule for layer '1' of type Tanh" in report.checks[0].detail
+    assert "no relevance rule for layer '1' of type Softshrink" in report.checks[0].detail
     assert report.exit_code == 1
 
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # the ledger lives with the LRP engine, which imports this mo
 
 @dataclass
 class Explanation:
-    relevance: torch.Tensor   # shaped like x ([B, T, *x] for several targets per sample)
+    relevance: torch.Tensor   # shaped like x ([B, T, *x] for several targets per sample); a tuple for several inputs
     output: torch.Tensor      # the explained output value ([B] or [B, T]), softmax stripped
     method: str
     backend: str
@@ -28,14 +28,18 @@ class Explanation:
     #: the model's mode: 'eval', or 'train' for a model whose output does not depend on it
     #: (explain(..., mode='eval') on a model in train mode records 'eval')
     mode: str | None = None
+    #: for a model with several outputs, the one explained (explain's output=)
+    output_choice: object = None
 
     @property
     def relative_conservation_error(self) -> torch.Tensor | None:
         """conservation_error / max(|output|, sum |relevance|): scale-free."""
         if self.conservation_error is None:
             return None
-        dims = tuple(range(self.output.dim(), self.relevance.dim()))
-        magnitude = self.relevance.abs().sum(dims) if dims else self.relevance.abs()
+        magnitude = 0
+        for relevance in (self.relevance if isinstance(self.relevance, tuple) else (self.relevance,)):
+            dims = tuple(range(self.output.dim(), relevance.dim()))
+            magnitude = magnitude + (relevance.abs().sum(dims) if dims else relevance.abs())
         scale = torch.maximum(self.output.abs(), magnitude)
         tiny = torch.finfo(scale.dtype).tiny
         return self.conservation_error / scale.clamp(min=tiny)

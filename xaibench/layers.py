@@ -32,7 +32,13 @@ For isinstance:
   SOFTMAX_SIGMOID   Softmax, LogSoftmax, Sigmoid: the final layers keras_export strips.
   FINAL             SOFTMAX_SIGMOID and Softmin, the final squashing lrp.graph passes and strips.
   ACTIVATIONS       pointwise nonlinearities (ReLU, LeakyReLU, ELU, GELU, SiLU, Tanh, Sigmoid,
-                    Softplus, ReLU6, Hardtanh, PReLU).
+                    Softplus, ReLU6, Hardtanh, PReLU, Hardswish, Hardsigmoid, Mish, SELU, CELU,
+                    RReLU, Softsign): the identity rule in lrp.graph; ACTIVATION_FUNCTIONS and
+                    ACTIVATION_METHODS are the same as functions and Tensor methods.
+  SAMPLE_NORMS      LayerNorm, GroupNorm, RMSNorm (and SAMPLE_NORM_FUNCTIONS, with instance_norm):
+                    normalized by each sample's own statistics (lrp.graph's NormalizationStep).
+  GATES             the nonlinearities whose output gates a product (GATE_FUNCTIONS as functions):
+                    the "gate as constant" product rule finds the gate by them.
   POINTWISE         ACTIVATIONS, IDENTITY, BATCHNORM, INSTANCENORM: modules acting per position,
                     for receptive fields.
   AVERAGING         AVGPOOL, ADAPTIVE_AVGPOOL and nn.Upsample, parameter-free linear modules
@@ -41,6 +47,7 @@ For isinstance:
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -68,11 +75,24 @@ CONV_OR_LINEAR = (nn.Linear, CONV_ANY)
 BATCHNORM = nn.modules.batchnorm._BatchNorm
 BATCHNORM_ND = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 INSTANCENORM = nn.modules.instancenorm._InstanceNorm
-DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
 IDENTITY = (nn.Identity, *DROPOUT)
 SOFTMAX_SIGMOID = (nn.Softmax, nn.LogSoftmax, nn.Sigmoid)
 FINAL = (*SOFTMAX_SIGMOID, nn.Softmin)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.ReLU6,
-               nn.Hardtanh, nn.PReLU)
+               nn.Hardtanh, nn.PReLU, nn.Hardswish, nn.Hardsigmoid, nn.Mish, nn.SELU, nn.CELU, nn.RReLU,
+               nn.Softsign)
+#: elementwise nonlinearities as functions and Tensor methods (the identity rule in lrp.graph)
+ACTIVATION_FUNCTIONS = (F.relu, torch.relu, F.leaky_relu, F.relu6, F.elu, F.gelu, F.silu, torch.tanh, F.tanh,
+                        F.softplus, F.hardtanh, F.prelu, F.hardswish, F.hardsigmoid, F.mish, F.selu, torch.selu,
+                        F.celu, torch.celu, F.rrelu, F.softsign, torch.sigmoid, F.sigmoid)
+ACTIVATION_METHODS = ("relu", "relu_", "tanh", "tanh_", "sigmoid", "sigmoid_")
+#: normalizations by statistics of the input itself (each sample apart): lrp.graph's Normalization step
+SAMPLE_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.RMSNorm)
+SAMPLE_NORM_FUNCTIONS = (F.layer_norm, F.group_norm, F.rms_norm, F.instance_norm)
 POINTWISE = (*ACTIVATIONS, *IDENTITY, BATCHNORM, INSTANCENORM)
+#: the nonlinearities that gate a product (squeeze-excitation, GLU): 'gate as constant' finds the gate by them
+GATES = (nn.Sigmoid, nn.Hardsigmoid, nn.Tanh, nn.Softmax, nn.SiLU, nn.GELU)
+GATE_FUNCTIONS = (torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh, F.tanh, F.softmax, torch.softmax, F.silu,
+                  F.gelu)
 AVERAGING = (*AVGPOOL, *ADAPTIVE_AVGPOOL, nn.Upsample)

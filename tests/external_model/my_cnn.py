@@ -40,9 +40,9 @@ def build(channels: int = 1, classes: int = 3, hidden: int = 16) -> nn.Module:
     return SmallCNN(channels, classes, hidden)
 
 
-def build_with_tanh() -> nn.Module:
-    """Tanh has no LRP rule in the engine: validate must say so, not fall back silently."""
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+def build_with_softshrink() -> nn.Module:
+    """Softshrink has no LRP rule in the engine: validate must say so, not fall back silently."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Softshrink(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
 
 
 def build_calibrated() -> nn.Module:

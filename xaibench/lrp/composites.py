@@ -2,11 +2,14 @@
 
 A composite maps a layer kind ('dense' for nn.Linear, 'conv' for convolutions and
 transposed convolutions, 'batchnorm' for a BatchNorm that could not be merged into a
-neighbouring layer) to a rule, with an optional special rule for the first layer(s): the
-linear layers fed by the model input through shape-only operations. Parameter-free linear
-operations (sums, average pooling, upsampling) always take the Norm rule (z-rule with a
-fixed stabilizer, as zennit), activations pass relevance through, and max pooling is
-winner-take-all unless maxpool='proportional'.
+neighbouring layer, 'norm' for LayerNorm, GroupNorm, InstanceNorm and RMSNorm with their
+standard deviation held constant; without a 'norm' entry these take the 'batchnorm' rule) to
+a rule, with an optional special rule for the first layer(s): the linear layers fed by the
+model input through shape-only operations. Parameter-free linear operations (sums, average
+pooling, upsampling) always take the Norm rule (z-rule with a fixed stabilizer, as zennit),
+elementwise nonlinearities pass relevance through (the identity rule), max pooling is
+winner-take-all unless maxpool='proportional', and a product of two tensors that both
+depend on the input gives half to each factor unless product='gate_constant'.
 
 The named presets live in an open registry, name -> builder (a function of the merged
 options dict returning a Composite): REGISTRY (read-only view), names(), description()
@@ -33,6 +36,7 @@ class Composite:
     layer_rules: dict[str, R.Rule]
     first_rules: dict[str, R.Rule] = field(default_factory=dict)
     maxpool: str = "winner_take_all"
+    product: str = "uniform"
     norm_stabilizer: float = R.DEFAULT_STABILIZER
     #: the input bounds of the z^B rule, in model-input space (None: per-sample min/max)
     low: object = None
@@ -45,6 +49,8 @@ class Composite:
     def rule_for(self, kind: str, first: bool) -> R.Rule:
         if first and kind in self.first_rules:
             return self.first_rules[kind]
+        if kind == "norm" and "norm" not in self.layer_rules:
+            return self.layer_rules["batchnorm"]  # a normalization takes BatchNorm's rule unless named
         return self.layer_rules[kind]
 
     def needs_bounds(self) -> bool:
@@ -266,7 +272,11 @@ DEFAULT_OPTIONS = {
     "high": None,
     "bias": True,
     "maxpool": "winner_take_all",
+    "product": "uniform",
 }
+
+#: the rules for a product of two tensors that both depend on the input (steps.ProductStep)
+PRODUCT_MODES = ("uniform", "gate_constant")
 
 
 def composite(method: str, **options) -> Composite:
@@ -287,7 +297,10 @@ def composite(method: str, **options) -> Composite:
         raise TypeError(
             f"the builder of composite {method!r} ({getattr(builder, '__qualname__', builder)!r}) returned "
             f"{type(built).__name__}, not a xaibench.lrp.Composite")
+    if merged["product"] not in PRODUCT_MODES:
+        raise ValueError(f"product must be one of {PRODUCT_MODES}, got {merged['product']!r}")
     built.maxpool = merged["maxpool"]
+    built.product = merged["product"]
     built.norm_stabilizer = merged["stabilizer"]
     built.low, built.high = merged["low"], merged["high"]
     built.__post_init__()

@@ -145,18 +145,19 @@ def recorded_mode(model: nn.Module) -> str:
 
 
 # --- the prepare step: checked input, cached graph, verified once per model state ----------------
-def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device) -> tuple[Graph, dict]:
-    """The traced graph of a model in a dtype and on a device, cached while the model's
-    fingerprint is unchanged. Parameters are copied to `dtype` before any arithmetic (a
-    BatchNorm is folded in the dtype explained). Returns (graph, per-graph flags)."""
+def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device, output=None) -> tuple[Graph, dict]:
+    """The traced graph of a model in a dtype and on a device (explaining `output` of a model
+    with several), cached while the model's fingerprint is unchanged. Parameters are copied
+    to `dtype` before any arithmetic (a BatchNorm is folded in the dtype explained).
+    Returns (graph, per-graph flags)."""
     key = fingerprint(model)
     entry = _CACHE.get(model)
     if entry is None or entry["fingerprint"] != key:
         entry = {"fingerprint": key, "graphs": {}}
         _CACHE[model] = entry
-    slot = (dtype, str(device))
+    slot = (dtype, str(device), type(output), output)
     if slot not in entry["graphs"]:
-        entry["graphs"][slot] = {"graph": trace(model, dtype).to(dtype, device), "verified": False}
+        entry["graphs"][slot] = {"graph": trace(model, dtype, output).to(dtype, device), "verified": False}
     return entry["graphs"][slot]["graph"], entry["graphs"][slot]
 
 
@@ -197,42 +198,88 @@ def check_input(x, model: nn.Module, dtype=None) -> torch.Tensor:
 class Prepared:
     """What every native method and backend starts from."""
 
-    x: torch.Tensor          # checked, in the computation dtype
+    x: torch.Tensor | tuple  # checked, in the computation dtype (a tuple for several inputs)
     graph: Graph
     flags: dict
     input_dtype: torch.dtype  # the dtype the user passed (recorded when it differs)
     mode: str
 
     @property
+    def several(self) -> bool:
+        return isinstance(self.x, tuple)
+
+    @property
+    def inputs(self) -> tuple:
+        return self.x if self.several else (self.x,)
+
+    @property
     def dtype(self):
-        return self.x.dtype
+        return self.inputs[0].dtype
 
 
-def prepare(model: nn.Module, x, dtype=None) -> Prepared:
-    """Check the input and the model's mode, get the cached graph and verify it against the
-    model itself whenever the graph is new, i.e. after any change of the model (see
-    fingerprint). The caller runs graph.forward first thing, so a wrong input shape gets an
-    error naming the layer."""
-    x = as_tensor(x)
-    input_dtype = x.dtype
-    x = check_input(x, model, dtype)
-    graph, flags = prepared_graph(model, x.dtype, x.device)  # a layer without a rule is named first
+def check_inputs(x, model: nn.Module, dtype=None) -> tuple:
+    """Several inputs (a tuple or list of tensors): each checked as check_input does, in one
+    dtype, with one batch size. Returns (checked tuple, the dtype the user gave)."""
+    if len(x) == 0:
+        raise InputError("an empty tuple of inputs")
+    tensors = [as_tensor(t) for t in x]
+    checked = []
+    for i, t in enumerate(tensors):
+        try:
+            checked.append(check_input(t, model, dtype))
+        except InputError as error:
+            raise InputError(f"input {i}: {error}") from None
+    chosen = dtype or checked[0].dtype
+    checked = [t.to(chosen) for t in checked]
+    batches = [t.shape[0] for t in checked]
+    if len(set(batches)) > 1:
+        raise InputError(f"the inputs have different batch sizes {batches}: every input needs one row per sample")
+    return tuple(checked), tensors[0].dtype
+
+
+def prepare(model: nn.Module, x, dtype=None, output=None) -> Prepared:
+    """Check the input (a tensor, or a tuple of tensors for a model with several inputs) and
+    the model's mode, get the cached graph and verify it against the model itself whenever
+    the graph is new, i.e. after any change of the model (see fingerprint). The caller runs
+    graph.forward first thing, so a wrong input shape gets an error naming the layer.
+    output: which of several outputs is explained (an index or a key)."""
+    if isinstance(x, (tuple, list)):
+        x, input_dtype = check_inputs(x, model, dtype)
+        first = x[0]
+    else:
+        x = as_tensor(x)
+        input_dtype = x.dtype
+        x = check_input(x, model, dtype)
+        first = x
+    graph, flags = prepared_graph(model, first.dtype, first.device, output)  # a layer without a rule: named first
+    if len(x if isinstance(x, tuple) else (x,)) != len(graph.input_names):
+        given = f"{len(x)} input tensors" if isinstance(x, tuple) else "one input tensor"
+        raise InputError(f"the model takes {len(graph.input_names)} input tensor(s) ({', '.join(graph.input_names)}) "
+                         f"but got {given}; pass several inputs as a tuple (x1, x2, ...)")
     check_mode(model)
     if not flags["verified"]:
-        _verify(model, graph, x)
+        _verify(model, graph, x, output)
         flags["verified"] = True
     return Prepared(x, graph, flags, input_dtype, recorded_mode(model))
 
 
-def _verify(model: nn.Module, graph: Graph, x: torch.Tensor):
+def select_output(result, output):
+    """The output explained from what the model returned: itself, or output= of a tuple or dict."""
+    if output is None or torch.is_tensor(result):
+        return result
+    return result[output]
+
+
+def _verify(model: nn.Module, graph: Graph, x, output=None):
     """The traced graph must reproduce the model's own output (it would not if, say, a
     forward hook changes what a layer returns). The model runs in its own mode, which
     check_mode has made sure does not matter, and in its own dtype."""
-    own_dtype = model_dtype(model) or x.dtype
+    inputs = x if isinstance(x, tuple) else (x,)
+    own_dtype = model_dtype(model) or inputs[0].dtype
     with torch.no_grad():
         # the graph first: a wrong input shape gets an error naming the layer, not torch's
         ours = graph.forward(x, {"composite": None}, until=graph.output_name)[graph.output_name]
-        reference = model(x.to(own_dtype))
+        reference = select_output(model(*(t.to(own_dtype) for t in inputs)), output)
     if not torch.is_tensor(reference) or reference.shape != ours.shape:
         raise InputError("the traced graph does not reproduce the model's output shape "
                          f"({tuple(ours.shape)} vs {getattr(reference, 'shape', type(reference))})")
@@ -246,20 +293,23 @@ def _verify(model: nn.Module, graph: Graph, x: torch.Tensor):
             "are not supported")
 
 
-def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=None) -> Explanation:
-    prepared = prepare(model, x, dtype)
+def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=None, output=None) -> Explanation:
+    """LRP with a composite. x: a tensor, or a tuple of tensors for a model with several
+    inputs: the relevance is then a tuple shaped like them, and one ledger covers them all
+    (the sum over every input plus what was absorbed equals the output)."""
+    prepared = prepare(model, x, dtype, output)
     x, graph = prepared.x, prepared.graph
     state = {"composite": composite}
     with torch.no_grad():
         values = graph.forward(x, state)
-        output = values[graph.explained_name]
+        explained_output = values[graph.explained_name]
         if composite.needs_bounds():
-            _set_bounds(graph, composite, x, values, state)
-        selected = targets_module.resolve(output, target)
-        seed = selected.selection * output.unsqueeze(0).expand(
-            (selected.count,) + tuple(output.shape)).reshape(selected.selection.shape)
+            _set_bounds(graph, composite, prepared.inputs, values, state)
+        selected = targets_module.resolve(explained_output, target)
+        seed = selected.selection * explained_output.unsqueeze(0).expand(
+            (selected.count,) + tuple(explained_output.shape)).reshape(selected.selection.shape)
         relevance, rows = graph.relevance(values, seed, state)
-        explained = selected.explained(output)
+        explained = selected.explained(explained_output)
 
     def arrange(v):
         if not torch.is_tensor(v):
@@ -271,20 +321,21 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
                   arrange(a.bias), arrange(a.stabilizer), arrange(a.dropped), arrange(a.constant))
         for step, r_out, r_in, a in rows
     ])
-    relevance = selected.arrange(relevance)
+    per_input = relevance if isinstance(relevance, tuple) else (relevance,)
+    per_input = tuple(selected.arrange(r) for r in per_input)
     output_arranged = selected.arrange(explained)
-    dims = tuple(range(output_arranged.dim(), relevance.dim()))
-    input_total = relevance.sum(dims)
+    input_total = sum(r.sum(tuple(range(output_arranged.dim(), r.dim()))) for r in per_input)
     conservation_error = (input_total + ledger.absorbed() - output_arranged).abs()
-    return Explanation(relevance=relevance, output=output_arranged, method=composite.name,
-                       backend="native", target=selected.description, ledger=ledger,
+    return Explanation(relevance=per_input if prepared.several else per_input[0], output=output_arranged,
+                       method=composite.name, backend="native", target=selected.description, ledger=ledger,
                        conservation_error=conservation_error, stripped=graph.stripped,
                        dtype=prepared.dtype, input_dtype=prepared.input_dtype, mode=prepared.mode)
 
 
-def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, values: dict, state: dict):
-    """z^B bounds in input space -> per first layer. Default: each sample's min and max."""
-    def as_bound(value, reduce):
+def _set_bounds(graph: Graph, composite: Composite, inputs: tuple, values: dict, state: dict):
+    """z^B bounds in input space -> per first layer. Default: each sample's min and max (of
+    each input, for a model with several)."""
+    def as_bound(x, value, reduce):
         if value is None:
             flat = x.reshape(x.shape[0], -1)
             v = reduce(flat)
@@ -296,10 +347,11 @@ def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, values: dic
             raise InputError(f"z^B bound of shape {tuple(t.shape)} does not broadcast to the input "
                              f"{tuple(x.shape)}") from None
 
-    low = as_bound(composite.low, lambda f: f.min(1).values)
-    high = as_bound(composite.high, lambda f: f.max(1).values)
-    if bool((low > x).any()) or bool((high < x).any()):
-        raise InputError("the input lies outside the z^B bounds low <= x <= high")
+    lows = tuple(as_bound(x, composite.low, lambda f: f.min(1).values) for x in inputs)
+    highs = tuple(as_bound(x, composite.high, lambda f: f.max(1).values) for x in inputs)
+    for x, low, high in zip(inputs, lows, highs):
+        if bool((low > x).any()) or bool((high < x).any()):
+            raise InputError("the input lies outside the z^B bounds low <= x <= high")
     for step in graph.linear_steps():
         if step.first and step.name in graph.bounds_blocked and isinstance(
                 composite.rule_for(step.op.kind, True), ZBox):
@@ -308,5 +360,5 @@ def _set_bounds(graph: Graph, composite: Composite, x: torch.Tensor, values: dic
                 step.path, step.kind, f"z^B needs bounds on the input of this first layer, but they cannot be "
                 f"carried through '{blocker}' (only monotone steps carry them: activations, pooling, reshapes, "
                 "padding, scaling, adding a constant); use a method without z^B")
-    for name, (layer_low, layer_high) in graph.map_bounds(low, high, values).items():
+    for name, (layer_low, layer_high) in graph.map_bounds(lows, highs, values).items():
         state[("bounds", name)] = {"low": layer_low, "high": layer_high}

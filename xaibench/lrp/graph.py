@@ -30,16 +30,21 @@ from .operators import (
     ConvTransposeOperator,
     DenseOperator,
     batchnorm_scale_shift,
+    normalization_operator,
     operator_for,
     parameter_copy,
 )
 from .rules import Absorbed, total
 from .steps import (
+    AdaptiveMaxPoolStep,
     ConcatStep,
     LinearStep,
     MaxPoolStep,
+    NormalizationStep,
     NormStep,
+    OpaqueStep,
     PassStep,
+    ProductStep,
     ReshapeStep,
     ScaleStep,
     SelectStep,
@@ -57,11 +62,22 @@ _RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze, torch.unsquee
 _NORM_FUNCTIONS = {F.avg_pool1d, F.avg_pool2d, F.avg_pool3d, F.adaptive_avg_pool1d,
                    F.adaptive_avg_pool2d, F.adaptive_avg_pool3d, F.interpolate, F.upsample,
                    torch.mean, torch.sum}
-_RELU_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.relu6}
 _SUM_FUNCTIONS = {operator.add: 1.0, operator.iadd: 1.0, torch.add: 1.0, operator.sub: -1.0,
-                  operator.isub: -1.0, torch.sub: -1.0}
+                  operator.isub: -1.0, torch.sub: -1.0, "add": 1.0, "add_": 1.0, "sub": -1.0, "sub_": -1.0}
 _SCALE_FUNCTIONS = {operator.mul, operator.truediv, torch.mul, torch.div, operator.imul, operator.itruediv}
+_DIVISIONS = {operator.truediv, torch.div, operator.itruediv, "div", "div_"}
+#: elementwise nonlinearities that are not monotone (f(low), f(high) do not bound f(x)); PReLU's
+#: slope may be negative
+_NOT_MONOTONE = {"gelu", "silu", "mish", "hardswish", "prelu", "tensor.prelu"}
 _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
+#: functions returning a tuple of parts of one tensor (each part a selection from it)
+_SPLIT_FUNCTIONS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split}
+_SPLIT_METHODS = {"chunk", "split", "unbind", "tensor_split"}
+#: functions that make a new tensor from sizes: a constant, never a size
+_TENSOR_FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.linspace, torch.rand,
+                     torch.randn, torch.eye, torch.tensor}
+_ADAPTIVE_MAXPOOL_FUNCTIONS = {F.adaptive_max_pool1d: 1, F.adaptive_max_pool2d: 2, F.adaptive_max_pool3d: 3}
+
 
 
 def _type_name(obj) -> str:
@@ -75,7 +91,7 @@ class Graph:
     """A traced, canonized network: steps in topological order."""
 
     steps: list[Step]
-    input_name: str
+    input_names: list     # the model's tensor inputs, in the order forward() takes them
     output_name: str      # the node whose value the model returns
     explained_name: str   # the node explained: the output with a final softmax/sigmoid stripped
     depends: dict         # node name -> computed from the model input?
@@ -87,17 +103,28 @@ class Graph:
 
     def to(self, dtype=None, device=None) -> Graph:
         steps = [s.to(dtype, device) for s in self.steps]
-        return Graph(steps, self.input_name, self.output_name, self.explained_name, self.depends,
+        return Graph(steps, self.input_names, self.output_name, self.explained_name, self.depends,
                      self.stripped, self.bound_carriers, self.bounds_blocked)
+
+    @property
+    def input_name(self) -> str:
+        """The first input (the only one of a single-input model)."""
+        return self.input_names[0]
 
     def linear_steps(self):
         return [s for s in self.steps if isinstance(s, LinearStep)]
 
     # --- the forward pass -------------------------------------------------------------
-    def forward(self, x: torch.Tensor, state: dict, until: str | None = None) -> dict:
-        """Values of every node up to the explained node (or `until`), from input x."""
+    def forward(self, x, state: dict, until: str | None = None) -> dict:
+        """Values of every node up to the explained node (or `until`), from input x (a tuple
+        of tensors for a model with several inputs)."""
         stop = until or self.explained_name
-        values = {self.input_name: x}
+        model_inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        if len(model_inputs) != len(self.input_names):
+            raise InputError(f"the model takes {len(self.input_names)} input tensor(s) "
+                             f"({', '.join(self.input_names)}) but got {len(model_inputs)}")
+        values = dict(zip(self.input_names, model_inputs))
+        x = model_inputs[0]
         for step in self.steps:
             inputs = [values[n] for n in step.inputs]
             _check_batched(step, inputs, x)
@@ -127,7 +154,9 @@ class Graph:
         other. `values` are the forward pass's (constants and sizes the steps read).
         Returns first layer name -> (low, high); layers the bounds cannot reach are in
         bounds_blocked."""
-        mapped = {self.input_name: (low, high)}
+        lows = low if isinstance(low, (tuple, list)) else (low,)
+        highs = high if isinstance(high, (tuple, list)) else (high,)
+        mapped = {name: (lo, hi) for name, lo, hi in zip(self.input_names, lows, highs)}
         result = {}
         scratch = {"composite": None}  # max pooling keeps indices in its state: not the real one's
         for step in self.steps:
@@ -177,11 +206,14 @@ class Graph:
                 else:
                     pending[name], pending_total[name] = r, r_total
             rows.append((step, relevance_total, passed, absorbed))
-        relevance_input = pending.pop(self.input_name, None)
-        if relevance_input is None:
-            relevance_input = torch.zeros((seed.shape[0],) + tuple(values[self.input_name].shape[1:]),
-                                          dtype=seed.dtype, device=seed.device)
-        return relevance_input, rows
+        relevances = []
+        for name in self.input_names:
+            relevance_input = pending.pop(name, None)
+            if relevance_input is None:  # an input the explained output does not use
+                relevance_input = torch.zeros((seed.shape[0],) + tuple(values[name].shape[1:]),
+                                              dtype=seed.dtype, device=seed.device)
+            relevances.append(relevance_input)
+        return (relevances[0] if len(relevances) == 1 else tuple(relevances)), rows
 
 
 # --- building ---------------------------------------------------------------------------
@@ -194,9 +226,10 @@ class LeafTracer(torch.fx.Tracer):
         return m.__module__.startswith("torch.nn") or super().is_leaf_module(m, qualname)
 
 
-def trace(model: nn.Module, dtype: torch.dtype | None = None) -> Graph:
+def trace(model: nn.Module, dtype: torch.dtype | None = None, output=None) -> Graph:
     """Trace and canonize a model (its parameters are copied in `dtype`, None: their own, before
-    any folding; the model is not changed)."""
+    any folding; the model is not changed). output: which output is explained when the model
+    returns several (an index into a tuple, a key of a dict)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     root = model
@@ -209,46 +242,45 @@ def trace(model: nn.Module, dtype: torch.dtype | None = None) -> Graph:
             type(model).__name__, type(model).__name__,
             "the model could not be traced symbolically by torch.fx (data-dependent control "
             f"flow or an untraceable operation): {str(error).splitlines()[0]}") from None
-    return _Builder(root, fx_graph, dtype).build()
+    return _Builder(root, fx_graph, dtype, output).build()
 
 
 class _Builder:
-    def __init__(self, root: nn.Module, fx_graph: torch.fx.Graph, dtype=None):
+    def __init__(self, root: nn.Module, fx_graph: torch.fx.Graph, dtype=None, output=None):
         self.root = root
         self.dtype = dtype
         self.fx_graph = fx_graph
+        self.output = output  # which of several outputs is explained (index or key), None: the only one
         self.steps: dict[str, Step] = {}
         self.depends: dict[str, bool] = {}
-        self.input_name = None
+        self.input_names: list[str] = []
         self.output_name = None
+        self.meta: set[str] = set()   # nodes holding sizes (x.shape, c * h * w), not tensors
+        self.parts: dict = {}         # split node -> (the tensor split, its function)
 
     def build(self) -> Graph:
         for node in self.fx_graph.nodes:
             if node.op == "placeholder":
-                if self.input_name is not None:
-                    raise UnsupportedLayerError(node.name, "input", "models with more than one input")
-                self.input_name = node.name
+                self.input_names.append(node.name)
                 self.depends[node.name] = True
                 continue
             if node.op == "output":
-                result = node.args[0]
-                if not isinstance(result, torch.fx.Node):
-                    raise UnsupportedLayerError(
-                        "output", type(result).__name__,
-                        "the model returns several values; wrap it to return one tensor")
-                self.output_name = result.name
+                self.output_name = _chosen_output(node.args[0], self.output).name
                 continue
             step = self._step(node)
             step.spatial_dims = _spatial_dims(step.kind) or (step.dims if isinstance(step, MaxPoolStep) else None)
+            step.gate = _is_gate(node, self.root)
             self.steps[node.name] = step
-            self.depends[node.name] = any(self.depends[n] for n in step.inputs)
-        if self.input_name is None or self.output_name is None:
+            self.depends[node.name] = node.name not in self.meta and any(self.depends[n] for n in step.inputs)
+        if not self.input_names or self.output_name is None:
             raise UnsupportedLayerError("model", type(self.root).__name__, "no input or no output")
+        if not self.depends.get(self.output_name, False):
+            raise UnsupportedLayerError("output", type(self.root).__name__, "the output does not depend on the input")
         self._canonize_batchnorm()
         explained, stripped = self._strip_final_normalization()
-        self._check_no_inner_softmax(explained)
+        self._check_rules_where_relevance_flows(explained)
         order = [s for s in self.steps.values()]
-        graph = Graph(order, self.input_name, self.output_name, explained, self.depends, stripped)
+        graph = Graph(order, self.input_names, self.output_name, explained, self.depends, stripped)
         graph.bound_carriers, graph.bounds_blocked = self._mark_first_layers()
         return graph
 
@@ -282,20 +314,26 @@ class _Builder:
                 args, kwargs = materialize(values)
                 return getattr(args[0], _name)(*args[1:], **kwargs)
 
-            if target in ("size", "dim") or target in ("numel",):
-                return ValueStep(node.name, path, kind, inputs, call_method)
+            if target in ("size", "dim", "numel") or first.name in self.meta:
+                return self._meta(node, ValueStep(node.name, path, kind, inputs, call_method))
             if target in _RESHAPE_METHODS:
                 return ReshapeStep(node.name, path, kind, inputs, call_method)
             if target in ("permute", "transpose"):
                 return ReshapeStep(node.name, path, kind, inputs, call_method,
                                    permutation=_permutation(node, target))
-            if target in ("relu", "relu_"):
-                return PassStep(node.name, path, kind, inputs, lambda values: F.relu(values[0]))
+            if target in layers.ACTIVATION_METHODS:
+                return PassStep(node.name, path, kind, inputs, call_method)
             if target in ("mean", "sum"):
                 return NormStep(node.name, path, kind, inputs, _keeping_batch(node, path, kind, call_method))
             if target in _SOFTMAX_METHODS:
                 return PassStep(node.name, path, kind, inputs, call_method)
-            raise UnsupportedLayerError(path, kind)
+            if target in _SPLIT_METHODS:
+                return self._parts(node, path, kind, inputs, call_method)
+            if target in ("mul", "mul_", "div", "div_"):
+                return self._product_step(node, path, kind, inputs, call_method)
+            if target in ("add", "add_", "sub", "sub_") and len(node.args) == 2 and not node.kwargs:
+                return self._sum_step(node, path, kind, index)
+            return OpaqueStep(node.name, path, kind, inputs, call_method)
 
         path = f"{node.name} ({_type_name(target)})"
         kind = _type_name(target)
@@ -304,14 +342,20 @@ class _Builder:
             args, kwargs = materialize(values)
             return target(*args, **kwargs)
 
-        if target is getattr or (target is operator.getitem and not _is_tensor_node(node.args[0])):
-            return ValueStep(node.name, path, kind, inputs, call_function)
+        node_args = [a for a in node.all_input_nodes]
+        if target is getattr or (node_args and all(n.name in self.meta for n in node_args)
+                                 and target not in _TENSOR_FACTORIES):
+            # sizes and arithmetic on them (n, c, h, w = x.shape; c * h * w; c // groups): evaluated on
+            # the real tensors at every forward, so the graph serves every input shape
+            return self._meta(node, ValueStep(node.name, path, kind, inputs, call_function))
+        if target is operator.getitem and node.args[0].name in self.parts:
+            return self._part(node, path, kind)
         if target is operator.getitem:
             return SelectStep(node.name, path, kind, inputs, call_function)
         if target in _SUM_FUNCTIONS:
             return self._sum_step(node, path, kind, index)
         if target in _SCALE_FUNCTIONS:
-            return self._scale_step(node, path, kind, inputs, call_function)
+            return self._product_step(node, path, kind, inputs, call_function)
         if target in _CAT_FUNCTIONS:
             parts = node.args[0]
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
@@ -322,17 +366,31 @@ class _Builder:
         if target in (torch.permute, torch.transpose):
             return ReshapeStep(node.name, path, kind, inputs, call_function,
                                permutation=_permutation(node, target.__name__))
-        if target in _RELU_FUNCTIONS:
-            kwargs = {k: v for k, v in node.kwargs.items() if k != "inplace"}
-            extra = tuple(node.args[1:2]) if target is F.leaky_relu else ()
-
-            def activation(values, _f=target, _extra=extra, _kwargs=kwargs):
-                return _f(values[0], *_extra, **_kwargs)
-            return PassStep(node.name, path, kind, inputs, activation)
-        if target in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout):
+        if target in _SPLIT_FUNCTIONS:
+            return self._parts(node, path, kind, inputs, call_function)
+        if target in layers.ACTIVATION_FUNCTIONS:
+            # the identity rule (relevance passes through, as ReLU's): LRP's and AttnLRP's choice
+            return PassStep(node.name, path, kind, inputs, call_function)
+        if target in (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout):
+            return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
+        if _is_stochastic_depth(target):
+            # torchvision.ops.stochastic_depth (a leaf of its fx trace): the identity in evaluation
+            bound = {**dict(zip(["input", "p", "mode", "training"], node.args)), **node.kwargs}
+            if bound.get("training", True) and bound.get("p", 1.0) != 0:
+                raise UnsupportedLayerError(path, kind, "stochastic depth in training mode drops whole samples "
+                                            "at random; explain in evaluation mode (mode='eval')")
             return PassStep(node.name, path, kind, inputs, lambda values: values[0], transparent=True)
         if target in layers.MAXPOOL_FUNCTIONS:
             return self._maxpool_from_function(node, path, kind, inputs)
+        if target in _ADAPTIVE_MAXPOOL_FUNCTIONS:
+            bound = {"output_size": None, **dict(zip(["input", "output_size", "return_indices"], node.args)),
+                     **node.kwargs}
+            if bound.get("return_indices"):
+                raise UnsupportedLayerError(path, kind, "return_indices=True")
+            return AdaptiveMaxPoolStep(node.name, path, kind, inputs, _ADAPTIVE_MAXPOOL_FUNCTIONS[target],
+                                       bound["output_size"])
+        if target in layers.SAMPLE_NORM_FUNCTIONS:
+            return self._normalization_function(node, path, kind, inputs, materialize, call_function)
         if target is F.pad:
             mode = node.kwargs.get("mode", node.args[2] if len(node.args) > 2 else "constant")
             value = node.kwargs.get("value", node.args[3] if len(node.args) > 3 else None)
@@ -347,7 +405,86 @@ class _Builder:
             return NormStep(node.name, path, kind, inputs, call_function)
         if target in _SOFTMAX_FUNCTIONS:
             return PassStep(node.name, path, kind, inputs, call_function)
-        raise UnsupportedLayerError(path, kind)
+        return OpaqueStep(node.name, path, kind, inputs, call_function)
+
+    def _meta(self, node, step):
+        self.meta.add(node.name)
+        return step
+
+    def _parts(self, node, path, kind, inputs, function):
+        """chunk / split / unbind: a tuple of tensors. Each getitem on it becomes a selection from
+        the tensor split (_part), so relevance goes back to it directly."""
+        self.parts[node.name] = (node.args[0].name, function)
+        return ValueStep(node.name, path, kind, inputs, function)
+
+    def _part(self, node, path, kind):
+        source, function = self.parts[node.args[0].name]
+        item = node.args[1]
+        if isinstance(item, torch.fx.Node):
+            raise UnsupportedLayerError(path, kind, "a part of a split chosen by a value computed in forward()")
+        split_step = self.steps[node.args[0].name]
+        rest = split_step.inputs[1:]
+
+        def select(values):
+            return function([values[0]] + list(values[1:]))[item]
+        return SelectStep(node.name, f"{node.name} ({kind} [{item}] of '{split_step.path}')", kind,
+                          [source] + rest, select)
+
+    def _product_step(self, node, path, kind, inputs, call_function):
+        """x * c, c * x, x / c (c a number, a size, a parameter or a buffer): scaling. a * b with
+        both depending on the input: the product rule. a / b with both depending on it: b is
+        held constant (a standard deviation written out by hand)."""
+        division = node.target in _DIVISIONS
+        tensors = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+        live = [a for a in tensors if self.depends.get(a.name, False)]
+        numbers = [a for a in node.args[:2] if not isinstance(a, torch.fx.Node)]
+        if len(node.args) != 2 or node.kwargs.get("rounding_mode") is not None:
+            raise UnsupportedLayerError(path, kind, "only a product or quotient of two operands")
+        if any(isinstance(a, (int, float)) and a == 0 for a in numbers) and not division:
+            raise UnsupportedLayerError(path, kind, "multiplication by zero")
+        if not live:
+            return OpaqueStep(node.name, path, kind, inputs, call_function)  # a constant
+        numerator = node.args[0]
+        slot = {n.name: i for i, n in enumerate(node.all_input_nodes)}
+        if division:
+            if not (isinstance(numerator, torch.fx.Node) and numerator in live):
+                raise UnsupportedLayerError(path, kind, "division of a constant by a tensor that depends on the input")
+            return ScaleStep(node.name, path, kind, inputs, call_function, slot=slot[numerator.name],
+                             divisor_held=len(live) == 2)
+        if len(live) == 1:
+            return ScaleStep(node.name, path, kind, inputs, call_function, slot=slot[live[0].name])
+        slots = (slot[live[0].name], slot[live[1].name])
+        gate, reason = self._gate(live)
+        return ProductStep(node.name, path, kind, inputs, slots, None if gate is None else slots[gate], reason)
+
+    def _gate(self, factors):
+        """Which factor of a product is the gate: the one a gating nonlinearity computes
+        (through reshapes and pass-throughs). Returns (0 or 1 or None, why not)."""
+        def is_gate(name):
+            step = self.steps.get(name)
+            while isinstance(step, (ReshapeStep, SelectStep)) or (isinstance(step, PassStep) and step.transparent):
+                step = self.steps.get(step.inputs[0])
+            return step is not None and step.gate
+        flags = [is_gate(f.name) for f in factors]
+        if flags.count(True) == 1:
+            return flags.index(True), ""
+        if not any(flags):
+            return None, "neither factor comes from a gating nonlinearity (sigmoid, tanh, softmax, SiLU, GELU)"
+        return None, "both factors come from gating nonlinearities"
+
+    def _normalization_function(self, node, path, kind, inputs, materialize, call_function):
+        target = node.target
+        names = {F.layer_norm: ["input", "normalized_shape", "weight", "bias", "eps"],
+                 F.group_norm: ["input", "num_groups", "weight", "bias", "eps"],
+                 F.rms_norm: ["input", "normalized_shape", "weight", "eps"],
+                 F.instance_norm: ["input", "running_mean", "running_var", "weight", "bias", "use_input_stats",
+                                   "momentum", "eps"]}[target]
+
+        def make_operator(values):
+            args, kwargs = materialize(values)
+            bound = {**dict(zip(names, args)), **kwargs}
+            return normalization_operator(target, bound)
+        return NormalizationStep(node.name, path, kind, inputs, call_function, make_operator)
 
     def _module_step(self, node, module: nn.Module, inputs) -> Step:
         path, kind = node.target, type(module).__name__
@@ -393,7 +530,51 @@ class _Builder:
         if isinstance(module, layers.FINAL):
             module_copy = _parameter_free_copy(module)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+        if isinstance(module, nn.PReLU):
+            weight = parameter_copy(module.weight, self.dtype)
+            return PassStep(node.name, path, kind, inputs, lambda values: F.prelu(values[0], weight))
+        if isinstance(module, layers.ACTIVATIONS):
+            # the identity rule (relevance passes through, as ReLU's): LRP's and AttnLRP's choice
+            module_copy = _parameter_free_copy(module)
+            return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
+        if isinstance(module, (*layers.SAMPLE_NORMS, layers.INSTANCENORM)):
+            return self._normalization_module(node, module, path, kind, inputs)
+        if isinstance(module, tuple(layers.ADAPTIVE_MAXPOOL)):
+            if module.return_indices:
+                raise UnsupportedLayerError(path, kind, "return_indices=True")
+            return AdaptiveMaxPoolStep(node.name, path, kind, inputs, layers.ADAPTIVE_MAXPOOL[type(module)],
+                                       module.output_size)
         raise UnsupportedLayerError(path, kind)
+
+    def _normalization_module(self, node, module, path, kind, inputs):
+        """LayerNorm, GroupNorm, RMSNorm, InstanceNorm as their functional form with the
+        parameters copied in the dtype explained."""
+        def copy(name):
+            return parameter_copy(getattr(module, name, None), self.dtype)
+        if isinstance(module, nn.LayerNorm):
+            function = F.layer_norm
+            bound = {"normalized_shape": tuple(module.normalized_shape), "weight": copy("weight"),
+                     "bias": copy("bias"), "eps": module.eps}
+        elif isinstance(module, nn.RMSNorm):
+            function = F.rms_norm
+            bound = {"normalized_shape": tuple(module.normalized_shape), "weight": copy("weight"), "eps": module.eps}
+        elif isinstance(module, nn.GroupNorm):
+            function = F.group_norm
+            bound = {"num_groups": module.num_groups, "weight": copy("weight"), "bias": copy("bias"),
+                     "eps": module.eps}
+        else:
+            function = F.instance_norm
+            running = module.track_running_stats and not module.training
+            bound = {"running_mean": copy("running_mean"), "running_var": copy("running_var"),
+                     "weight": copy("weight"), "bias": copy("bias"), "use_input_stats": not running,
+                     "momentum": 0.0, "eps": module.eps}
+
+        def forward(values):
+            return function(values[0], **bound)
+
+        def make_operator(values):
+            return normalization_operator(function, {"input": values[0], **bound})
+        return NormalizationStep(node.name, path, kind, inputs, forward, make_operator)
 
     def _resample_step(self, node, path, kind, inputs, call_function):
         """F.interpolate / F.upsample: the same rule as nn.Upsample with the same arguments."""
@@ -419,17 +600,6 @@ class _Builder:
             operands.append((s, index[arg] if isinstance(arg, torch.fx.Node) else arg))
         return SumStep(node.name, path, kind, [n.name for n in node.all_input_nodes], operands)
 
-    def _scale_step(self, node, path, kind, inputs, call_function):
-        tensors = [a for a in node.args if isinstance(a, torch.fx.Node)]
-        scalars = [a for a in node.args if not isinstance(a, torch.fx.Node)]
-        if len(tensors) != 1 or len(scalars) != 1 or not isinstance(scalars[0], (int, float)):
-            raise UnsupportedLayerError(path, kind, "products of tensors (only scaling by a number)")
-        if scalars[0] == 0:
-            raise UnsupportedLayerError(path, kind, "multiplication by zero")
-        if node.target in (operator.truediv, torch.div, operator.itruediv) and node.args[0] is not tensors[0]:
-            raise UnsupportedLayerError(path, kind, "division of a number by a tensor")
-        return ScaleStep(node.name, path, kind, inputs, call_function)
-
     def _maxpool_from_function(self, node, path, kind, inputs):
         names = ["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"]
         bound = dict(zip(names, node.args))
@@ -443,7 +613,8 @@ class _Builder:
     # --- canonization -------------------------------------------------------------------
     def _users(self):
         users = {name: [] for name in self.steps}
-        users[self.input_name] = []
+        for name in self.input_names:
+            users[name] = []
         for step in self.steps.values():
             for n in step.inputs:
                 users[n].append(step.name)
@@ -492,14 +663,30 @@ class _Builder:
             explained = step.inputs[0]
         return explained, stripped
 
-    def _check_no_inner_softmax(self, explained):
-        seen_explained = False
+    def _check_rules_where_relevance_flows(self, explained):
+        """Every step relevance can reach from the explained node needs a rule: an operation
+        without one (OpaqueStep) or a softmax inside the network is refused there, naming the
+        first such layer. Steps relevance never reaches (constants, a divisor held constant)
+        only compute values."""
+        reached, todo = set(), [explained]
+        while todo:
+            name = todo.pop()
+            if name in reached or name not in self.steps:
+                continue
+            reached.add(name)
+            step = self.steps[name]
+            for slot in step.relevance_slots():
+                source = step.inputs[slot]
+                if self.depends.get(source, False):
+                    todo.append(source)
         for name, step in self.steps.items():
-            if _is_softmax_step(step) and not seen_explained:
+            if name not in reached:
+                continue
+            if isinstance(step, OpaqueStep):
+                raise UnsupportedLayerError(step.path, step.kind, step.reason)
+            if name != explained and _is_softmax_step(step) and not _is_sigmoid_step(step):
                 raise UnsupportedLayerError(step.path, step.kind,
-                                            "softmax/sigmoid is only supported as the final layer")
-            if name == explained:
-                seen_explained = True
+                                            "softmax is only supported as the final layer")
 
     def _mark_first_layers(self):
         """The first linear layers are those that see the input: reached from it with no
@@ -507,12 +694,15 @@ class _Builder:
         _carries_bounds), z^B's input bounds can be carried to them; otherwise the step
         that blocks them is recorded, so z^B can say why it cannot apply.
         Returns (the steps carrying bounds, first layer -> blocking step path)."""
-        reach = {self.input_name: "bounds"}   # node -> "bounds" or ("blocked", path); absent: not reached
+        # node -> "bounds" or ("blocked", path); absent: not reached
+        reach = {name: "bounds" for name in self.input_names}
         carriers, blocked = set(), {}
         for name, step in self.steps.items():
             live = [n for n in step.inputs if n in reach]
             if not live or isinstance(step, ValueStep):
                 continue
+            if isinstance(step, NormalizationStep):
+                continue  # a layer with a rule of its own: what follows is not a first layer
             if isinstance(step, LinearStep):
                 if step.inputs[0] in reach:
                     step.first = True
@@ -536,7 +726,7 @@ def _carries_bounds(step, live_input) -> bool:
     if isinstance(step, (ReshapeStep, SelectStep, MaxPoolStep, ScaleStep)):
         return True
     if isinstance(step, PassStep):
-        return not _is_softmax_step(step)
+        return not _is_softmax_step(step) and step.kind.lower().lstrip("_") not in _NOT_MONOTONE
     if isinstance(step, NormStep):
         return getattr(step, "monotone", True)
     if isinstance(step, SumStep):  # x + constant, constant - x: one operand depends on the input
@@ -580,10 +770,51 @@ def _is_softmax_step(step):
             or kind in {f"Tensor.{m}" for m in _SOFTMAX_METHODS})
 
 
-def _is_tensor_node(arg):
-    if not isinstance(arg, torch.fx.Node):
-        return False
-    return not (arg.op == "call_method" and arg.target in ("size", "dim")) and arg.target is not getattr
+def _is_stochastic_depth(target) -> bool:
+    """torchvision.ops.stochastic_depth, recognized without importing torchvision."""
+    return getattr(target, "__name__", "") == "stochastic_depth" and \
+        getattr(target, "__module__", "").startswith("torchvision")
+
+
+def _is_sigmoid_step(step):
+    """A sigmoid inside the network is an elementwise nonlinearity (the identity rule)."""
+    return step.kind.split(".")[-1].lower().rstrip("_") == "sigmoid"
+
+
+def _is_gate(node, root) -> bool:
+    """Whether a node computes a gate (a sigmoid, tanh, softmax, SiLU or GELU): the factor
+    product='gate_constant' holds constant."""
+    if node.op == "call_module":
+        return isinstance(root.get_submodule(node.target), layers.GATES)
+    if node.op == "call_method":
+        return node.target in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax")
+    return node.op == "call_function" and node.target in layers.GATE_FUNCTIONS
+
+
+def _chosen_output(result, output):
+    """The output node explained: the model's only output, or output= of several (a tuple
+    or list by index, a dict by key). Without output=, the error lists the choices."""
+    if isinstance(result, torch.fx.Node):
+        if output is not None:
+            raise InputError(f"output={output!r} chooses among several outputs, but the model returns one tensor")
+        return result
+    if isinstance(result, dict):
+        choices = list(result)
+    elif isinstance(result, (tuple, list)):
+        choices = list(range(len(result)))
+    else:
+        raise UnsupportedLayerError("output", type(result).__name__, "the model returns no tensor")
+    what = (f"a dict with keys {', '.join(map(repr, choices))}" if isinstance(result, dict)
+            else f"a {type(result).__name__} of {len(choices)} values")
+    if output is None:
+        raise InputError(f"the model returns {what}; choose the output explained with output= (one of "
+                         f"{', '.join(map(repr, choices))})")
+    if output not in choices:
+        raise InputError(f"output={output!r} is not one of the model's outputs: it returns {what}")
+    chosen = result[output]
+    if not isinstance(chosen, torch.fx.Node):
+        raise InputError(f"output {output!r} of the model is not a tensor ({type(chosen).__name__})")
+    return chosen
 
 
 def _permutation(node, target):

@@ -12,6 +12,7 @@ The operators hold detached copies of the parameters: the user's module is never
 from __future__ import annotations
 
 import abc
+import math
 
 import torch
 import torch.nn.functional as F
@@ -165,6 +166,114 @@ class AffineOperator(LinearOperator):
 
     def bias_like_output(self, bias, output_shape):
         return self._view(bias, len(output_shape)).expand(output_shape[1:])
+
+
+class NormalizationOperator(LinearOperator):
+    """A normalization by the sample's own statistics (LayerNorm, GroupNorm, InstanceNorm,
+    RMSNorm) with its standard deviation held constant (CP-LRP, AttnLRP): linear in x,
+
+        y_i = a_i (x_i - mean_g(x)) + b_i,   a_i = gamma_i / std_g   (RMSNorm: no mean),
+
+    per group g of n elements (a LayerNorm row, a GroupNorm group, an InstanceNorm channel).
+    Its matrix has, in row i, the diagonal entry p_i = a_i (1 - 1/n) and the off-diagonal
+    entries q_i = -a_i / n (RMSNorm and running statistics: diagonal, p = a and no q). Every LRP rule modifies a matrix entry by
+    entry (w+, w-, w^2, 1, w + gamma w+), which keeps this structure: f applied to p and q.
+    So 'weight' is the stacked [p, q] ([2, B, *x]: per sample, as std is; [1, B, *x] without
+    mean subtraction), and the map and
+    its transpose cost two elementwise products and one sum per group:
+
+        (W x)_i   = (p_i - q_i) x_i + q_i S_g(x),        S_g = the sum over the group,
+        (W^T s)_k = (p_k - q_k) s_k + S_g(q s).
+    """
+
+    kind = "norm"
+
+    def __init__(self, p, q, bias, groups: int | None):
+        # q None: no mean subtraction (RMSNorm, InstanceNorm with running statistics), a diagonal map
+        self.weight = p.unsqueeze(0) if q is None else torch.stack([p, q])
+        self.bias = bias
+        self.groups = groups  # None: the groups are the leading dims, normalized over the last n
+
+    def _group_sum(self, t, n_last):
+        """S_g(t) broadcast back to t's shape."""
+        if self.groups is None:
+            flat = t.reshape(t.shape[:t.dim() - n_last] + (-1,))
+            return flat.sum(-1, keepdim=True).reshape(flat.shape[:-1] + (1,) * n_last).expand_as(t)
+        flat = t.reshape(t.shape[0], self.groups, -1)
+        return flat.sum(-1, keepdim=True).expand_as(flat).reshape(t.shape)
+
+    #: for groups=None, how many trailing dims are normalized (set by the step)
+    normalized_dims = 1
+
+    def apply(self, x, weight, bias):
+        if weight.shape[0] == 1:
+            y = weight[0] * x
+        else:
+            p, q = weight[0], weight[1]
+            y = (p - q) * x + q * self._group_sum(x, self.normalized_dims)
+        return y if bias is None else y + bias
+
+    def adjoint(self, s, weight, input_shape):
+        rows = (-1,) + tuple(weight.shape[1:])  # s is [T*B, *x]: T targets over the B samples of p and q
+        if weight.shape[0] == 1:
+            return (s.reshape(rows) * weight[0]).reshape(s.shape)
+        p, q = weight[0], weight[1]
+        diagonal = (s.reshape(rows) * (p - q)).reshape(s.shape)
+        return diagonal + self._group_sum((s.reshape(rows) * q).reshape(s.shape), self.normalized_dims)
+
+    def bias_like_output(self, bias, output_shape):
+        return bias.expand(output_shape[1:])
+
+    def bias_dot(self, s, bias):
+        return s.reshape(s.shape[0], -1) @ bias.expand(s.shape[1:]).reshape(-1)
+
+
+def normalization_operator(function, arguments: dict) -> NormalizationOperator:
+    """The NormalizationOperator of F.layer_norm, F.group_norm, F.rms_norm or F.instance_norm
+    at its input, from the function's bound arguments (names as in torch.nn.functional).
+    The statistics are computed here as torch computes them (biased variance) and held fixed."""
+    x = arguments["input"]
+    weight, bias = arguments.get("weight"), arguments.get("bias")
+    if function in (F.layer_norm, F.rms_norm):
+        shape = arguments["normalized_shape"]
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        dims = tuple(range(x.dim() - len(shape), x.dim()))
+        n = math.prod(shape)
+        if function is F.rms_norm:
+            eps = arguments.get("eps")
+            eps = torch.finfo(x.dtype).eps if eps is None else eps
+            scale = torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+        else:
+            mean = x.mean(dims, keepdim=True)
+            scale = torch.rsqrt((x - mean).pow(2).mean(dims, keepdim=True) + arguments.get("eps", 1e-5))
+        a = (scale if weight is None else scale * weight).expand_as(x)
+        centered = function is F.layer_norm
+        op = NormalizationOperator(a * (1 - 1 / n) if centered else a, -a / n if centered else None,
+                                   None if bias is None else bias.expand(x.shape[1:]), None)
+        op.normalized_dims = len(shape)
+        return op
+    channels = x.shape[1]
+    view = (1, channels) + (1,) * (x.dim() - 2)
+    if function is F.instance_norm and not arguments.get("use_input_stats", True):
+        # running statistics (track_running_stats in eval mode): a channel-wise affine map, no centring
+        a = torch.rsqrt(arguments["running_var"] + arguments.get("eps", 1e-5))
+        if weight is not None:
+            a = a * weight
+        shift = -arguments["running_mean"] * a
+        if bias is not None:
+            shift = shift + bias
+        a = a.view(view).expand_as(x)
+        return NormalizationOperator(a, None, shift.view(view[1:]).expand(x.shape[1:]), channels)
+    groups = arguments["num_groups"] if function is F.group_norm else channels
+    flat = x.reshape(x.shape[0], groups, -1)
+    n = flat.shape[-1]
+    mean = flat.mean(-1, keepdim=True)
+    scale = torch.rsqrt((flat - mean).pow(2).mean(-1, keepdim=True) + arguments.get("eps", 1e-5))
+    a = scale.expand_as(flat).reshape(x.shape)
+    if weight is not None:
+        a = a * weight.view(view)
+    return NormalizationOperator(a * (1 - 1 / n), -a / n,
+                                 None if bias is None else bias.view(view[1:]).expand(x.shape[1:]), groups)
 
 
 def _explicit_padding(module):

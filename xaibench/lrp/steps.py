@@ -30,6 +30,8 @@ Tensor = torch.Tensor
 class Step(abc.ABC):
     """One node of the graph."""
 
+    #: computes a gate (sigmoid, tanh, softmax, SiLU, GELU): see ProductStep
+    gate = False
     #: shape-only and identity steps are transparent when looking for the first layer
     transparent = False
     #: convolutions and pooling: the spatial dims their input has after (N, C); torch would
@@ -52,6 +54,11 @@ class Step(abc.ABC):
 
     def rule_name(self, composite=None) -> str:
         return ""
+
+    def relevance_slots(self) -> tuple:
+        """The input slots relevance can be passed to (all the rules this step may use):
+        the graph checks that every step relevance can reach has a rule."""
+        return (0,)
 
     def to(self, dtype, device):
         return self
@@ -121,9 +128,136 @@ class PassStep(UnaryStep):
         return "Pass"
 
 
+def sum_to(relevance: Tensor, factor: Tensor) -> Tensor:
+    """relevance [T*B, *out] summed over the dims a factor [B, *f] was broadcast along, to
+    [T*B, *f]: the transpose of the broadcast (every copy's relevance goes back to its source)."""
+    shape = (relevance.shape[0],) + tuple(factor.shape[1:])
+    if tuple(relevance.shape) == shape:
+        return relevance
+    return relevance.sum_to_size(shape)
+
+
 class ScaleStep(PassStep):
-    """Multiplication or division by a non-zero scalar: z_i = c x_i, so the z-rule passes
-    relevance through unchanged."""
+    """Multiplication by a constant (a number, a size read from a tensor, a parameter such as
+    ConvNeXt's layer scale) or division by anything held constant: z_i = c_i x_i, one input
+    per output, so the z-rule passes the relevance through unchanged (summed back over the
+    dims a broadcast added). `slot` is the input scaled; with divisor_held, the divisor
+    depends on the input too but is held constant (the CP-LRP convention for a standard
+    deviation written out by hand, (x - mean) / std): it gets no relevance."""
+
+    def __init__(self, name, path, kind, inputs, function, slot: int = 0, divisor_held: bool = False):
+        super().__init__(name, path, kind, inputs, function)
+        self.slot = slot
+        self.divisor_held = divisor_held
+
+    def relevance(self, values, output, relevance, state):
+        relevance_in = [None] * len(values)
+        relevance_in[self.slot] = sum_to(relevance, values[self.slot])
+        return relevance_in, Absorbed()
+
+    def relevance_slots(self):
+        return (self.slot,)
+
+    def rule_name(self, composite=None):
+        return "Pass (divisor held constant)" if self.divisor_held else "Pass (constant factor)"
+
+
+class ProductStep(Step):
+    """The elementwise product of two tensors that both depend on the input (a
+    squeeze-excitation or GLU gate times its features, x * x).
+
+    product='uniform' (the default; AttnLRP's uniform rule): each factor gets half of the
+    relevance, R_a = R_b = R / 2 (summed back over broadcast dims), so nothing is absorbed and
+    no factor is preferred. product='gate_constant' (CP-LRP's gated-MLP convention): the gate,
+    the factor computed by a gating nonlinearity (sigmoid, hard sigmoid, tanh, softmax, SiLU,
+    GELU; `gate_slot` is its slot), is held constant and the other factor gets all the relevance.
+    """
+
+    def __init__(self, name, path, kind, inputs, slots: tuple[int, int], gate: int | None, gate_reason: str):
+        super().__init__(name, path, kind, inputs)
+        self.slots = slots
+        self.gate_slot = gate       # the slot of the gate, None where it cannot be told
+        self.gate_reason = gate_reason
+
+    def forward(self, values, state):
+        return values[self.slots[0]] * values[self.slots[1]]
+
+    def relevance(self, values, output, relevance, state):
+        mode = state["composite"].product
+        relevance_in = [None] * len(values)
+        if mode == "uniform":
+            half = relevance * 0.5
+            for slot in self.slots:
+                share = sum_to(half, values[slot])
+                relevance_in[slot] = share if relevance_in[slot] is None else relevance_in[slot] + share
+            return relevance_in, Absorbed()
+        if self.gate_slot is None:
+            raise UnsupportedLayerError(
+                self.path, self.kind, f"product='gate_constant' needs to know which factor is the gate, but "
+                f"{self.gate_reason}; use product='uniform' (half of the relevance to each factor)")
+        gated = next(slot for slot in self.slots if slot != self.gate_slot)
+        relevance_in[gated] = sum_to(relevance, values[gated])
+        return relevance_in, Absorbed()
+
+    def relevance_slots(self):
+        return self.slots
+
+    def rule_name(self, composite=None):
+        if composite is None:
+            return "Product"
+        return "Product(uniform: half to each factor)" if composite.product == "uniform" else \
+            "Product(gate held constant)"
+
+
+class NormalizationStep(Step):
+    """LayerNorm, GroupNorm, InstanceNorm and RMSNorm: normalized by the sample's own
+    statistics. With the standard deviation held constant the layer is linear in its input
+    (operators.NormalizationOperator), and the composite's 'norm' rule (the one it gives
+    BatchNorm unless it names one) redistributes through the mean subtraction and the
+    affine part; the ledger books the bias's and the stabilizer's shares.
+
+    function(values) is the layer as torch computes it; make_operator(values) builds the
+    operator at these values (the statistics are the sample's)."""
+
+    def __init__(self, name, path, kind, inputs, function, make_operator):
+        super().__init__(name, path, kind, inputs)
+        self.function = function
+        self.make_operator = make_operator
+
+    def forward(self, values, state):
+        return self.function(values)
+
+    def relevance(self, values, output, relevance, state):
+        op = self.make_operator(values)
+        rule = state["composite"].rule_for("norm", False)
+        x = values[0]
+        # z from the operator itself (equal to torch's output up to rounding), so that the
+        # rule's terms and the ledger's shares come from one and the same linear map
+        z = op.apply(x, op.weight, op.bias)
+        relevance_in, absorbed = rule.relevance(op, x, z, relevance, None)
+        return self._first_only(relevance_in, values), absorbed
+
+    def rule_name(self, composite=None):
+        if composite is None:
+            return "Norm (std held constant)"
+        return f"{composite.rule_for('norm', False)!r} (std held constant)"
+
+
+class OpaqueStep(UnaryStep):
+    """An operation without a relevance rule (torch.sin, a comparison, torch.arange, ...).
+    It may compute constants (positional codes from sizes) or a branch relevance never
+    reaches (a standard deviation held constant); the graph refuses it, naming it, wherever
+    relevance could reach it."""
+
+    def __init__(self, name, path, kind, inputs, function, reason=""):
+        super().__init__(name, path, kind, inputs, function)
+        self.reason = reason
+
+    def relevance(self, values, output, relevance, state):
+        raise UnsupportedLayerError(self.path, self.kind, self.reason)
+
+    def relevance_slots(self):
+        return ()
 
 
 class ReshapeStep(UnaryStep):
@@ -283,6 +417,40 @@ class MaxPoolStep(Step):
         return "MaxPool" if composite is None else f"MaxPool({composite.maxpool})"
 
 
+class AdaptiveMaxPoolStep(MaxPoolStep):
+    """Adaptive max pooling: windows start_j = floor(j L / O), end_j = ceil((j + 1) L / O) per
+    dim (they may overlap and differ in size), with the max-pool rules."""
+
+    def __init__(self, name, path, kind, inputs, dims, output_size):
+        Step.__init__(self, name, path, kind, inputs)
+        self.dims = dims
+        self.output_size = _tuple(output_size, dims)
+        self.dilation = (1,) * dims
+
+    def _sizes(self, x):
+        return tuple(int(x.shape[2 + d]) if o is None else int(o) for d, o in enumerate(self.output_size))
+
+    def forward(self, values, state):
+        pool = {1: F.adaptive_max_pool1d, 2: F.adaptive_max_pool2d, 3: F.adaptive_max_pool3d}[self.dims]
+        output, indices = pool(values[0], self._sizes(values[0]), return_indices=True)
+        state[("indices", self.name)] = indices
+        return output
+
+    def _window_sum(self, x):
+        sizes = self._sizes(x)
+        pool = {1: F.adaptive_avg_pool1d, 2: F.adaptive_avg_pool2d, 3: F.adaptive_avg_pool3d}[self.dims]
+        counts = None
+        for d, out in enumerate(sizes):
+            length = x.shape[2 + d]
+            count = torch.tensor([math.ceil((j + 1) * length / out) - (j * length) // out for j in range(out)],
+                                 dtype=x.dtype, device=x.device)
+            view = [1] * self.dims
+            view[d] = out
+            count = count.view(view)
+            counts = count if counts is None else counts * count
+        return pool(x, sizes) * counts
+
+
 class SumStep(Step):
     """Sums and differences of tensors and constants (residual additions), by the Norm rule:
     each operand gets its share of the sum; a Python-constant operand's share is absorbed."""
@@ -308,6 +476,8 @@ class SumStep(Step):
             operand = values[slot] if isinstance(slot, int) else slot
             operand = torch.as_tensor(operand, dtype=output.dtype, device=output.device)
             share = per_target((sign * operand).expand_as(output), s)
+            if operand.dim() == output.dim() and operand.shape[0] == output.shape[0]:
+                share = sum_to(share, operand)  # a broadcast operand gets back its own shape
             if isinstance(slot, int):
                 relevance_in[slot] = share if relevance_in[slot] is None else relevance_in[slot] + share
             else:
@@ -316,6 +486,9 @@ class SumStep(Step):
 
     def rule_name(self, composite=None):
         return "Norm" if composite is None else f"Norm(stabilizer={composite.norm_stabilizer:g})"
+
+    def relevance_slots(self):
+        return tuple(slot for _sign, slot in self.operands if isinstance(slot, int))
 
 
 class ConcatStep(Step):
@@ -347,6 +520,9 @@ class ConcatStep(Step):
     def rule_name(self, composite=None):
         return "Split"
 
+    def relevance_slots(self):
+        return tuple(p for p in self.parts if isinstance(p, int))
+
 
 class ValueStep(Step):
     """A value relevance never flows through: a parameter read by get_attr, or metadata of
@@ -361,6 +537,9 @@ class ValueStep(Step):
 
     def relevance(self, values, output, relevance, state):
         raise UnsupportedLayerError(self.path, self.kind, "relevance reached a non-input value")
+
+    def relevance_slots(self):
+        return ()
 
 
 def _tuple(value, dims):

@@ -81,17 +81,21 @@ def reference(name: str, value, x: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def prepare(model: nn.Module, x, dtype):
+def prepare(model: nn.Module, x, dtype, output=None, method: str | None = None):
     """Checked input, the model's traced graph (verified against the model whenever it is
-    new) and the explained output f(x) [B, *out]."""
-    prepared = engine.prepare(model, x, dtype)
+    new) and the explained output f(x) [B, *out]. output: which of several model outputs is
+    explained. method: a method that takes one input tensor only (its name for the error)."""
+    if method is not None and isinstance(x, (tuple, list)):
+        raise InputError(f"method '{method}' explains models with one input tensor; for several inputs use "
+                         "an LRP method, gradient or input_x_gradient")
+    prepared = engine.prepare(model, x, dtype, output)
     with torch.no_grad():
-        output = explained(prepared.graph, prepared.x)
-    return prepared.x, prepared.graph, output
+        explained_output = explained(prepared.graph, prepared.x)
+    return prepared.x, prepared.graph, explained_output
 
 
-def explained(graph, x: torch.Tensor) -> torch.Tensor:
-    """The explained output (softmax stripped) of a batch."""
+def explained(graph, x) -> torch.Tensor:
+    """The explained output (softmax stripped) of a batch (x: a tensor or a tuple of them)."""
     return graph.forward(x, {})[graph.explained_name]
 
 

@@ -14,15 +14,17 @@ from ..explanation import Explanation
 from . import common
 
 
-def _gradient(model: nn.Module, x, target, dtype=None):
-    x, graph, output = common.prepare(model, x, dtype)
-    selected = targets_module.resolve(output, target)
-    repeated = x.repeat((selected.count,) + (1,) * (x.dim() - 1)).requires_grad_(True)
+def _gradient(model: nn.Module, x, target, dtype=None, output=None):
+    x, graph, explained_output = common.prepare(model, x, dtype, output)
+    selected = targets_module.resolve(explained_output, target)
+    inputs = x if isinstance(x, tuple) else (x,)
+    repeated = tuple(common.repeat_rows(t, selected.count).requires_grad_(True) for t in inputs)
     with torch.enable_grad():
         out = graph.forward(repeated, {})[graph.explained_name]
-        (grad,) = torch.autograd.grad(out, repeated, selected.selection)
-    explained = selected.explained(output)
-    return x, grad, selected, explained, graph
+        grads = torch.autograd.grad(out, repeated, selected.selection, allow_unused=True)
+    grads = tuple(torch.zeros_like(r) if g is None else g for r, g in zip(repeated, grads))
+    explained = selected.explained(explained_output)
+    return inputs, grads, selected, explained, graph, isinstance(x, tuple)
 
 
 def _no_options(method, options):
@@ -30,18 +32,23 @@ def _no_options(method, options):
         raise ValueError(f"method '{method}' takes no options, got {sorted(options)}")
 
 
-def gradient(model, x, target=None, dtype=None, **options) -> Explanation:
+def _arranged(selected, per_input, several):
+    arranged = tuple(selected.arrange(t) for t in per_input)
+    return arranged if several else arranged[0]
+
+
+def gradient(model, x, target=None, dtype=None, output=None, **options) -> Explanation:
     _no_options("gradient", options)
-    x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
-    return Explanation(selected.arrange(grad), selected.arrange(explained), "gradient", "native",
+    inputs, grads, selected, explained, graph, several = _gradient(model, x, target, dtype, output)
+    return Explanation(_arranged(selected, grads, several), selected.arrange(explained), "gradient", "native",
                        selected.description, stripped=graph.stripped)
 
 
-def input_x_gradient(model, x, target=None, dtype=None, **options) -> Explanation:
+def input_x_gradient(model, x, target=None, dtype=None, output=None, **options) -> Explanation:
     _no_options("input_x_gradient", options)
-    x, grad, selected, explained, graph = _gradient(model, x, target, dtype)
-    relevance = grad * x.repeat((selected.count,) + (1,) * (x.dim() - 1))
-    return Explanation(selected.arrange(relevance), selected.arrange(explained), "input_x_gradient",
+    inputs, grads, selected, explained, graph, several = _gradient(model, x, target, dtype, output)
+    relevance = tuple(g * common.repeat_rows(t, selected.count) for g, t in zip(grads, inputs))
+    return Explanation(_arranged(selected, relevance, several), selected.arrange(explained), "input_x_gradient",
                        "native", selected.description, stripped=graph.stripped)
 
 

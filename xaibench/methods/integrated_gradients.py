@@ -32,11 +32,11 @@ def riemann(rule: str, steps: int, dtype, device):
     return k / (steps - 1), weights
 
 
-def integrated_gradients(model, x, target=None, dtype=None, **options) -> Explanation:
+def integrated_gradients(model, x, target=None, dtype=None, output=None, **options) -> Explanation:
     options = common.take_options("integrated_gradients", options, DEFAULTS)
     rule = common.choice("rule", options["rule"], RULES)
     steps = common.integer("steps", options["steps"], minimum=2 if rule == "riemann_trapezoid" else 1)
-    x, graph, output = common.prepare(model, x, dtype)
+    x, graph, output = common.prepare(model, x, dtype, output, method="integrated_gradients")
     baseline = common.reference("baseline", options["baseline"], x)
     selected = targets_module.resolve(output, target)
     rows = selected.count * x.shape[0]

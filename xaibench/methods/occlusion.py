@@ -59,13 +59,13 @@ def windows(shape, patch, stride, per_channel):
     return list(itertools.product(*ranges)), math.prod(patch)
 
 
-def occlusion(model, x, target=None, dtype=None, **options) -> Explanation:
+def occlusion(model, x, target=None, dtype=None, output=None, **options) -> Explanation:
     options = common.take_options("occlusion", options, DEFAULTS)
     if not isinstance(options["per_channel"], bool):
         raise ValueError(f"option 'per_channel' must be True or False, got {options['per_channel']!r}")
     if isinstance(options["fill"], str) and options["fill"] != "mean":
         raise ValueError(f"option 'fill' must be a number, 'mean' or a tensor, got {options['fill']!r}")
-    x, graph, output = common.prepare(model, x, dtype)
+    x, graph, output = common.prepare(model, x, dtype, output, method="occlusion")
     fill = common.reference("fill", options["fill"], x)
     selected = targets_module.resolve(output, target)
     shape, batch = tuple(x.shape[1:]), x.shape[0]

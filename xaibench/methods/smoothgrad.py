@@ -18,13 +18,13 @@ KINDS = ("gradient", "input_x_gradient")
 DEFAULTS = {"noise_level": 0.1, "samples": 32, "seed": 0, "kind": "gradient", "batch_samples": None}
 
 
-def smoothgrad(model, x, target=None, dtype=None, **options) -> Explanation:
+def smoothgrad(model, x, target=None, dtype=None, output=None, **options) -> Explanation:
     options = common.take_options("smoothgrad", options, DEFAULTS)
     noise_level = common.number("noise_level", options["noise_level"])
     samples = common.integer("samples", options["samples"])
     seed = common.integer("seed", options["seed"], minimum=0)
     kind = common.choice("kind", options["kind"], KINDS)
-    x, graph, output = common.prepare(model, x, dtype)
+    x, graph, output = common.prepare(model, x, dtype, output, method="smoothgrad")
     selected = targets_module.resolve(output, target)
     batch, count = x.shape[0], selected.count
     per_pass = common.chunk("batch_samples", options["batch_samples"], count * batch, x[0].numel())
