@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import UnknownMethodError
+from . import outputs
+from .errors import InputError, UnknownMethodError
 from .explanation import Explanation
 from .lrp import composites, engine
 from .lrp.engine import explain_lrp
 from .methods import METHODS as NATIVE_METHODS
 
-BACKENDS = ("native", "zennit", "innvestigate")
+BACKENDS = ("native", "zennit", "innvestigate", "captum")
 
 
 def methods(backend: str | None = None):
@@ -22,6 +23,7 @@ def methods(backend: str | None = None):
         "native": sorted(NATIVE_METHODS) + composites.names(),
         "zennit": backend_table.available("zennit"),
         "innvestigate": backend_table.available("innvestigate"),
+        "captum": backend_table.available("captum"),
     }
     if backend is None:
         return table
@@ -31,8 +33,15 @@ def methods(backend: str | None = None):
 
 
 def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backend: str = "native",
-            dtype=None, mode=None, **options) -> Explanation:
+            dtype=None, mode=None, output=None, **options) -> Explanation:
     """Explain model(x) for the target output(s) with a method on a backend.
+
+    x: a tensor [B, ...], or a tuple of tensors (x1, x2, ...) for a model with several
+    inputs (native LRP, gradient and input x gradient): the relevance is then a tuple shaped
+    like them, with one ledger across them.
+
+    output: for a model returning several outputs, which one is explained (an index into
+    a tuple, a key of a dict); without it such a model gets an error listing the choices.
 
     target: None (the argmax per sample), an output index, one index per sample [B],
     several per sample [B, T], or a boolean mask over the output (docs/architecture.md,
@@ -53,24 +62,30 @@ def explain(model: nn.Module, x, method: str = "lrp.epsilon", target=None, backe
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with engine.evaluation_mode(model, mode):
-        explanation = _explain(model, x, method, target, backend, dtype, options)
+        explanation = _explain(model, x, method, target, backend, dtype, output, options)
         explanation.mode = engine.recorded_mode(model)
-    explanation.dtype = explanation.relevance.dtype
+    first = explanation.relevance[0] if isinstance(explanation.relevance, tuple) else explanation.relevance
+    explanation.dtype = first.dtype
     if torch.is_tensor(x):
         explanation.input_dtype = x.dtype
+    explanation.output_choice = output
     return explanation
 
 
-def _explain(model, x, method, target, backend, dtype, options) -> Explanation:
+def _explain(model, x, method, target, backend, dtype, output, options) -> Explanation:
     if backend == "native":
         if method in composites.REGISTRY:
-            explanation = explain_lrp(model, x, composites.composite(method, **options), target, dtype)
+            explanation = explain_lrp(model, x, composites.composite(method, **options), target, dtype, output)
         elif method in NATIVE_METHODS:
-            explanation = NATIVE_METHODS[method](model, x, target, dtype, **options)
+            explanation = NATIVE_METHODS[method](model, x, target, dtype, output=output, **options)
         else:
             raise UnknownMethodError(method, backend, methods("native"))
         explanation.options = dict(options)
         return explanation
+    if isinstance(x, (tuple, list)):
+        raise InputError(f"backend '{backend}' explains models with one input tensor; for several inputs use "
+                         "backend='native'")
+    model = outputs.for_backend(model, output)
     if backend == "zennit":
         from .backends import zennit_backend
 
@@ -79,4 +94,8 @@ def _explain(model, x, method, target, backend, dtype, options) -> Explanation:
         from .backends import innvestigate_backend
 
         return innvestigate_backend.explain(model, x, method, target, dtype, **options)
+    if backend == "captum":
+        from .backends import captum_backend
+
+        return captum_backend.explain(model, x, method, target, dtype, **options)
     raise ValueError(f"unknown backend '{backend}'; backends: {', '.join(BACKENDS)}")

@@ -1,7 +1,8 @@
-"""The one table: each canonical method as the native engine, zennit and innvestigate run it.
+"""The one table: each canonical method as the native engine, zennit, innvestigate and captum run it.
 
 Everything that says "method M on backend B means this" lives here: the zennit rules or
-composite and the innvestigate analyzer and its keyword arguments, as functions of the
+composite, the innvestigate analyzer and its keyword arguments, and the captum attribution
+class and LRP rule, as functions of the
 canonical options (xaibench.lrp.composites.DEFAULT_OPTIONS). The backends read it, and
 docs/methods.md is generated from it (`xaibench methods --markdown docs/methods.md`;
 tests/test_table.py checks the file is current), so nothing is written twice. So are the
@@ -11,7 +12,7 @@ disagreement KNOWN.
 
 Option names are the native engine's: epsilon, gamma, stabilizer, alpha, beta, low, high,
 bias (True: biases take part in the rules and absorb their share; False: innvestigate's
-`_IB` "ignore bias" analyzers, zennit's zero_params=["bias"]).
+`_IB` "ignore bias" analyzers, zennit's zero_params=["bias"], captum's set_bias_to_zero).
 """
 
 from __future__ import annotations
@@ -84,12 +85,35 @@ class Innvestigate:
 
 
 @dataclass(frozen=True)
+class Captum:
+    """How captum 0.9.0 runs a method: the captum.attr class, and for LRP the rule on Linear and
+    Conv2d with its parameters {captum keyword: canonical option} (xaibench/backends/captum_backend.py)."""
+
+    attribution: str
+    rule: str | None = None
+    params: dict = field(default_factory=dict)
+    text: str = ""
+
+    def describe(self) -> str:
+        if self.attribution != "LRP":
+            return self.text
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return (f"LRP: {self.rule}({args}) on Linear/Conv2d (bias=False: set_bias_to_zero); "
+                "EpsilonRule(epsilon=stabilizer) on pooling, BatchNorm2d, Addition_Module" + self.text)
+
+
+_CAPTUM_SIGN = ("; refused where a Linear/Conv2d receives negative values (captum's rule assumes "
+                "non-negative inputs)")
+
+
+@dataclass(frozen=True)
 class Method:
     name: str
     description: str
     native: bool = True
     zennit: Zennit | None = None
     innvestigate: Innvestigate | None = None
+    captum: Captum | None = None
     options: tuple = ()          # canonical options the method reads
     lrp: bool = True             # a relevance-conserving method (checked by the ledger)
     native_only_options: tuple = ()  # options only the native engine honours (the other backends refuse them)
@@ -125,35 +149,50 @@ def _alpha_beta(alpha, beta):
 
 _TABLE = [
     Method("gradient", "the input gradient of the explained output (saliency)", lrp=False,
-           zennit=Zennit("gradient"), innvestigate=Innvestigate(_same("gradient"), text="gradient")),
+           zennit=Zennit("gradient"), innvestigate=Innvestigate(_same("gradient"), text="gradient"),
+           captum=Captum("Saliency", text="Saliency(abs=False)")),
     Method("input_x_gradient", "input times gradient", lrp=False, zennit=Zennit("gradient"),
-           innvestigate=Innvestigate(_same("input_t_gradient"), text="input_t_gradient")),
+           innvestigate=Innvestigate(_same("input_t_gradient"), text="input_t_gradient"),
+           captum=Captum("InputXGradient", text="InputXGradient")),
     Method("integrated_gradients", "integrated gradients from a baseline (Sundararajan et al. 2017)", lrp=False,
            options=("baseline", "steps", "rule"), native_only_options=("batch_steps",),
            innvestigate=Innvestigate(_same("integrated_gradients"), lambda o: {"steps": o.get("steps", 64)},
                                      "integrated_gradients(steps, reference_inputs=baseline): a left Riemann sum "
-                                     "(points k/steps, k = 0..steps-1; native rule='riemann_left')")),
+                                     "(points k/steps, k = 0..steps-1; native rule='riemann_left')"),
+           captum=Captum("IntegratedGradients", text="IntegratedGradients(baselines=baseline, n_steps=steps, "
+                         "method=riemann_trapezoid / riemann_left / riemann_middle for rule); its path points "
+                         "come from a float32 torch.linspace")),
     Method("smoothgrad", "gradient averaged over noisy copies of the input (Smilkov et al. 2017)", lrp=False,
            options=("noise_level", "samples", "seed"),
            native_only_options=("noise_level", "seed", "kind", "batch_samples"),
            innvestigate=Innvestigate(_same("smoothgrad"), lambda o: {"augment_by_n": o.get("samples", 32)},
                                      "smoothgrad(augment_by_n=samples): 2.1.2 ignores noise_scale, the noise "
-                                     "std is always 1 in input units; TF's own random numbers")),
+                                     "std is always 1 in input units; TF's own random numbers"),
+           captum=Captum("NoiseTunnel", text="NoiseTunnel(Saliency(abs=False), nt_type='smoothgrad', "
+                         "nt_samples=samples, stdevs=0.1 x (max - min) of each sample, native's default); "
+                         "torch's random numbers, seed 0")),
     Method("occlusion", "output drop when patches of the input are replaced by a fill value", lrp=False,
-           options=("patch", "stride", "fill")),
+           options=("patch", "stride", "fill"),
+           captum=Captum("Occlusion", text="Occlusion(sliding_window_shapes=(C, *patch), strides=(C, *stride), "
+                         "baselines=fill) / elements per window (captum books the whole drop on every element); "
+                         "a stride that does not divide size - patch is refused")),
     Method("lrp.z", "LRP-0 on every layer", options=("stabilizer", "bias"),
            zennit=Zennit("rules", everywhere=Rule("Epsilon", {"epsilon": "stabilizer"})),
+           captum=Captum("LRP", "EpsilonRule", {"epsilon": "stabilizer"}),
            innvestigate=Innvestigate(lambda o: "lrp", lambda o: {"rule": "Z", "rule_kwargs": {"bias": o["bias"]}},
                                      "lrp(rule=ZRule(bias)); divides by z only where z == 0 (safe_divide)")),
     Method("lrp.epsilon", "LRP-epsilon on every layer", options=("epsilon", "bias"),
-           zennit=Zennit("rules", everywhere=_EPSILON),
+           zennit=Zennit("rules", everywhere=_EPSILON), captum=Captum("LRP", "EpsilonRule", {"epsilon": "epsilon"}),
            innvestigate=Innvestigate(_same("lrp.epsilon"), lambda o: {"epsilon": o["epsilon"], "bias": o["bias"]},
                                      "lrp.epsilon(epsilon, bias)")),
     Method("lrp.gamma", "LRP-gamma on every layer (zennit 0.5's generalized form)",
            options=("gamma", "stabilizer", "bias"),
-           zennit=Zennit("rules", everywhere=Rule("Gamma", {"gamma": "gamma", "stabilizer": "stabilizer"}))),
+           zennit=Zennit("rules", everywhere=Rule("Gamma", {"gamma": "gamma", "stabilizer": "stabilizer"})),
+           captum=Captum("LRP", "GammaRule", {"gamma": "gamma", "STABILITY_FACTOR": "stabilizer"},
+                         _CAPTUM_SIGN + " or where relevance reaches an output z_j < 0")),
     Method("lrp.zplus", "LRP-z+ on every layer", options=("stabilizer", "bias"),
            zennit=Zennit("rules", everywhere=_ZPLUS),
+           captum=Captum("LRP", "Alpha1_Beta0_Rule", {"STABILITY_FACTOR": "stabilizer"}, _CAPTUM_SIGN),
            innvestigate=Innvestigate(lambda o: "lrp.z_plus" if not o["bias"] else "lrp.alpha_1_beta_0",
                                      text="lrp.z_plus (= alpha_1_beta_0_IB); bias=True: lrp.alpha_1_beta_0")),
     Method("lrp.alpha_beta", "LRP-alpha-beta with the given alpha, beta (alpha - beta = 1)",
@@ -164,7 +203,8 @@ _TABLE = [
                                      lambda o: {"alpha": o["alpha"], "beta": o["beta"], "bias": o["bias"]},
                                      "lrp.alpha_beta(alpha, beta, bias)")),
     Method("lrp.alpha1beta0", "LRP-alpha1-beta0 on every layer", options=("stabilizer", "bias"),
-           zennit=Zennit("rules", everywhere=_AB10), innvestigate=_alpha_beta(1, 0)),
+           zennit=Zennit("rules", everywhere=_AB10), innvestigate=_alpha_beta(1, 0),
+           captum=Captum("LRP", "Alpha1_Beta0_Rule", {"STABILITY_FACTOR": "stabilizer"}, _CAPTUM_SIGN)),
     Method("lrp.alpha2beta1", "LRP-alpha2-beta1 on every layer", options=("stabilizer", "bias"),
            zennit=Zennit("rules", everywhere=_AB21), innvestigate=_alpha_beta(2, 1)),
     Method("lrp.zbox", "z^B on the first layer, z+ elsewhere (deep Taylor with bounded input)",
@@ -232,14 +272,15 @@ def markdown() -> str:
         "do not edit by hand. Options are the native engine's names; `bias=False` means biases",
         "take no share (innvestigate's `_IB` analyzers, zennit's `zero_params=['bias']`).",
         "",
-        "| method | what it is | options | native | zennit 0.5.1 | innvestigate 2.1.2 |",
-        "|---|---|---|---|---|---|",
+        "| method | what it is | options | native | zennit 0.5.1 | innvestigate 2.1.2 | captum 0.9.0 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in _TABLE:
         cells = [f"`{method.name}`", method.description, ", ".join(method.options) or "-",
                  "yes" if method.native else "-",
                  method.zennit.describe() if method.zennit else "-",
-                 method.innvestigate.describe() if method.innvestigate else "-"]
+                 method.innvestigate.describe() if method.innvestigate else "-",
+                 method.captum.describe() if method.captum else "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     lines += [
         "",
@@ -271,6 +312,8 @@ _ALPHA_BETA_FAMILY = {"lrp.alpha1beta0", "lrp.alpha2beta1", "lrp.alpha_beta", "l
                       "lrp.preset_a", "lrp.preset_b"}
 _PRESETS = {"lrp.preset_a", "lrp.preset_b"}   # alpha-beta on conv layers only, epsilon on dense ones
 _PINNED = "pinned in tests/test_innvestigate_agreement.py"
+_PINNED_CAPTUM = "pinned in tests/test_captum_agreement.py"
+_CAPTUM_WEIGHT_RULES = {"lrp.alpha1beta0", "lrp.zplus", "lrp.gamma"}   # captum rules that change the weights
 
 
 @dataclass
@@ -454,6 +497,33 @@ DIFFERENCES = [
         lambda method, options, model: method == "lrp.zbox"
         and (options.get("low") is None or options.get("high") is None),
         Control("native with the batch's min and max as low and high", _batch_bounds, native_only=True)),
+    KnownDifference(
+        ("captum",), "lrp.alpha1beta0, lrp.zplus, lrp.gamma with bias=True, on a model whose conv/linear layers "
+        "have biases",
+        f"captum's Alpha1_Beta0_Rule and GammaRule keep the full bias b in z_j (native: b+ with the positive "
+        f"contributions; gamma also boosts it) ({_PINNED_CAPTUM})",
+        lambda method, options, model: method in _CAPTUM_WEIGHT_RULES and options.get("bias", True)
+        and _has_bias(model, layers.CONV_OR_LINEAR),
+        Control("both with bias=False (captum's set_bias_to_zero)", _native_without_biases)),
+    KnownDifference(
+        ("captum",), "LRP methods on a model with BatchNorm",
+        f"captum's LRP gives BatchNorm2d its own EpsilonRule (native merges it into the adjacent linear layer) "
+        f"({_PINNED_CAPTUM})",
+        lambda method, options, model: method.startswith("lrp.") and _has_batchnorm(model),
+        Control("both on the model with each BatchNorm replaced by nn.Identity", _remove_batchnorms)),
+    KnownDifference(
+        ("captum",), "integrated_gradients with rule riemann_trapezoid (the native default)",
+        f"captum's riemann_trapezoid weighs its points k/(n-1) by 1/n (the two ends 1/(2n)): (n-1)/n times the "
+        f"trapezoid rule, so completeness misses 1/n of f(x) - f(baseline) ({_PINNED_CAPTUM})",
+        lambda method, options, model: method == "integrated_gradients"
+        and options.get("rule", "riemann_trapezoid") == "riemann_trapezoid",
+        Control("both with rule='riemann_left'", _left_riemann_sum)),
+    KnownDifference(
+        ("captum",), "smoothgrad",
+        "captum's NoiseTunnel draws its own random numbers (torch's generator, seed 0), with native's default noise "
+        "std",
+        lambda method, options, model: method == "smoothgrad",
+        Control("both with the gradient that SmoothGrad averages; the noise is not compared", _gradient_instead)),
     KnownDifference(
         ("zennit", "innvestigate"), "lrp.flat, lrp.wsquare on a model with (bi/tri)linear upsampling",
         "zennit and innvestigate pass relevance through (bi/tri)linear upsampling by the plain gradient "
