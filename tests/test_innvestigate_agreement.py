@@ -20,7 +20,11 @@ the cause; a future innvestigate release that fixes it shows up here as a failin
 - the bounded (z^B) first-layer rule is skipped when the first conv is preceded by zero
   padding (its is_input_layer check does not look through ZeroPadding);
 - BatchNorm: every LRP analyzer with a BatchNorm rule linearizes the layer with the variance
-  squared and the mean not scaled by gamma (control: running mean 0, variance 1 agrees).
+  squared and the mean not scaled by gamma (control: running mean 0, variance 1 agrees);
+- deep Taylor gives each operand of an addition the whole relevance (a residual skip doubles it).
+Residual nets and U-Nets (the Keras twin is then a functional graph with Add and Concatenate)
+agree like chains: an Add splits relevance by each operand's share on both sides, a
+concatenation splits it back along the axis.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from strategies import conv_networks, dense_networks
+from test_keras_export import dag_model
 from torch import nn
 
 import xaibench
 from xaibench.backends import keras_export
+from xaibench.metrics import agreement_per_sample
 
 pytestmark = pytest.mark.tf
 
@@ -363,3 +369,110 @@ def test_two_input_toy_with_a_large_positive_bias(innvestigate_worker, backend, 
     torch.testing.assert_close(e.relevance, expected, rtol=1e-9, atol=1e-9)
     absorbed = float(e.output[0] - e.relevance.sum())
     print(f"{backend:12s} {method:16s} inputs {e.relevance[0].numpy().round(4)} bias/other absorbs {absorbed:.4f}")
+
+
+# --- residual nets and U-Nets (Keras functional twins: Add, Concatenate) -----------------------------
+# innvestigate's LRP analyzers map Add to AddReverseLayer: R_k = x_k R / (sum x) with its safe_divide
+# (1e-7 only where the sum is exactly 0), the native SumStep's Norm rule; Concatenate gets the
+# gradient mapping, which splits R back along the axis like the native ConcatStep. So every method
+# that agrees on chains agrees on these graphs. deep_taylor instead maps Add to the plain gradient
+# ("Ignore scaling with 0.5" in its source): each operand gets the whole R (pinned below).
+DAG_AGREEING = [
+    ("gradient", {}),
+    ("integrated_gradients", {"rule": "riemann_left", "steps": 8}),
+    ("lrp.z", {"stabilizer": STABILIZER}),
+    ("lrp.epsilon", {"epsilon": 1e-3, "stabilizer": STABILIZER, "bias": False}),
+    ("lrp.flat", {"stabilizer": STABILIZER}),
+    ("lrp.wsquare", {"stabilizer": STABILIZER, "bias": False}),
+    ("lrp.alpha2beta1", {"stabilizer": STABILIZER, "bias": False}),
+]
+
+
+@pytest.mark.parametrize("method, options", DAG_AGREEING, ids=[f"{m}-{o}" for m, o in DAG_AGREEING])
+@pytest.mark.parametrize("name", ["resnet", "unet"])
+def test_innvestigate_agrees_on_a_residual_net_and_a_unet(innvestigate_worker, name, method, options):
+    model, x = dag_model(name)
+    native = xaibench.explain(model, x, method, **options)
+    other = xaibench.explain(model, x, method, backend="innvestigate", **options)
+    difference = float(agreement_per_sample(other.relevance, native.relevance).max())
+    print(f"{name} {method} {options}: innvestigate vs native {difference:.1e}")
+    assert difference <= AGREEMENT, difference
+
+
+def test_the_presets_agree_on_bias_free_residual_nets_and_unets(innvestigate_worker):
+    for name in ("resnet", "unet"):
+        model, x = dag_model(name, bias=False)
+        for method in ("lrp.preset_a", "lrp.preset_b"):
+            native = xaibench.explain(model, x, method, stabilizer=STABILIZER)
+            other = xaibench.explain(model, x, method, backend="innvestigate", stabilizer=STABILIZER)
+            assert float(agreement_per_sample(other.relevance, native.relevance).max()) <= AGREEMENT, (name, method)
+
+
+class _AddToy(nn.Module):
+    """y = relu(a . x) + b . x with a = (1, 1), b = (1, -1); at x = (1, 2): y = 3 + (-1) = 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(2, 1, bias=False)
+        self.b = nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            self.a.weight.copy_(torch.tensor([[1.0, 1.0]]))
+            self.b.weight.copy_(torch.tensor([[1.0, -1.0]]))
+
+    def forward(self, x):
+        return torch.relu(self.a(x)) + self.b(x)
+
+
+# hand-derived relevance of (x1, x2) for the output 2:
+#   lrp.z, both backends: the Add gives each operand its share z_k / sum z: 3/2 * 2 = 3 and -1/2 * 2 = -1;
+#     branch a: (1, 2) / 3 * 3 = (1, 2); branch b: (1, -2) / -1 * -1 = (1, -2); total (2, 0), sum 2
+#   deep_taylor (innvestigate): the Add passes the whole R = 2 to each operand, then z+ without biases:
+#     branch a: (1, 2) / 3 * 2 = (2/3, 4/3); branch b: only x1 b1 = 1 > 0: (2, 0); total (8/3, 4/3), sum 4
+ADD_TOY = {("native", "lrp.z"): (2.0, 0.0), ("innvestigate", "lrp.z"): (2.0, 0.0),
+           ("innvestigate", "deep_taylor"): (8 / 3, 4 / 3)}
+
+
+@pytest.mark.parametrize("backend, method", sorted(ADD_TOY))
+def test_an_addition_splits_relevance_by_each_operands_share(innvestigate_worker, backend, method):
+    """innvestigate issue 192 (how LRP passes a skip connection): its LRP analyzers give each
+    operand of an Add its share z_k / sum z, as the native engine does, so relevance is
+    conserved through the skip; deep_taylor gives each operand all of it, and the input
+    relevance of one skip sums to twice the output."""
+    model = _AddToy().double().eval()
+    x = torch.tensor([[1.0, 2.0]], dtype=F64)
+    options = {"stabilizer": STABILIZER} if method != "deep_taylor" else {}
+    e = xaibench.explain(model, x, method, backend=backend, **options)
+    torch.testing.assert_close(e.relevance, torch.tensor([ADD_TOY[(backend, method)]], dtype=F64),
+                               rtol=1e-12, atol=1e-12)
+    print(f"{backend} {method}: relevance {e.relevance[0].numpy().round(4)}, sum over output "
+          f"{float(e.relevance.sum() / e.output[0]):.3f}")
+
+
+def test_innvestigate_on_residual_nets_and_unets_is_reproducible_and_conservative(innvestigate_worker):
+    """innvestigate issue 118 (U-Net maps that differ between runs and do not sum to the output),
+    measured on bias-free nets (biases absorb relevance on both backends alike): two runs, the
+    second in a fresh worker with a new analyzer graph, are bit-identical; lrp.z conserves the
+    output on both backends through Add and Concatenate; deep_taylor conserves it through the
+    U-Net's concatenations but multiplies it at the residual net's two additions."""
+    first, residual = {}, {}
+    for name in ("resnet", "unet"):
+        model, x = dag_model(name, bias=False)
+        for method in ("lrp.z", "deep_taylor"):
+            options = {"stabilizer": STABILIZER} if method == "lrp.z" else {}
+            e = xaibench.explain(model, x, method, backend="innvestigate", **options)
+            first[name, method] = e.relevance
+            residual[name, method] = (e.relevance.sum((1, 2, 3)) - e.output).abs() / e.output.abs()
+        native = xaibench.explain(model, x, "lrp.z", stabilizer=STABILIZER)
+        residual[name, "native lrp.z"] = (native.relevance.sum((1, 2, 3)) - native.output).abs() / native.output.abs()
+    innvestigate_worker.shutdown()   # the second run: a new worker process, model and analyzers
+    for (name, method), relevance in first.items():
+        model, x = dag_model(name, bias=False)
+        options = {"stabilizer": STABILIZER} if method == "lrp.z" else {}
+        again = xaibench.explain(model, x, method, backend="innvestigate", **options)
+        assert torch.equal(again.relevance, relevance), (name, method)
+    print({key: [f"{v:.1e}" for v in value.tolist()] for key, value in residual.items()})
+    for name in ("resnet", "unet"):
+        assert float(residual[name, "lrp.z"].max()) <= 1e-12
+        assert float(residual[name, "native lrp.z"].max()) <= 1e-12
+    assert float(residual["unet", "deep_taylor"].max()) <= 1e-12
+    assert float(residual["resnet", "deep_taylor"].min()) > 1.0   # sum R > 2 x output (measured 3.8 x)

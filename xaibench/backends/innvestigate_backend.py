@@ -2,16 +2,19 @@
 
 TensorFlow cannot share an environment with Snakemake 9 (docs/architecture.md, "Environments"),
 so innvestigate runs in a worker process started with .venv-tf's Python (innvestigate_worker.py).
-The model is exported layer by layer to a Keras twin (keras_export.py); batches cross as .npz files;
-the worker keeps the Keras model and each analyzer it built, so only the first call on a
-model pays for building the analyzer graph. One worker per float type runs for the life of
+The model is exported layer by layer (a chain or a graph) to a Keras twin (keras_export.py);
+batches cross as .npz files; the worker keeps the Keras model and each analyzer it built, so
+only the first call on a model pays for building the analyzer graph. One worker per float type runs for the life of
 the Python process.
 
 What a canonical method means here is in table.py. Differences from the native engine
 that are innvestigate's behaviour, not ours, are measured in tests/test_innvestigate_agreement.py
 and the census; in short: alpha-beta and the bounded rule lose relevance (innvestigate
-issues 116, 327), deep Taylor is not conservative (161), BatchNorm's reverse mapping drops
-the beta share, and the bounds of z^B are one pair for the whole batch (native: per sample).
+issues 116, 327), deep Taylor is not conservative (161) and gives each operand of a residual
+addition all of the relevance, BatchNorm's reverse mapping drops the beta share, and the bounds
+of z^B are one pair for the whole batch (native: per sample). Residual nets and U-Nets are
+exported as Keras functional graphs (Add, Concatenate); there the LRP rules agree with the
+native engine's (docs/papers.md section 7, the entry on issues 118 and 192).
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ indices, one row per target) and optionally "reference" (integrated gradients) o
 "low"/"high" (bounded rules). Models and analyzers are built once and cached, so a batch
 of several targets, or a second call on the same model, does not rebuild the analyzer graph.
 
+spec.json: {"input_shape", "output_shape", "layers"}; each layer a dict with "kind", "name",
+"weights" (keys into weights.npz, "<index>/<name>") and its settings; in a graph (residual adds,
+concatenations) also "inputs", the names of the layers it reads ("input": the model input);
+without "inputs" a layer reads the layer before it. The last layer is the output.
+
 Usage: python innvestigate_worker.py --floatx float32|float64
 """
 
@@ -124,9 +129,15 @@ class Worker:
         layers = keras.layers
         inputs = keras.Input(shape=tuple(spec["input_shape"]))
         tensor = inputs
+        tensors = {"input": inputs}   # a graph's layers name the layers they read; a chain's do not
         for index, layer_spec in enumerate(spec["layers"]):
             layer = self._layer(layers, index, layer_spec)
-            tensor = layer(tensor)
+            if "inputs" in layer_spec:
+                read = [tensors[name] for name in layer_spec["inputs"]]
+                tensor = layer(read[0] if len(read) == 1 else read)
+            else:
+                tensor = layer(tensor)
+            tensors[layer_spec["name"]] = tensor
             if layer_spec["weights"]:
                 layer.set_weights([weights[f"{index}/{key}"] for key in layer_spec["weights"]])
         if len(tensor.shape) > 2:
@@ -172,6 +183,10 @@ class Worker:
             return layers.Activation("relu", name=name)
         if kind == "batchnorm":
             return layers.BatchNormalization(axis=-1, epsilon=spec["epsilon"], name=name)
+        if kind == "add":
+            return layers.Add(name=name)
+        if kind == "concatenate":
+            return layers.Concatenate(axis=spec["axis"], name=name)
         raise ValueError(f"unknown layer kind {kind!r}")
 
     def _proxy_rule(self, name, rule_kwargs):
