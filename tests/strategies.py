@@ -454,3 +454,96 @@ def unchanged(model, snapshot):
     state, modules, requires_grad = full_snapshot(model)
     return (state.keys() == snapshot[0].keys() and all(torch.equal(state[k], snapshot[0][k]) for k in state)
             and modules == snapshot[1] and requires_grad == snapshot[2])
+
+
+# --- modern blocks (issue 16): normalizations, smooth activations, gates, token MLPs -------------------
+MODERN_ACTIVATIONS = {"silu": nn.SiLU, "gelu": nn.GELU, "hardswish": nn.Hardswish, "mish": nn.Mish,
+                      "elu": nn.ELU, "relu6": nn.ReLU6, "tanh": nn.Tanh, "softplus": nn.Softplus}
+
+
+class Gate(nn.Module):
+    """Squeeze-excitation: features * sigmoid(W2 relu(W1 mean(features))), the gate broadcast."""
+
+    def __init__(self, channels, dims):
+        super().__init__()
+        self.squeeze = nn.Linear(channels, max(1, channels // 2))
+        self.excite = nn.Linear(max(1, channels // 2), channels)
+        self.dims = dims
+
+    def forward(self, x):
+        s = x.mean(tuple(range(2, x.dim())))
+        s = torch.sigmoid(self.excite(torch.relu(self.squeeze(s))))
+        return x * s.view(s.shape + (1,) * self.dims)
+
+
+class GatedMLP(nn.Module):
+    """A token MLP: LayerNorm -> (SiLU(W_g x) * W_u x) -> W_d, with a residual (SwiGLU-like)."""
+
+    def __init__(self, width, hidden):
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.gate = nn.Linear(width, hidden)
+        self.up = nn.Linear(width, hidden)
+        self.down = nn.Linear(hidden, width)
+
+    def forward(self, x):
+        h = self.norm(x)
+        return x + self.down(nn.functional.silu(self.gate(h)) * self.up(h))
+
+
+def _randomize_norms(model, seed):
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and module.weight is not None:
+                module.weight.copy_(1 + 0.5 * torch.randn(module.weight.shape, generator=generator))
+                if module.bias is not None:
+                    module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+    return model
+
+
+@st.composite
+def modern_networks(draw, bias=True):
+    """Either a conv net (Conv -> [GroupNorm | InstanceNorm] -> smooth activation -> [gate]),
+    pooled to a Linear head, or a token net [B, L, C] (Linear -> [GatedMLP | LayerNorm -> GELU
+    -> Linear] ... -> mean over tokens -> Linear)."""
+    seed, bias_scale, dead = draw(_numbers(bias))
+    parts = []
+    if draw(st.booleans()):
+        channels, layers_ = draw(st.integers(2, 4)), []
+        width = channels
+        parts.append(f"conv in={channels}")
+        for _ in range(draw(st.integers(1, 3))):
+            out = 2 * draw(st.integers(1, 3))
+            layers_.append(nn.Conv2d(width, out, 3, padding=1, bias=bias))
+            norm = draw(st.sampled_from(["none", "group", "instance"]))
+            if norm == "group":
+                layers_.append(nn.GroupNorm(2, out))
+            elif norm == "instance":
+                layers_.append(nn.InstanceNorm2d(out, affine=draw(st.booleans())))
+            activation = draw(st.sampled_from(sorted(MODERN_ACTIVATIONS)))
+            layers_.append(MODERN_ACTIVATIONS[activation]())
+            parts.append(f"Conv({out}) {norm} {activation}")
+            if draw(st.booleans()):
+                layers_.append(Gate(out, 2))
+                parts.append("gate")
+            width = out
+        layers_ += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, draw(st.integers(1, 3)), bias=bias)]
+        shape = (channels, 5, 5)
+    else:
+        tokens, width = draw(st.integers(2, 5)), draw(st.integers(2, 6))
+        layers_ = [nn.Linear(width, width, bias=bias)]
+        parts.append(f"tokens L={tokens} C={width}")
+        for _ in range(draw(st.integers(1, 3))):
+            if draw(st.booleans()):
+                layers_.append(GatedMLP(width, draw(st.integers(2, 6))))
+                parts.append("GatedMLP")
+            else:
+                layers_ += [nn.LayerNorm(width, bias=bias), nn.GELU(), nn.Linear(width, width, bias=bias)]
+                parts.append("LN GELU Linear")
+        layers_ += [nn.Flatten(), nn.Linear(tokens * width, draw(st.integers(1, 3)), bias=bias)]
+        shape = (tokens, width)
+    model = _randomize_norms(randomize(nn.Sequential(*layers_), seed, bias_scale, dead), seed)
+    batch, style = draw(_input_style(None, None, False))
+    x = make_input((batch,) + shape, seed, **style)
+    return Case(model.eval(), x, " ".join(parts) + f" seed={seed} bias_scale={bias_scale} dead={dead}")

@@ -514,3 +514,21 @@ def test_several_inputs_bad_calls_are_named():
         xaibench.explain(model, (sst, bad), "lrp.z")
     with pytest.raises(xaibench.InputError, match="one input tensor"):
         xaibench.explain(model, (sst, wind), "smoothgrad")
+
+
+# --- property: the ledger closes on any drawn modern network ----------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from strategies import assert_ledger_closes, modern_networks  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=modern_networks(), method=st.sampled_from(["lrp.z", "lrp.epsilon", "lrp.alpha2beta1", "lrp.gamma",
+                                                       "lrp.epsilon_plus", "lrp.flat"]),
+       product=st.sampled_from(["uniform", "gate_constant"]))
+def test_ledger_closes_on_drawn_modern_networks(case, method, product):
+    model, x = case.model.double(), case.x.double()
+    e = xaibench.explain(model, x, method, product=product)
+    assert_ledger_closes(e, 1e-10)
+    graph_output = xaibench.explain(model, x, "gradient").output
+    assert torch.allclose(graph_output, model(x).max(1).values, atol=1e-10)

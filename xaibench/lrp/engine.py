@@ -13,7 +13,7 @@ from .. import targets as targets_module
 from ..errors import InputError, UnsupportedLayerError
 from ..explanation import Explanation
 from .composites import Composite
-from .graph import Graph, trace
+from .graph import Graph, shapes_of, trace
 from .ledger import Ledger, LedgerRow
 from .rules import ZBox
 
@@ -145,10 +145,12 @@ def recorded_mode(model: nn.Module) -> str:
 
 
 # --- the prepare step: checked input, cached graph, verified once per model state ----------------
-def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device, output=None) -> tuple[Graph, dict]:
+def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device, output=None,
+                   example=None) -> tuple[Graph, dict]:
     """The traced graph of a model in a dtype and on a device (explaining `output` of a model
     with several), cached while the model's fingerprint is unchanged. Parameters are copied
-    to `dtype` before any arithmetic (a BatchNorm is folded in the dtype explained).
+    to `dtype` before any arithmetic (a BatchNorm is folded in the dtype explained). A model
+    that only traces with concrete shapes gets a graph per input shape (of `example`).
     Returns (graph, per-graph flags)."""
     key = fingerprint(model)
     entry = _CACHE.get(model)
@@ -156,8 +158,14 @@ def prepared_graph(model: nn.Module, dtype: torch.dtype, device: torch.device, o
         entry = {"fingerprint": key, "graphs": {}}
         _CACHE[model] = entry
     slot = (dtype, str(device), type(output), output)
+    if entry["graphs"].get(slot) == "specialized" and example is not None:
+        slot = slot + (shapes_of(example),)  # this model traces only with concrete shapes
     if slot not in entry["graphs"]:
-        entry["graphs"][slot] = {"graph": trace(model, dtype, output).to(dtype, device), "verified": False}
+        graph = trace(model, dtype, output, example).to(dtype, device)
+        if graph.specialized_to is not None:
+            entry["graphs"][slot] = "specialized"
+            slot = slot + (graph.specialized_to,)
+        entry["graphs"][slot] = {"graph": graph, "verified": False}
     return entry["graphs"][slot]["graph"], entry["graphs"][slot]
 
 
@@ -251,7 +259,7 @@ def prepare(model: nn.Module, x, dtype=None, output=None) -> Prepared:
         input_dtype = x.dtype
         x = check_input(x, model, dtype)
         first = x
-    graph, flags = prepared_graph(model, first.dtype, first.device, output)  # a layer without a rule: named first
+    graph, flags = prepared_graph(model, first.dtype, first.device, output, x)  # a layer without a rule: named first
     if len(x if isinstance(x, tuple) else (x,)) != len(graph.input_names):
         given = f"{len(x)} input tensors" if isinstance(x, tuple) else "one input tensor"
         raise InputError(f"the model takes {len(graph.input_names)} input tensor(s) ({', '.join(graph.input_names)}) "

@@ -100,11 +100,13 @@ class Graph:
     bound_carriers: set = field(default_factory=set)
     #: first linear layer -> the step that keeps the input's bounds from reaching it
     bounds_blocked: dict = field(default_factory=dict)
+    #: the input shapes a trace specialized to them serves (None: every shape; see trace())
+    specialized_to: tuple | None = None
 
     def to(self, dtype=None, device=None) -> Graph:
         steps = [s.to(dtype, device) for s in self.steps]
         return Graph(steps, self.input_names, self.output_name, self.explained_name, self.depends,
-                     self.stripped, self.bound_carriers, self.bounds_blocked)
+                     self.stripped, self.bound_carriers, self.bounds_blocked, self.specialized_to)
 
     @property
     def input_name(self) -> str:
@@ -221,28 +223,95 @@ class LeafTracer(torch.fx.Tracer):
     """Keeps every torch.nn module (but containers) as one node, so each gets a rule."""
 
     def is_leaf_module(self, m, qualname):
-        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
-            return False
-        return m.__module__.startswith("torch.nn") or super().is_leaf_module(m, qualname)
+        return _is_leaf(self, m, qualname)
 
 
-def trace(model: nn.Module, dtype: torch.dtype | None = None, output=None) -> Graph:
+def _is_leaf(tracer, m, qualname):
+    if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        return False
+    return m.__module__.startswith("torch.nn") or torch.fx.Tracer.is_leaf_module(tracer, m, qualname)
+
+
+def _shape_tracer():
+    """A LeafTracer that knows every tensor's value while tracing (after torch.fx's MetaTracer,
+    run on the example input itself rather than on meta tensors, so that leaf modules run with
+    their own parameters): x.dim(), x.shape and range(x.dim()) are concrete numbers."""
+    from torch.fx.experimental.meta_tracer import MetaTracer
+
+    class LeafShapeTracer(MetaTracer):
+        def is_leaf_module(self, m, qualname):
+            return _is_leaf(self, m, qualname)
+
+        def create_proxy(self, kind, target, args, kwargs, *rest, **extra):
+            proxy = super().create_proxy(kind, target, args, kwargs, *rest, **extra)
+            if kind == "get_attr":  # MetaTracer moves parameters to "meta": keep the real ones
+                value = self.root
+                for atom in target.split("."):
+                    value = value._parameters.get(atom, value._buffers.get(atom, None)) \
+                        if isinstance(value, nn.Module) and (atom in value._parameters or atom in value._buffers) \
+                        else getattr(value, atom)
+                proxy.install_tensor_meta(value.detach())
+            return proxy
+
+    return LeafShapeTracer()
+
+
+def trace(model: nn.Module, dtype: torch.dtype | None = None, output=None, example=None) -> Graph:
     """Trace and canonize a model (its parameters are copied in `dtype`, None: their own, before
     any folding; the model is not changed). output: which output is explained when the model
-    returns several (an index into a tuple, a key of a dict)."""
+    returns several (an index into a tuple, a key of a dict).
+
+    The trace is symbolic, so sizes read in forward (n, c, h, w = x.shape; x.view(n, c * h * w))
+    are graph nodes evaluated on the real tensors: one graph serves every input shape. Python
+    code that needs a number at trace time (range(x.dim()), if x.shape[1] > 3) cannot be traced
+    so; given an example input (a tensor or a tuple of them), the trace is then specialized to
+    its shapes (graph.specialized_to), and the engine traces again for another shape."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
     root = model
     if model.__module__.startswith("torch.nn") and not isinstance(model, nn.Sequential):
         root = nn.Sequential(model)  # a bare layer: give it a graph of one node
+    specialized = None
     try:
         fx_graph = LeafTracer().trace(root)
     except Exception as error:  # tracing runs user code; any failure gets one clear message
+        symbolic_error = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if example is None:
+            raise UnsupportedLayerError(
+                type(model).__name__, type(model).__name__,
+                "the model could not be traced symbolically by torch.fx (data-dependent control "
+                f"flow or an untraceable operation): {symbolic_error}") from None
+        fx_graph, specialized = _specialized_trace(model, root, example, symbolic_error)
+    graph = _Builder(root, fx_graph, dtype, output).build()
+    graph.specialized_to = specialized
+    return graph
+
+
+def shapes_of(example) -> tuple:
+    """The input shapes a specialized graph is traced for."""
+    inputs = example if isinstance(example, (tuple, list)) else (example,)
+    return tuple(tuple(t.shape) for t in inputs)
+
+
+def _specialized_trace(model, root, example, symbolic_error):
+    import inspect
+    import warnings
+
+    inputs = example if isinstance(example, (tuple, list)) else (example,)
+    names = [p.name for p in inspect.signature(root.forward).parameters.values()
+             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(inputs)]
+    metas = {name: t.detach() for name, t in zip(names, inputs)}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MetaTracer warns for every node it cannot give a shape
+            fx_graph = _shape_tracer().trace(root, metas)
+    except Exception as error:
         raise UnsupportedLayerError(
             type(model).__name__, type(model).__name__,
-            "the model could not be traced symbolically by torch.fx (data-dependent control "
-            f"flow or an untraceable operation): {str(error).splitlines()[0]}") from None
-    return _Builder(root, fx_graph, dtype, output).build()
+            "the model could not be traced by torch.fx, neither symbolically "
+            f"({symbolic_error}) nor with the input's shapes (data-dependent control flow or an "
+            f"untraceable operation): {str(error).splitlines()[0]}") from None
+    return fx_graph, shapes_of(example)
 
 
 class _Builder:

@@ -176,8 +176,9 @@ class NormalizationOperator(LinearOperator):
 
     per group g of n elements (a LayerNorm row, a GroupNorm group, an InstanceNorm channel).
     Its matrix has, in row i, the diagonal entry p_i = a_i (1 - 1/n) and the off-diagonal
-    entries q_i = -a_i / n (RMSNorm and running statistics: diagonal, p = a and no q). Every LRP rule modifies a matrix entry by
-    entry (w+, w-, w^2, 1, w + gamma w+), which keeps this structure: f applied to p and q.
+    entries q_i = -a_i / n (RMSNorm and running statistics: diagonal, p = a and no q). Every
+    LRP rule modifies a matrix entry by entry (w+, w-, w^2, 1, w + gamma w+), which keeps this
+    structure: f applied to p and q.
     So 'weight' is the stacked [p, q] ([2, B, *x]: per sample, as std is; [1, B, *x] without
     mean subtraction), and the map and
     its transpose cost two elementwise products and one sum per group:
