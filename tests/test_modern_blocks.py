@@ -185,7 +185,7 @@ def test_normalizations_match_the_frozen_std_reference(norm, rule, bias):
     worst = 0.0
     for row in range(r_out.shape[0]):
         x_b = x[row % x.shape[0]]
-        M, b = layer_matrix(lambda t, _f=_frozen(kind, module, x_b): _f(t), shape)
+        M, b = layer_matrix(_frozen(kind, module, x_b), shape)
         expected = reference_relevance(ref_rule, M, b, x_b.reshape(-1), r_out[row].reshape(-1), bias=bias,
                                        **ref_options)
         error = (relevance_in[row].reshape(-1) - expected).abs().max() / max(1.0, float(expected.abs().max()))
@@ -532,3 +532,29 @@ def test_ledger_closes_on_drawn_modern_networks(case, method, product):
     assert_ledger_closes(e, 1e-10)
     graph_output = xaibench.explain(model, x, "gradient").output
     assert torch.allclose(graph_output, model(x).max(1).values, atol=1e-10)
+
+
+class _NeedsConcreteShapes(nn.Module):
+    """range(x.dim()) needs a number while tracing: the trace is specialized to the input's shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = x.mean(tuple(range(2, x.dim())))
+        return self.linear(x)
+
+
+def test_a_model_needing_concrete_shapes_gets_a_graph_per_input_shape():
+    from xaibench.lrp import engine
+
+    model = _NeedsConcreteShapes().double()
+    for shape in ((2, 4, 3, 3), (3, 4, 5, 2), (2, 4, 3, 3)):
+        e = xaibench.explain(model, _sample(shape), "lrp.z")
+        assert float(e.relative_conservation_error.max()) < 1e-10
+        assert torch.allclose(e.output, model(_sample(shape)).max(1).values)
+    graphs = [g for g in engine._CACHE[model]["graphs"].values() if isinstance(g, dict)]
+    assert sorted(g["graph"].specialized_to for g in graphs) == [((2, 4, 3, 3),), ((3, 4, 5, 2),)]
+    with pytest.raises(xaibench.UnsupportedLayerError, match="could not be traced symbolically"):
+        trace(model)  # without an example input the shapes are not known

@@ -267,8 +267,8 @@ def test_python_function_takes_a_factory_an_array_and_float32():
 
 
 def test_a_layer_without_a_rule_is_an_error_line_not_a_silent_pass(files):
-    report = validate("external_model.my_cnn:build_with_softshrink", weights=files["softshrink"], inputs=files["inputs"],
-                      methods=["lrp.epsilon", "gradient"], backends=["zennit"])
+    report = validate("external_model.my_cnn:build_with_softshrink", weights=files["softshrink"],
+                      inputs=files["inputs"], methods=["lrp.epsilon", "gradient"], backends=["zennit"])
     assert [(c.method, c.check, c.status) for c in report.checks] == [
         ("lrp.epsilon", "reference", "ERROR"), ("gradient", "reference", "ERROR")]
     assert "no relevance rule for layer '1' of type Softshrink" in report.checks[0].detail

@@ -23,6 +23,8 @@ rule census:
     output:
         table="results/census/agreement.csv",
         markdown="results/census/agreement.md",
+        zoo="results/census/zoo.csv",
+        zoo_markdown="results/census/zoo.md",
     log:
         "results/logs/engine/census.log",
     conda:
@@ -32,7 +34,7 @@ rule census:
         quick="--quick" if config["census"]["quick"] else "",
         seed=config["census"]["seed"],
     shell:
-        "xaibench census --out {params.out} {params.quick} --seed {params.seed} > {log} 2>&1"
+        "xaibench census --zoo --out {params.out} {params.quick} --seed {params.seed} > {log} 2>&1"
 
 
 rule bench:

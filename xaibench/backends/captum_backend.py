@@ -178,6 +178,9 @@ def _options(method, spec, options):
         o = {**known, **options}
         if o["maxpool"] != "winner_take_all":
             raise ValueError("captum passes max pooling by its EpsilonRule: winner-take-all only")
+        if o.get("product", "uniform") != "uniform":
+            raise ValueError("captum has no rule for products of two tensors (they take the plain gradient): "
+                             "product= is a native option")
         return o
     known = OPTIONS[method]
     unknown = set(options) - set(known)

@@ -212,6 +212,8 @@ def _options(method: str, options: dict) -> dict:
                          "k = 0..steps-1): only rule='riemann_left'")
     if merged["maxpool"] != "winner_take_all":
         raise ValueError("innvestigate has only winner-take-all max pooling (the plain gradient)")
+    if merged.get("product", "uniform") != "uniform":
+        raise ValueError("innvestigate cannot mirror products of two tensors: product= is a native option")
     return merged
 
 

@@ -13,18 +13,36 @@ Known differences from the native engine, measured in the tests:
 - a BatchNorm not directly after a linear layer is Pass in zennit;
 - upsampling has no zennit rule (plain gradient): equal to the Norm rule for nearest
   upsampling of non-zero inputs, different for bilinear;
-- modules zennit does not know get the plain gradient silently.
+- modules zennit does not know get the plain gradient silently. explain() says which: the
+  Explanation's `gradient_fallback` lists every leaf module the composite maps to no rule
+  (and that is not a selection whose gradient is the rule: identity, dropout, flatten, max
+  pooling, nearest upsampling, zero padding, shuffles), and every functional arithmetic step
+  of the forward (x + y, a * x, F.layer_norm, ...) that zennit's module hooks cannot see, as
+  "path (Type)" and "path: function name". zennit 0.5.1 maps every module of
+  zennit.types.Activation (ReLU, SiLU, GELU, Hardswish, Sigmoid, Tanh, ..., even
+  MultiheadAttention) to Pass, the identity rule, and BatchNorm to Pass: those are rules, not
+  a fallback. LayerNorm, GroupNorm, Softmax inside the model, bilinear upsampling, Embedding
+  and any custom leaf module are not mapped: the plain gradient.
+
+A model the native engine cannot trace (UnsupportedLayerError) is still explained by zennit,
+which needs no trace: the input and mode checks are the engine's, the final softmax/sigmoid
+module is found by running the model once, and explanation.native_trace names the reason.
 """
 
 from __future__ import annotations
 
 import copy
+import operator
+import weakref
 
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
+from .. import layers
 from .. import targets as targets_module
-from ..errors import InputError, UnknownMethodError
+from ..errors import InputError, UnknownMethodError, UnsupportedLayerError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
 from ..lrp import engine
@@ -99,6 +117,140 @@ class _StripFinal:
             handle.remove()
 
 
+# --- where zennit falls back to the plain gradient ---------------------------------------------
+def _selection(module: nn.Module) -> bool:
+    """A leaf module without a zennit rule whose plain gradient is nevertheless what the native
+    rule does: every output is one input (or a copy of it), so relevance goes back unchanged
+    (nearest upsampling: summed over the copies, the Norm rule for non-zero inputs; max pooling:
+    the winner takes all, native's default)."""
+    if isinstance(module, (*layers.IDENTITY, nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.PixelShuffle,
+                           nn.PixelUnshuffle, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd)):
+        return True
+    if isinstance(module, (nn.Sequential, nn.ModuleList)):
+        return True   # an empty container: the identity (torchvision's shufflenet has some)
+    if isinstance(module, nn.Upsample):
+        return module.mode == "nearest"
+    if isinstance(module, nn.modules.padding._ConstantPadNd):
+        return module.value == 0
+    # torchvision's Permute module; its StochasticDepth is the identity in eval mode
+    torchvision = type(module).__module__.startswith("torchvision.")
+    return torchvision and (type(module).__name__ == "Permute"
+                            or (type(module).__name__ == "StochasticDepth" and not module.training))
+
+
+#: functional steps whose gradient is the native rule (shape changes, selections, copies, ReLU:
+#: relevance reaches a ReLU's zero outputs only under flat/w^2)
+_SELECTION_FUNCTIONS = {operator.getitem, getattr, torch.flatten, torch.cat, torch.concat, torch.stack,
+                        torch.reshape, torch.permute, torch.transpose, torch.squeeze, torch.unsqueeze,
+                        torch.chunk, torch.split, torch.relu, F.relu, F.dropout, F.max_pool1d, F.max_pool2d,
+                        F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d,
+                        torch.channel_shuffle, F.pixel_shuffle, F.pixel_unshuffle}
+_SELECTION_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "size", "dim",
+                      "chunk", "split", "squeeze", "unsqueeze", "expand", "expand_as", "relu", "relu_", "clone",
+                      "detach", "to", "type_as", "__getitem__"}
+
+
+class _LeafTracer(torch.fx.Tracer):
+    """Every module without children is one node (zennit sees modules, not their insides)."""
+
+    def is_leaf_module(self, module, qualified_name):
+        return next(module.children(), None) is None or super().is_leaf_module(module, qualified_name)
+
+
+def _function_name(node) -> str:
+    target = node.target
+    if node.op == "call_method":
+        return f"Tensor.{target}"
+    module = getattr(target, "__module__", None) or ""
+    name = getattr(target, "__name__", str(target))
+    return f"{module.replace('torch.nn.functional', 'F').replace('_operator', 'operator')}.{name}".lstrip(".")
+
+
+def _nodes(node) -> list:
+    """The fx nodes among a node's arguments."""
+    found = []
+    torch.fx.node.map_arg((node.args, node.kwargs), found.append)
+    return found
+
+
+def _functional_fallback(model: nn.Module) -> list[str]:
+    """The functional steps of the forward that zennit leaves to the gradient (torch.fx)."""
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as error:  # data-dependent control flow, ...: say so instead of guessing
+        return [f"(functional steps not inspected: torch.fx could not trace the model: "
+                f"{type(error).__name__}: {' '.join(str(error).split())[:120]})"]
+    found = []
+    sizes = set()   # nodes that are shapes or numbers computed from them, not tensors
+    for node in graph.nodes:
+        if node.op not in ("call_function", "call_method"):
+            continue
+        operands = _nodes(node)
+        if (node.op == "call_method" and node.target in ("size", "dim")) or node.target is getattr or (
+                operands and all(a in sizes for a in operands)):
+            sizes.add(node)
+            continue
+        if node.op == "call_function" and node.target in _SELECTION_FUNCTIONS:
+            continue
+        if node.op == "call_method" and node.target in _SELECTION_METHODS:
+            continue
+        stack = node.meta.get("nn_module_stack") or {}
+        path = list(stack)[-1] if stack else "(model)"
+        found.append(f"{path}: {_function_name(node)}")
+    return list(dict.fromkeys(found))
+
+
+def gradient_fallback(model: nn.Module, composite, stripped=()) -> list[str]:
+    """What zennit leaves to the plain gradient under `composite` (None: the gradient is the
+    method, nothing to report): each leaf module the composite's module_map gives no hook,
+    as zennit's Composite.register asks it (same order, a fresh context, so a first-layer map
+    sees the same first layer), unless its gradient is the rule anyway (_selection) or it is a
+    final softmax/sigmoid stripped for the call; then the functional arithmetic steps."""
+    if composite is None:
+        return []
+    found = []
+    context = {}
+    for name, module in model.named_modules():
+        hook = composite.module_map(context, name, module)
+        if hook is not None or next(module.children(), None) is not None:
+            continue
+        if _selection(module) or name in stripped:
+            continue
+        found.append(f"{name or '(model)'} ({type(module).__name__})")
+    return found + _functional_fallback(model)
+
+
+#: model -> its fingerprint and {(method, stripped): gradient_fallback}: the fx trace costs milliseconds,
+#: which the benchmark's timings of zennit must not include after the first call
+_FALLBACK_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached_fallback(model: nn.Module, method: str, composite, stripped) -> list[str]:
+    fingerprint = engine.fingerprint(model)
+    entry = _FALLBACK_CACHE.get(model)
+    if entry is None or entry["fingerprint"] != fingerprint:   # new, or changed since: the old lists are stale
+        entry = _FALLBACK_CACHE[model] = {"fingerprint": fingerprint, "lists": {}}
+    key = (method, tuple(stripped))
+    if key not in entry["lists"]:
+        entry["lists"][key] = gradient_fallback(model, composite, stripped)
+    return list(entry["lists"][key])
+
+
+def _final_modules(model: nn.Module, x) -> list[str]:
+    """The path of the final softmax/sigmoid module whose output the model returns (the engine
+    finds it in its trace; without one, a run of the model with forward hooks finds it)."""
+    produced = []
+    handles = [module.register_forward_hook(lambda m, inputs, output, name=name: produced.append((output, name)))
+               for name, module in model.named_modules() if isinstance(module, layers.FINAL)]
+    try:
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [name for tensor, name in produced if tensor is output][-1:]
+
+
 def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options) -> Explanation:
     if method not in METHODS:
         raise UnknownMethodError(method, "zennit", METHODS)
@@ -109,10 +261,23 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     o = {**native_composites.DEFAULT_OPTIONS, **options}
     if o["maxpool"] != "winner_take_all":
         raise ValueError("zennit has only winner-take-all max pooling (the plain gradient)")
-    prepared = engine.prepare(model, x, dtype)  # the same mode and dtype policy as the native engine
-    x, graph = prepared.x, prepared.graph
-    with torch.no_grad():
-        graph.forward(x, {"composite": None})  # a wrong input shape gets an error naming the layer
+    if o["product"] != "uniform":
+        raise ValueError("zennit has no rule for products of two tensors (they take the plain gradient): "
+                         "product= is a native option")
+    native_trace = "ok"
+    try:
+        prepared = engine.prepare(model, x, dtype)  # the same mode and dtype policy as the native engine
+    except UnsupportedLayerError as error:
+        # zennit needs no trace: the engine's input and mode checks, then zennit's own run
+        native_trace = f"the native engine cannot trace the model ({' '.join(str(error).split())})"
+        x = engine.check_input(x, model, dtype)
+        engine.check_mode(model)
+        stripped = None
+    else:
+        x, graph = prepared.x, prepared.graph
+        stripped = graph.stripped
+        with torch.no_grad():
+            graph.forward(x, {"composite": None})  # a wrong input shape gets an error naming the layer
     if method in ("lrp.zbox", "lrp.epsilon_gamma_box") and (o["low"] is None or o["high"] is None):
         flat = x.reshape(x.shape[0], -1)
         shape = (-1,) + (1,) * (x.dim() - 1)
@@ -123,9 +288,11 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     # cast there and back (a float64 model would come back with its weights rounded)
     if (engine.model_dtype(model) or x.dtype) != x.dtype:
         model = copy.deepcopy(model).to(x.dtype)
+    if stripped is None:
+        stripped = _final_modules(model, x)
     training = {m: m.training for m in model.modules()}
     try:
-        with _StripFinal(model, graph.stripped), torch.no_grad():
+        with _StripFinal(model, stripped), torch.no_grad():
             output = model(x)
         selected = targets_module.resolve(output, target)
         repeated = x.repeat((selected.count,) + (1,) * (x.dim() - 1))
@@ -141,7 +308,8 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
         else:
             def seed_fn(out):
                 return seed
-        with _StripFinal(model, graph.stripped):
+        fallback = _cached_fallback(model, method, composite, stripped)
+        with _StripFinal(model, stripped):
             _, relevance = attributor(repeated.clone().requires_grad_(True), seed_fn)
     finally:
         for module, flag in training.items():  # zennit's canonizers must not leave a mode change
@@ -149,5 +317,10 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     if method == "input_x_gradient":
         relevance = relevance * repeated
     explained = selected.explained(output)
-    return Explanation(selected.arrange(relevance.detach()), selected.arrange(explained), method, "zennit",
-                       selected.description, options=dict(options))
+    explanation = Explanation(selected.arrange(relevance.detach()), selected.arrange(explained), method, "zennit",
+                              selected.description, stripped=list(stripped), options=dict(options))
+    # plain attributes (not fields of Explanation): where zennit used the plain gradient, and
+    # whether the native engine could trace the model
+    explanation.gradient_fallback = fallback
+    explanation.native_trace = native_trace
+    return explanation

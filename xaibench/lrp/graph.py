@@ -379,8 +379,11 @@ class _Builder:
             if not isinstance(first, torch.fx.Node):
                 raise UnsupportedLayerError(path, kind, "method call on a non-tensor")
 
-            def call_method(values, _name=target):
+            out_of_place = _out_of_place_method(target)
+
+            def call_method(values, _name=out_of_place):
                 args, kwargs = materialize(values)
+                kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
                 return getattr(args[0], _name)(*args[1:], **kwargs)
 
             if target in ("size", "dim", "numel") or first.name in self.meta:
@@ -407,9 +410,16 @@ class _Builder:
         path = f"{node.name} ({_type_name(target)})"
         kind = _type_name(target)
 
+        function, positional_inplace = _out_of_place_function(target)
+
         def call_function(values):
+            # every value stays as the forward pass computed it: the rules read them afterwards,
+            # so an in-place operation (F.relu(x, inplace=True), x *= 2) is run out of place
             args, kwargs = materialize(values)
-            return target(*args, **kwargs)
+            kwargs = {k: v for k, v in kwargs.items() if k != "inplace"}
+            if positional_inplace is not None and len(args) > positional_inplace:
+                args = args[:positional_inplace] + (False,) + args[positional_inplace + 1:]
+            return function(*args, **kwargs)
 
         node_args = [a for a in node.all_input_nodes]
         if target is getattr or (node_args and all(n.name in self.meta for n in node_args)
@@ -591,20 +601,20 @@ class _Builder:
             return MaxPoolStep(node.name, path, kind, inputs, dims, module.kernel_size, module.stride,
                                module.padding, module.dilation, module.ceil_mode)
         if isinstance(module, layers.AVERAGING):
-            module_copy = _parameter_free_copy(module)
+            module_copy = _parameter_free_copy(module)  # out of place (inplace=False on the copy)
             step = NormStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
             if isinstance(module, nn.Upsample):
                 _set_resampling_rule(step, module.mode, module.size, module.scale_factor)
             return step
         if isinstance(module, layers.FINAL):
-            module_copy = _parameter_free_copy(module)
+            module_copy = _parameter_free_copy(module)  # out of place (inplace=False on the copy)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
         if isinstance(module, nn.PReLU):
             weight = parameter_copy(module.weight, self.dtype)
             return PassStep(node.name, path, kind, inputs, lambda values: F.prelu(values[0], weight))
         if isinstance(module, layers.ACTIVATIONS):
             # the identity rule (relevance passes through, as ReLU's): LRP's and AttnLRP's choice
-            module_copy = _parameter_free_copy(module)
+            module_copy = _parameter_free_copy(module)  # out of place (inplace=False on the copy)
             return PassStep(node.name, path, kind, inputs, lambda values: module_copy.forward(values[0]))
         if isinstance(module, (*layers.SAMPLE_NORMS, layers.INSTANCENORM)):
             return self._normalization_module(node, module, path, kind, inputs)
@@ -906,13 +916,37 @@ def _get_attr(root, target):
 
 
 def _parameter_free_copy(module):
-    """A copy of a parameter-free module without the user's hooks."""
+    """A copy of a parameter-free module without the user's hooks, computing out of place
+    (the rules read the stored input of every step after the forward pass)."""
     import copy
 
     clone = copy.copy(module)
     clone._forward_hooks = type(module._forward_hooks)()
     clone._forward_pre_hooks = type(module._forward_pre_hooks)()
+    if getattr(clone, "inplace", False):
+        clone.inplace = False
     return clone
+
+
+_IN_PLACE_OPERATORS = {operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
+                       operator.itruediv: operator.truediv}
+
+
+def _out_of_place_function(target):
+    """(the out-of-place form of a function, the position of its `inplace` argument or None)."""
+    target = _IN_PLACE_OPERATORS.get(target, target)
+    try:
+        import inspect
+
+        names = list(inspect.signature(target).parameters)
+    except (TypeError, ValueError):  # builtins without a signature have no inplace argument
+        return target, None
+    return target, (names.index("inplace") if "inplace" in names else None)
+
+
+def _out_of_place_method(name: str) -> str:
+    """x.relu_() -> x.relu(), x.mul_(2) -> x.mul(2): the stored x stays as it was."""
+    return name[:-1] if name.endswith("_") and not name.startswith("_") else name
 
 
 def _merge_after(op, scale, shift):

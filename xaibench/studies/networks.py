@@ -15,6 +15,8 @@ exactly with results/baseline/ by tests/test_baseline.py).
     census              CensusModel, CENSUS_MODELS (name -> spec: builder, input shape, domain,
                         bias scale, target), census_model(spec, seed) (float64, He weights from
                         randomize_he), census_inputs(spec, n, seed), bias_free_copy(model)
+    modern blocks       DiffusionUNet (GroupNorm, SiLU, residual blocks, a cat skip, upsampling) and
+                        TwoBranchNet: the census zoo's own architectures (and the engine tests')
 
 Each collection keeps its own seeding (it is what its committed tables were made with); the names
 are those of the tables' network/model columns, so a census "dense" and a conformance "dense" are
@@ -498,3 +500,66 @@ def census_model(spec: CensusModel, seed: int) -> nn.Module:
     """The model in float64 with seeded random weights and biases (randomize_he)."""
     torch.manual_seed(0)   # the constructors' own init is overwritten; keep the global RNG out of it
     return randomize_he(spec.build().double(), census_seed(seed, spec.name), spec.bias_scale)
+
+
+# --- modern blocks: the census zoo's own architectures (and the engine tests') ----------------
+class DiffusionResBlock(nn.Module):
+    """GroupNorm -> SiLU -> conv, twice, plus a skip (a 1x1 conv where the width changes): the
+    residual block of diffusion U-Nets (Ho et al. 2020), without the time embedding."""
+
+    def __init__(self, channels_in: int, channels_out: int, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, channels_in)
+        self.act1 = nn.SiLU()
+        self.conv1 = nn.Conv2d(channels_in, channels_out, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, channels_out)
+        self.act2 = nn.SiLU()
+        self.conv2 = nn.Conv2d(channels_out, channels_out, 3, padding=1)
+        self.skip = nn.Identity() if channels_in == channels_out else nn.Conv2d(channels_in, channels_out, 1)
+
+    def forward(self, x):
+        h = self.conv1(self.act1(self.norm1(x)))
+        h = self.conv2(self.act2(self.norm2(h)))
+        return self.skip(x) + h
+
+
+class DiffusionUNet(nn.Module):
+    """A small diffusion-style U-Net: conv stem, residual blocks with GroupNorm and SiLU, a strided
+    conv down, a middle block, nearest upsampling, a torch.cat skip from the encoder, and a
+    GroupNorm -> SiLU -> conv head with as many output channels as input channels (a noise
+    prediction map). Sizes: the input's height and width must be even."""
+
+    def __init__(self, channels: int = 2, width: int = 8, groups: int = 4):
+        super().__init__()
+        self.stem = nn.Conv2d(channels, width, 3, padding=1)
+        self.encode = DiffusionResBlock(width, width, groups)
+        self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.middle = DiffusionResBlock(2 * width, 2 * width, groups)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up_conv = nn.Conv2d(2 * width, width, 3, padding=1)
+        self.decode = DiffusionResBlock(2 * width, width, groups)
+        self.head_norm = nn.GroupNorm(groups, width)
+        self.head_act = nn.SiLU()
+        self.head = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x):
+        skip = self.encode(self.stem(x))
+        h = self.middle(self.down(skip))
+        h = self.up_conv(self.up(h))
+        h = self.decode(torch.cat([h, skip], dim=1))
+        return self.head(self.head_act(self.head_norm(h)))
+
+
+class TwoBranchNet(nn.Module):
+    """One input, two branches (a 3x3 conv path with average pooling, a dilated 3x3 conv path
+    with max pooling), their features concatenated, then a dense head."""
+
+    def __init__(self, channels: int = 2, size: int = 8, width: int = 4, n_out: int = 3):
+        super().__init__()
+        self.local = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+        self.wide = nn.Sequential(nn.Conv2d(channels, width, 3, padding=2, dilation=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.head = nn.Sequential(nn.Linear(2 * width * (size // 2) ** 2, 8), nn.ReLU(), nn.Linear(8, n_out))
+
+    def forward(self, x):
+        features = torch.cat([self.local(x).flatten(1), self.wide(x).flatten(1)], dim=1)
+        return self.head(features)

@@ -49,7 +49,12 @@ Choices, and why:
   floor is agreement. innvestigate 2.1.2's SmoothGrad ignores its noise scale (the noise has
   standard deviation 1); the note gives the difference to a native run with that noise too.
 - The note column gives the documented reasons a backend cannot agree on that model
-  (table.known_differences, each pinned in tests/test_innvestigate_agreement.py), prefixed "known:".
+  (table.known_differences, each pinned in tests/test_innvestigate_agreement.py), prefixed "known:";
+  "zennit gradient fallback: <paths and types>" where zennit has no rule for a module or a
+  functional step and uses the plain gradient there (the Explanation's gradient_fallback,
+  xaibench/backends/zennit_backend.py; fallback_note); and "no native reference: <error>" where
+  the native engine cannot explain the model (the backend's own measures are still filled in,
+  the differences stay NaN).
 - A backend that is not installed, or cannot mirror a model (ExportError), gives rows with
   status "skipped: reason"; any other failure gives "error: message". Nothing crashes the census:
   every row runs under xaibench.studies.sweep's policy with native_failure="record".
@@ -159,6 +164,26 @@ def method_options(method: str, backend: str, bias: bool, domain: tuple[float, f
     return sweep.options_for(method, backend, options)
 
 
+# --- notes -----------------------------------------------------------------------------------
+NO_NATIVE = "no native reference"
+FALLBACK = "zennit gradient fallback"
+FALLBACK_LISTED = 8   # entries of a fallback list named in a note; the rest are counted by kind
+
+
+def fallback_note(fallback: list[str]) -> str:
+    """'zennit gradient fallback: <paths and types>' (zennit_backend.gradient_fallback's list),
+    the first FALLBACK_LISTED entries by name and the rest counted by kind."""
+    note = f"{FALLBACK}: " + ", ".join(fallback[:FALLBACK_LISTED])
+    rest = fallback[FALLBACK_LISTED:]
+    if rest:
+        kinds: dict[str, int] = {}
+        for entry in rest:
+            kind = entry.rsplit("(", 1)[-1].rstrip(")") if entry.endswith(")") else entry.rsplit(": ", 1)[-1]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        note += f" and {len(rest)} more (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
+    return note
+
+
 # --- measures --------------------------------------------------------------------------------
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], -1)
@@ -183,7 +208,7 @@ def _stats(values: torch.Tensor) -> tuple[float, float]:
 
 
 # --- the census ------------------------------------------------------------------------------
-class _Run:
+class CensusRun:
     """One census run: caches native explanations; its sweep (native_failure="record": every
     failure is a row) remembers unavailable backends."""
 
@@ -218,9 +243,15 @@ class _Run:
         return rows
 
     def native(self, cache, variant, x, target, method, options):
+        """The native explanation, computed once per options; a failure is remembered and raised again."""
         key = (method, tuple(sorted((k, str(v)) for k, v in options.items())))
         if key not in cache:
-            cache[key] = self.xaibench.explain(variant, x, method, target=target, **options)
+            try:
+                cache[key] = self.xaibench.explain(variant, x, method, target=target, **options)
+            except Exception as error:
+                cache[key] = error
+        if isinstance(cache[key], Exception):
+            raise cache[key]
         return cache[key]
 
     def row(self, spec, variant, x, target, bias, method, backend, reference, cache) -> dict:
@@ -243,21 +274,29 @@ class _Run:
             notes.append(f"{method} exists only in {backend}; compared with the nearest native method {reference}")
         reference_options = method_options(reference, "native", bias, spec.domain, self.settings, self.seed)
         options = method_options(method, backend, bias, spec.domain, self.settings, self.seed)
-        expected = self.native(cache, variant, x, target, reference, reference_options)
         if backend == "native":
-            explanation = expected
+            explanation = expected = self.native(cache, variant, x, target, reference, reference_options)
             if explanation.conservation_error is not None:
                 row["ledger_closure_max"] = float(explanation.relative_conservation_error.max())
                 if not table.METHODS[method].lrp:
                     notes.append("ledger_closure_max: the completeness residual of the Riemann sum, "
                                  "|sum R - (f(x) - f(baseline))| relative")
         else:
+            try:
+                expected = self.native(cache, variant, x, target, reference, reference_options)
+            except Exception as error:   # the backend's own numbers are still measured (its native row says why)
+                expected = None
+                notes.append(f"{NO_NATIVE}: {sweep.one_line(error, STATUS_LIMIT)}")
             explanation, dtype_note = self.explain_on(backend, variant, x, target, method, options)
             row["dtype"] = "float32" if dtype_note else "float64"
             notes += [dtype_note] if dtype_note else []
-            per_sample = relative_difference(explanation.relevance, expected.relevance)
-            row["max_relative_difference"], row["median_relative_difference"] = _stats(per_sample)
-            if method == "smoothgrad":
+            fallback = getattr(explanation, "gradient_fallback", None)
+            if fallback:
+                notes.append(fallback_note(fallback))
+            if expected is not None:
+                per_sample = relative_difference(explanation.relevance, expected.relevance)
+                row["max_relative_difference"], row["median_relative_difference"] = _stats(per_sample)
+            if method == "smoothgrad" and expected is not None:
                 notes.append(self.smoothgrad_note(cache, variant, x, target, reference_options, spec.domain,
                                                   explanation, row["max_relative_difference"]))
         if table.METHODS[method].lrp:
@@ -320,7 +359,7 @@ def run_census(out_dir: str | Path | None = "results/census", quick: bool = True
     if bad:
         raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(known)}")
     triples = pairs(backends, methods)
-    run = _Run(settings, seed, log)
+    run = CensusRun(settings, seed, log)
     started = time.perf_counter()
     rows = []
     for name in settings.models:
