@@ -22,6 +22,7 @@ from xaibench.errors import ExportError, InputError
 from xaibench.studies.models.convection import ConvectionCNN
 from xaibench.studies.models.enso import EnsoDense
 from xaibench.studies.models.radar import RadarEncoderDecoder
+from xaibench.studies.networks import SkipResNet, SkipUNet
 
 pytestmark = pytest.mark.tf
 
@@ -86,52 +87,7 @@ def test_output_index_of_a_map_follows_keras_channels_last_order():
 
 
 # --- residual nets and U-Nets: exported as Keras functional graphs --------------------------------
-class SkipResNet(nn.Module):
-    """ResNet-shaped: stem, an identity block relu(h + f(h)), a block with a 1x1 projection
-    proj(h) + f(h) (torch.add), max pooling, dense head."""
-
-    def __init__(self, bias=True):
-        super().__init__()
-        self.stem = nn.Conv2d(2, 4, 3, padding=1, bias=bias)
-        self.f1 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=bias), nn.ReLU(),
-                                nn.Conv2d(4, 4, 3, padding=1, bias=bias))
-        self.projection = nn.Conv2d(4, 6, 1, bias=bias)
-        self.f2 = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, bias=bias), nn.ReLU(),
-                                nn.Conv2d(6, 6, 3, padding=1, bias=bias), nn.ReLU())
-        self.pool = nn.MaxPool2d(2)
-        self.head = nn.Linear(6 * 3 * 3, 3, bias=bias)
-
-    def forward(self, x):
-        h = torch.relu(self.stem(x))
-        h = torch.relu(h + self.f1(h))
-        h = torch.add(self.projection(h), self.f2(h))
-        return self.head(torch.flatten(self.pool(h), 1))
-
-
-class SkipUNet(nn.Module):
-    """U-Net-shaped: two encoder levels, nearest upsampling, two torch.cat skip concatenations
-    along channels, a 1-channel map as the output."""
-
-    def __init__(self, bias=True):
-        super().__init__()
-        self.encode1 = nn.Conv2d(2, 3, 3, padding=1, bias=bias)
-        self.encode2 = nn.Conv2d(3, 4, 3, padding=1, bias=bias)
-        self.bottom = nn.Conv2d(4, 4, 3, padding=1, bias=bias)
-        self.pool = nn.MaxPool2d(2)
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
-        self.decode2 = nn.Conv2d(8, 4, 3, padding=1, bias=bias)
-        self.decode1 = nn.Conv2d(7, 3, 3, padding=1, bias=bias)
-        self.out = nn.Conv2d(3, 1, 1, bias=bias)
-
-    def forward(self, x):
-        e1 = torch.relu(self.encode1(x))                      # 8 x 8
-        e2 = torch.relu(self.encode2(self.pool(e1)))          # 4 x 4
-        b = torch.relu(self.bottom(self.pool(e2)))            # 2 x 2
-        d2 = torch.relu(self.decode2(torch.cat([self.up(b), e2], dim=1)))
-        d1 = torch.relu(self.decode1(torch.cat([self.up(d2), e1], 1)))
-        return self.out(d1)
-
-
+# SkipResNet and SkipUNet are shared test networks (xaibench/studies/networks.py): the census runs them too.
 def dag_model(name, bias=True, seed=0):
     """A seeded float64 SkipResNet or SkipUNet and an input batch for it."""
     torch.manual_seed(seed)

@@ -301,6 +301,18 @@ def test_broadcast_gate_gets_its_relevance_summed_over_the_map(product):
         assert not torch.allclose(e.relevance, squeeze)
 
 
+def test_a_sigmoid_gate_wins_over_silu_features():
+    """EfficientNet's SE block: SiLU features times a sigmoid gate; the sigmoid is the gate."""
+    class SiLUFeaturesGate(nn.Module):
+        def forward(self, x):
+            features = F.silu(x[:, :3])
+            return features * torch.sigmoid(x[:, 3:])
+    x = _sample((2, 6))
+    relevance_in, r_out, _ = _walk(SiLUFeaturesGate(), x, "lrp.z", product="gate_constant")
+    assert torch.allclose(relevance_in[:, :3], r_out, atol=1e-14)
+    assert torch.equal(relevance_in[:, 3:], torch.zeros_like(r_out))
+
+
 def test_gate_constant_names_a_product_without_a_gate():
     class Square(nn.Module):
         def forward(self, x):
@@ -558,3 +570,28 @@ def test_a_model_needing_concrete_shapes_gets_a_graph_per_input_shape():
     assert sorted(g["graph"].specialized_to for g in graphs) == [((2, 4, 3, 3),), ((3, 4, 5, 2),)]
     with pytest.raises(xaibench.UnsupportedLayerError, match="could not be traced symbolically"):
         trace(model)  # without an example input the shapes are not known
+
+
+def test_in_place_operations_do_not_change_the_values_the_rules_read():
+    """nn.SiLU(inplace=True), F.relu(x, inplace=True), x.relu_() and x *= 2 would overwrite the
+    stored output of the layer before them, and the ledger would no longer close."""
+    class InPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c, self.d = (nn.Linear(4, 4) for _ in range(4))
+            self.act = nn.SiLU(inplace=True)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.act(self.a(x))
+            x = F.relu(self.b(x), inplace=True)
+            x = self.c(x).relu_()
+            x = self.d(x)
+            x *= 2.0
+            return self.head(F.hardtanh(x, -3.0, 3.0, True))
+
+    model = InPlace().double()
+    x = _sample((3, 4))
+    e = xaibench.explain(model, x, "lrp.epsilon")
+    assert_ledger_closes(e, 1e-10)
+    assert torch.allclose(e.output, model(x).max(1).values)

@@ -311,3 +311,32 @@ def test_zennit_gradient_fallback_follows_a_model_edited_between_calls():
     assert xaibench.explain(model, x, "lrp.epsilon", backend="zennit").gradient_fallback == []
     model[1] = nn.LayerNorm(4).double()
     assert xaibench.explain(model, x, "lrp.epsilon", backend="zennit").gradient_fallback == ["1 (LayerNorm)"]
+
+
+class _BatchNormAfterConcat(nn.Module):
+    """DenseNet's shape: a BatchNorm after a concatenation, not after the conv registered before it."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(2, 3, 3, padding=1)
+        self.b = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.BatchNorm2d(7)
+        self.head = nn.Linear(7 * 4 * 4, 2)
+
+    def forward(self, x):
+        h = self.norm(torch.cat([self.a(x), self.b(x)], 1))
+        return self.head(torch.relu(h).flatten(1))
+
+
+def test_zennit_batchnorm_merge_into_the_wrong_layer_is_a_named_error_and_leaves_the_model_intact():
+    from xaibench.errors import ExportError
+
+    model = _BatchNormAfterConcat().double().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    with pytest.raises(ExportError, match="SequentialMergeBatchNorm"):
+        xaibench.explain(model, x, "lrp.epsilon", backend="zennit")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
+    e = xaibench.explain(model, x, "lrp.epsilon")  # the native engine explains it
+    assert float(e.relative_conservation_error.max()) < 1e-12

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: ledger, the graph walk's conservation properties, target selection (several targets, masks)
 #: and the trust checks (about 1 minute unmutated on 2 cores)
 TESTS = ["tests/test_rules.py", "tests/test_ledger.py", "tests/test_graph.py", "tests/test_targets.py",
-         "tests/test_trust.py"]
+         "tests/test_trust.py", "tests/test_modern_blocks.py"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,22 @@ MUTANTS = [
            "        step.monotone = True"),
     Mutant("permute undone with the permutation, not its inverse", "xaibench/lrp/steps.py",
            "            inverse[dim] = position", "            inverse[position] = dim"),
+    # the modern blocks (docs/rules.md)
+    Mutant("normalization transpose without the mean subtraction", "xaibench/lrp/operators.py",
+           "        return diagonal + self._group_sum((s.reshape(rows) * q).reshape(s.shape), self.normalized_dims)",
+           "        return diagonal"),
+    Mutant("LayerNorm statistics without eps", "xaibench/lrp/operators.py",
+           'scale = torch.rsqrt((x - mean).pow(2).mean(dims, keepdim=True) + arguments.get("eps", 1e-5))',
+           "scale = torch.rsqrt((x - mean).pow(2).mean(dims, keepdim=True))"),
+    Mutant("uniform product rule gives 0.6 to each factor", "xaibench/lrp/steps.py",
+           "            half = relevance * 0.5", "            half = relevance * 0.6"),
+    Mutant("gate held constant gets the relevance", "xaibench/lrp/steps.py",
+           "gated = next(slot for slot in self.slots if slot != self.gate_slot)",
+           "gated = next(slot for slot in self.slots if slot == self.gate_slot)"),
+    Mutant("in-place activations stay in place", "xaibench/lrp/graph.py",
+           "        clone.inplace = False", "        clone.inplace = True"),
+    Mutant("broadcast factor's relevance not summed back", "xaibench/lrp/steps.py",
+           "    return relevance.sum_to_size(shape)", "    return relevance.mean(-1, keepdim=True).sum_to_size(shape)"),
     Mutant("torch.cat halves the relevance of a tensor part", "xaibench/lrp/steps.py",
            "                relevance_in[part] = piece if relevance_in[part] is None",
            "                relevance_in[part] = 0.5 * piece if relevance_in[part] is None"),

@@ -42,7 +42,7 @@ from torch import nn
 
 from .. import layers
 from .. import targets as targets_module
-from ..errors import InputError, UnknownMethodError, UnsupportedLayerError
+from ..errors import ExportError, InputError, UnknownMethodError, UnsupportedLayerError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
 from ..lrp import engine
@@ -236,6 +236,20 @@ def _cached_fallback(model: nn.Module, method: str, composite, stripped) -> list
     return list(entry["lists"][key])
 
 
+def _zennit_failure(model: nn.Module, error: RuntimeError) -> ExportError:
+    """zennit failing inside torch, as an error that names the cause where it is known: its
+    SequentialMergeBatchNorm pairs each BatchNorm with the linear module registered just before
+    it, not with the one that feeds it, so a BatchNorm after a concatenation (DenseNet) is
+    merged into a layer of another width."""
+    message = str(error).splitlines()[0]
+    batchnorms = [name for name, m in model.named_modules() if isinstance(m, layers.BATCHNORM)]
+    if batchnorms and "size of tensor" in message:
+        return ExportError("zennit", batchnorms[0], "BatchNorm", "zennit's SequentialMergeBatchNorm merges each "
+                           "BatchNorm into the linear module registered just before it, which here does not feed "
+                           f"it (torch: {message})")
+    return ExportError("zennit", type(model).__name__, type(model).__name__, f"zennit failed inside torch: {message}")
+
+
 def _final_modules(model: nn.Module, x) -> list[str]:
     """The path of the final softmax/sigmoid module whose output the model returns (the engine
     finds it in its trace; without one, a run of the model with forward hooks finds it)."""
@@ -310,7 +324,10 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
                 return seed
         fallback = _cached_fallback(model, method, composite, stripped)
         with _StripFinal(model, stripped):
-            _, relevance = attributor(repeated.clone().requires_grad_(True), seed_fn)
+            try:
+                _, relevance = attributor(repeated.clone().requires_grad_(True), seed_fn)
+            except RuntimeError as error:
+                raise _zennit_failure(model, error) from None
     finally:
         for module, flag in training.items():  # zennit's canonizers must not leave a mode change
             module.train(flag)

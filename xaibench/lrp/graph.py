@@ -543,13 +543,16 @@ class _Builder:
             step = self.steps.get(name)
             while isinstance(step, (ReshapeStep, SelectStep)) or (isinstance(step, PassStep) and step.transparent):
                 step = self.steps.get(step.inputs[0])
-            return step is not None and step.gate
-        flags = [is_gate(f.name) for f in factors]
-        if flags.count(True) == 1:
-            return flags.index(True), ""
-        if not any(flags):
+            return 0 if step is None else int(step.gate)
+        # 2: a squashing gate (sigmoid, hard sigmoid, tanh, softmax); 1: SiLU or GELU (the gate of a
+        # GLU-style MLP, but also the activation of the features an SE gate scales)
+        levels = [is_gate(f.name) for f in factors]
+        top = max(levels)
+        if top and levels.count(top) == 1:
+            return levels.index(top), ""
+        if not top:
             return None, "neither factor comes from a gating nonlinearity (sigmoid, tanh, softmax, SiLU, GELU)"
-        return None, "both factors come from gating nonlinearities"
+        return None, "both factors come from gating nonlinearities of the same kind"
 
     def _normalization_function(self, node, path, kind, inputs, materialize, call_function):
         target = node.target
@@ -860,14 +863,17 @@ def _is_sigmoid_step(step):
     return step.kind.split(".")[-1].lower().rstrip("_") == "sigmoid"
 
 
-def _is_gate(node, root) -> bool:
-    """Whether a node computes a gate (a sigmoid, tanh, softmax, SiLU or GELU): the factor
-    product='gate_constant' holds constant."""
+def _is_gate(node, root) -> int:
+    """Whether a node computes a gate, the factor product='gate_constant' holds constant: 2 for
+    a squashing one (sigmoid, hard sigmoid, tanh, softmax), 1 for SiLU or GELU, else 0."""
     if node.op == "call_module":
-        return isinstance(root.get_submodule(node.target), layers.GATES)
+        module = root.get_submodule(node.target)
+        return (1 if isinstance(module, (nn.SiLU, nn.GELU)) else 2) if isinstance(module, layers.GATES) else 0
     if node.op == "call_method":
-        return node.target in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax")
-    return node.op == "call_function" and node.target in layers.GATE_FUNCTIONS
+        return 2 if node.target in ("sigmoid", "sigmoid_", "tanh", "tanh_", "softmax") else 0
+    if node.op == "call_function" and node.target in layers.GATE_FUNCTIONS:
+        return 1 if node.target in (F.silu, F.gelu) else 2
+    return 0
 
 
 def _chosen_output(result, output):

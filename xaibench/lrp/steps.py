@@ -30,8 +30,8 @@ Tensor = torch.Tensor
 class Step(abc.ABC):
     """One node of the graph."""
 
-    #: computes a gate (sigmoid, tanh, softmax, SiLU, GELU): see ProductStep
-    gate = False
+    #: computes a gate: 2 a squashing one (sigmoid, tanh, softmax), 1 SiLU or GELU, 0 none (ProductStep)
+    gate = 0
     #: shape-only and identity steps are transparent when looking for the first layer
     transparent = False
     #: convolutions and pooling: the spatial dims their input has after (N, C); torch would
@@ -170,7 +170,8 @@ class ProductStep(Step):
     relevance, R_a = R_b = R / 2 (summed back over broadcast dims), so nothing is absorbed and
     no factor is preferred. product='gate_constant' (CP-LRP's gated-MLP convention): the gate,
     the factor computed by a gating nonlinearity (sigmoid, hard sigmoid, tanh, softmax, SiLU,
-    GELU; `gate_slot` is its slot), is held constant and the other factor gets all the relevance.
+    GELU; a squashing gate wins over SiLU/GELU features; `gate_slot` is its slot), is held
+    constant and the other factor gets all the relevance.
     """
 
     def __init__(self, name, path, kind, inputs, slots: tuple[int, int], gate: int | None, gate_reason: str):

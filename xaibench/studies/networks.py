@@ -14,9 +14,12 @@ exactly with results/baseline/ by tests/test_baseline.py).
                         shapes of the conformance table (torch's own init under torch.manual_seed)
     census              CensusModel, CENSUS_MODELS (name -> spec: builder, input shape, domain,
                         bias scale, target), census_model(spec, seed) (float64, He weights from
-                        randomize_he), census_inputs(spec, n, seed), bias_free_copy(model)
+                        randomize_he), census_inputs(spec, n, seed), bias_free_copy(model);
+                        SkipResNet and SkipUNet, the DAG shapes innvestigate mirrors (Add, Concatenate)
     modern blocks       DiffusionUNet (GroupNorm, SiLU, residual blocks, a cat skip, upsampling) and
-                        TwoBranchNet: the census zoo's own architectures (and the engine tests')
+                        TwoBranchNet: the census zoo's own architectures (and the engine tests');
+                        awaken(model, seed): random weights that keep a deep backbone's activations
+                        of order one (the zoo and tests/test_zoo.py)
 
 Each collection keeps its own seeding (it is what its committed tables were made with); the names
 are those of the tables' network/model columns, so a census "dense" and a conformance "dense" are
@@ -405,6 +408,53 @@ def conformance_network(name: str, seed: int = 0, batch: int = 4):
 
 
 # --- the census's models ---------------------------------------------------------------------
+class SkipResNet(nn.Module):
+    """ResNet-shaped: stem, an identity block relu(h + f(h)), a block with a 1x1 projection
+    proj(h) + f(h) (torch.add), max pooling, dense head."""
+
+    def __init__(self, bias=True):
+        super().__init__()
+        self.stem = nn.Conv2d(2, 4, 3, padding=1, bias=bias)
+        self.f1 = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, bias=bias), nn.ReLU(),
+                                nn.Conv2d(4, 4, 3, padding=1, bias=bias))
+        self.projection = nn.Conv2d(4, 6, 1, bias=bias)
+        self.f2 = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, bias=bias), nn.ReLU(),
+                                nn.Conv2d(6, 6, 3, padding=1, bias=bias), nn.ReLU())
+        self.pool = nn.MaxPool2d(2)
+        self.head = nn.Linear(6 * 3 * 3, 3, bias=bias)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.relu(h + self.f1(h))
+        h = torch.add(self.projection(h), self.f2(h))
+        return self.head(torch.flatten(self.pool(h), 1))
+
+
+class SkipUNet(nn.Module):
+    """U-Net-shaped: two encoder levels, nearest upsampling, two torch.cat skip concatenations
+    along channels, a 1-channel map as the output."""
+
+    def __init__(self, bias=True):
+        super().__init__()
+        self.encode1 = nn.Conv2d(2, 3, 3, padding=1, bias=bias)
+        self.encode2 = nn.Conv2d(3, 4, 3, padding=1, bias=bias)
+        self.bottom = nn.Conv2d(4, 4, 3, padding=1, bias=bias)
+        self.pool = nn.MaxPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.decode2 = nn.Conv2d(8, 4, 3, padding=1, bias=bias)
+        self.decode1 = nn.Conv2d(7, 3, 3, padding=1, bias=bias)
+        self.out = nn.Conv2d(3, 1, 1, bias=bias)
+
+    def forward(self, x):
+        e1 = torch.relu(self.encode1(x))                      # 8 x 8
+        e2 = torch.relu(self.encode2(self.pool(e1)))          # 4 x 4
+        b = torch.relu(self.bottom(self.pool(e2)))            # 2 x 2
+        d2 = torch.relu(self.decode2(torch.cat([self.up(b), e2], dim=1)))
+        d1 = torch.relu(self.decode1(torch.cat([self.up(d2), e1], 1)))
+        return self.out(d1)
+
+
+
 @dataclass(frozen=True)
 class CensusModel:
     name: str
@@ -469,6 +519,10 @@ _CENSUS_MODELS = [
                 _conv2d_upsample, (1, 6, 6), (-1.0, 1.0), 0.3),
     CensusModel("conv_transposed", "random conv2d with a ConvTranspose2d (innvestigate cannot mirror it)",
                 _conv_transposed, (2, 8, 8), (-1.0, 1.0), 0.3),
+    CensusModel("residual", "ResNet-shaped: identity and 1x1-projection residual blocks (innvestigate: Add)",
+                SkipResNet, (2, 6, 6), (-1.0, 1.0), 0.3),
+    CensusModel("unet_skips", "U-Net-shaped: two levels, nearest upsampling, two cat skips, centre pixel "
+                "(innvestigate: Concatenate)", SkipUNet, (2, 8, 8), (-1.0, 1.0), 0.3, target=4 * 8 + 4),
     CensusModel("enso", "ENSO dense 8-8-2 on an 18x36 grid", _reference("enso"), (1, 18, 36), (-1.0, 1.0), 0.1),
     CensusModel("convection", "convection 3D CNN, 2x5x16x16", _reference("convection"), (2, 5, 16, 16),
                 (0.0, 1.0), 0.1),
@@ -563,3 +617,34 @@ class TwoBranchNet(nn.Module):
     def forward(self, x):
         features = torch.cat([self.local(x).flatten(1), self.wide(x).flatten(1)], dim=1)
         return self.head(features)
+
+
+def awaken(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Seeded random weights that keep the activations of a deep backbone of order one: He
+    weights (N(0, 2/fan_in)), biases N(0, 0.1^2), BatchNorm statistics near (0, 1), norm affine
+    parts near (1, 0), layer scales at 0.5. torchvision's own initialization leaves the logits of
+    MobileNet or EfficientNet near 1e-9 at random weights, where every rule's stabilizer absorbs
+    the whole output and a conservation check says nothing. Returns the model in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def normal(shape, std, mean=0.0):
+        return torch.randn(shape, generator=generator) * std + mean
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+                module.weight.copy_(normal(module.weight.shape, math.sqrt(2.0 / module.weight[0].numel())))
+                if module.bias is not None:
+                    module.bias.copy_(normal(module.bias.shape, 0.1))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+                module.running_mean.copy_(normal(module.running_mean.shape, 0.1))
+                module.running_var.copy_(0.5 + torch.rand(module.running_var.shape, generator=generator))
+            if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) \
+                    and module.weight is not None:
+                module.weight.copy_(normal(module.weight.shape, 0.2, 1.0))
+                if module.bias is not None:
+                    module.bias.copy_(normal(module.bias.shape, 0.1))
+        for name, parameter in model.named_parameters():
+            if "layer_scale" in name:
+                parameter.fill_(0.5)
+    return model.eval()

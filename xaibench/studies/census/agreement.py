@@ -119,7 +119,7 @@ MODELS = CENSUS_MODELS
 #: the quick set: a minute or two on two cores. innvestigate builds each analyzer graph once per model
 #: (0.1-1 s on small nets, 2-20 s on the convection CNN and the deeper radar nets), so the deeper
 #: reference networks are in the full census only.
-QUICK = Settings(models=("dense", "conv2d", "conv_transposed", "enso", "radar1"),
+QUICK = Settings(models=("dense", "conv2d", "conv_transposed", "residual", "unet_skips", "enso", "radar1"),
                  n_samples=4, smoothgrad_samples=64, integrated_gradients_steps=32)
 DEFAULT = Settings(models=tuple(MODELS), n_samples=16, smoothgrad_samples=512, integrated_gradients_steps=64)
 

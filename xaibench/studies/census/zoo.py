@@ -8,8 +8,10 @@ is one row of zoo.csv, with the measures of agreement.csv (conservation_residual
 the backend's own map, ledger_closure_max of the native one, max/median_relative_difference to
 native), its status, note, a verdict and the seconds it took.
 
-Architectures: torchvision classification backbones with random weights (torchvision's own
-initialization under torch.manual_seed(census_seed(seed, name))) on 3x64x64 inputs, plus the two
+Architectures: torchvision classification backbones with seeded random weights that keep the
+activations of order one (xaibench.studies.networks.awaken; torchvision's own initialization
+leaves MobileNet's and EfficientNet's logits near 1e-9, where epsilon absorbs everything) on
+3x64x64 inputs, plus the two
 small networks of xaibench.studies.networks (DiffusionUNet: GroupNorm, SiLU, residual blocks,
 a concatenation skip, upsampling; TwoBranchNet). float64, a batch of N_SAMPLES = 2 seeded
 inputs spanning [-1, 1], the target the argmax (DiffusionUNet: its centre pixel of channel 0),
@@ -48,7 +50,14 @@ from xaibench.backends import table
 from xaibench.io import write_csv, write_text
 from xaibench.studies import sweep
 from xaibench.studies.census import agreement
-from xaibench.studies.networks import CensusModel, DiffusionUNet, TwoBranchNet, census_inputs, census_seed
+from xaibench.studies.networks import (
+    CensusModel,
+    DiffusionUNet,
+    TwoBranchNet,
+    awaken,
+    census_inputs,
+    census_seed,
+)
 
 METHODS = ("lrp.epsilon", "lrp.z", "lrp.gamma", "lrp.alpha1beta0", "lrp.epsilon_plus", "gradient",
            "input_x_gradient", "integrated_gradients")
@@ -125,9 +134,9 @@ DEFAULT = ZooSettings(tuple(ARCHITECTURES), integrated_gradients_steps=32)
 
 
 def build_architecture(architecture: Architecture, seed: int) -> torch.nn.Module:
-    """float64, eval mode, the constructor's own initialization under a seed of the run and the name."""
+    """float64, eval mode, awaken()'s weights under a seed of the run and the name."""
     torch.manual_seed(census_seed(seed, architecture.name))
-    return architecture.build().double().eval()
+    return awaken(architecture.build(), census_seed(seed, architecture.name)).double().eval()
 
 
 def verdict(row: dict) -> str:
@@ -254,8 +263,9 @@ def write_zoo(zoo: pd.DataFrame, out_dir: str | Path, settings: ZooSettings | No
     text = [
         "# Census zoo: modern architectures on every backend",
         "",
-        "Computed by `xaibench census --zoo`; random weights (the constructors' own initialization, "
-        f"seeded), {N_SAMPLES} seeded inputs spanning [-1, 1], float64, stabilizer 1e-12, epsilon 0.1.{size} "
+        "Computed by `xaibench census --zoo`; seeded random weights that keep activations of order one "
+        f"(xaibench.studies.networks.awaken), {N_SAMPLES} seeded inputs spanning [-1, 1], float64, "
+        f"stabilizer 1e-12, epsilon 0.1.{size} "
         "Difference: max over samples of max|R_backend - R_native| / sum|R_native|; conservation residual: "
         "max over samples of |sum(R) - output| / |output| of the backend's own map (with biases it includes "
         "what biases and epsilon absorb). Seconds: the whole architecture on every backend, on this "
