@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from external_model import my_cnn
+from external_model import my_cnn, two_inputs
 from safetensors.torch import save_file
 from strategies import batchnorm_cnn, documented_difference_examples, full_snapshot, unchanged, upsampling_cnn
 
@@ -438,3 +438,148 @@ def test_each_documented_innvestigate_difference_is_known_by_its_control(innvest
         assert row.status == "KNOWN" and row.value > 1e-4 and name in row.detail, (method, row)
         assert _control_value(row.detail) <= 1e-4, row.detail
         assert unchanged(model, snapshot), method
+
+
+# --- a model with several inputs (issue 16) ------------------------------------------------------
+TWO_SAMPLES = 5
+
+
+@pytest.fixture(scope="module")
+def two_files(tmp_path_factory):
+    """A netCDF with two variables, sst (time, lat, lon) and wind (time, level), and the weights
+    of tests/external_model/two_inputs.py's models."""
+    folder = tmp_path_factory.mktemp("validate_two")
+    rng = np.random.default_rng(0)
+    dataset = xr.Dataset(
+        {"sst": (("time", "lat", "lon"), rng.normal(size=(TWO_SAMPLES, 8, 8)).astype(np.float32),
+                 {"units": "K", "long_name": "sea surface temperature anomaly"}),
+         "wind": (("time", "level"), rng.normal(size=(TWO_SAMPLES, 6)).astype(np.float32),
+                  {"units": "m s-1", "long_name": "zonal wind anomaly"})},
+        coords={"time": np.arange(TWO_SAMPLES), "lat": np.linspace(-17.5, 17.5, 8),
+                "lon": np.linspace(150.0, 185.0, 8), "level": np.linspace(1000.0, 500.0, 6)})
+    paths = {"inputs": folder / "sst_wind.nc", "weights": folder / "two.safetensors",
+             "heads": folder / "heads.safetensors", "short_wind": folder / "wind_short.nc"}
+    dataset.to_netcdf(paths["inputs"], engine="h5netcdf")
+    dataset[["wind"]].isel(time=slice(0, 2)).to_netcdf(paths["short_wind"], engine="h5netcdf")
+    torch.manual_seed(0)
+    save_file(two_inputs.build().state_dict(), paths["weights"])
+    torch.manual_seed(0)
+    save_file(two_inputs.build_two_heads().state_dict(), paths["heads"])
+    return paths
+
+
+def test_cli_validates_a_model_with_two_inputs_from_one_netcdf(two_files, tmp_path):
+    """--variable sst --variable wind: each variable fitted to its input (sst gets the channel
+    axis), conservation over both inputs passes, a method or backend that explains one input
+    tensor only is SKIPPED with the reason, and the relevance file holds one variable per input."""
+    out = tmp_path / "verdict"
+    before = _sha256(two_files["inputs"])
+    result = _run("external_model.two_inputs:build", "--weights", two_files["weights"], "--inputs",
+                  two_files["inputs"], "--variable", "sst", "--variable", "wind", "--method", "lrp.epsilon",
+                  "gradient", "smoothgrad", "--backends", "zennit", "--cascade", "2", "--out", out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "verdict: PASS" in result.stdout
+    assert _sha256(two_files["inputs"]) == before
+
+    verdict = json.loads((out / "verdict.json").read_text())
+    settings = verdict["settings"]
+    assert settings["variable"] == ["sst", "wind"]
+    assert settings["model_input_shape"] == [[1, 8, 8], [6]]
+    assert settings["input_note"] == "sst: a channel axis of size 1 added after the sample axis"
+    checks = {(c["method"], c["check"]): c for c in verdict["checks"]}
+    conservation = checks[("lrp.epsilon", "conservation")]
+    assert conservation["status"] == "PASS" and conservation["value"] <= 1e-10
+    assert "2 inputs (sst, wind)" in conservation["detail"]
+    for method in ("lrp.epsilon", "gradient"):
+        agreement = checks[(method, "agreement[zennit]")]
+        assert agreement["status"] == "SKIPPED" and "explains models with one input tensor" in agreement["detail"]
+        top = checks[(method, "randomization[top 1]")]
+        assert top["status"] == "PASS" and "per input: sst" in top["detail"] and ", wind " in top["detail"]
+    smoothgrad = checks[("smoothgrad", "reference")]
+    assert smoothgrad["status"] == "SKIPPED"
+    assert "cannot explain 2 inputs" in smoothgrad["detail"] and "one input tensor" in smoothgrad["detail"]
+    assert [c for c in verdict["checks"] if c["method"] == "smoothgrad"] == [smoothgrad]
+    assert not (out / "relevance_smoothgrad.nc").exists()
+
+    with xr.open_dataset(two_files["inputs"], engine="h5netcdf") as original, \
+            xr.open_dataset(out / "relevance_lrp.epsilon.nc", engine="h5netcdf") as maps:
+        assert set(maps.data_vars) == {"relevance_sst", "relevance_wind", "output", "target"}
+        for name in ("sst", "wind"):
+            relevance = maps[f"relevance_{name}"]
+            assert relevance.dims == original[name].dims and relevance.shape == original[name].shape
+            assert relevance.attrs["explained_variable"] == name and relevance.attrs["method"] == "lrp.epsilon"
+            assert np.isfinite(relevance.values).all()
+        np.testing.assert_array_equal(maps["level"].values, original["level"].values)
+        assert maps["output"].dims == ("time",) and maps["target"].dims == ("time",)
+
+
+def test_python_function_takes_a_tuple_of_arrays_for_several_inputs(tmp_path):
+    """A tuple of arrays, one per input: named x0, x1 in the files; integrated gradients takes one
+    input tensor only and is SKIPPED, not an error; the verdict passes on what could be checked."""
+    generator = torch.Generator().manual_seed(0)
+    sst, wind = torch.randn(3, 1, 8, 8, generator=generator), torch.randn(3, 6, generator=generator)
+    torch.manual_seed(0)
+    model = two_inputs.build()
+    report = validate(model, inputs=(sst, wind), methods=["lrp.z", "integrated_gradients"], backends=["captum"],
+                      cascade=1, out=tmp_path)
+    rows = {(c.method, c.check): c for c in report.checks}
+    assert rows[("lrp.z", "conservation")].status == "PASS"
+    assert rows[("lrp.z", "agreement[captum]")].status == "SKIPPED"
+    assert "captum' explains models with one input tensor" in rows[("lrp.z", "agreement[captum]")].detail
+    skipped = rows[("integrated_gradients", "reference")]
+    assert skipped.status == "SKIPPED" and "integrated_gradients' explains models with one input tensor" in \
+        skipped.detail
+    assert report.passed and report.settings["variable"] == ["x0", "x1"]
+    relevance = report.explanations["lrp.z"].relevance
+    assert isinstance(relevance, tuple) and [r.shape for r in relevance] == [sst.shape, wind.shape]
+    with xr.open_dataset(tmp_path / "relevance_lrp.z.nc", engine="h5netcdf") as maps:
+        assert maps["relevance_x0"].shape == (3, 1, 8, 8) and maps["relevance_x1"].shape == (3, 6)
+        np.testing.assert_allclose(maps["relevance_x1"].values, relevance[1].numpy())
+
+
+def test_output_chooses_among_several_outputs_and_the_error_lists_them(two_files, capsys, monkeypatch):
+    """A model returning a dict: without --output the error lists the keys (exit 2); with it, the
+    chosen output is explained and only the layers it depends on are re-initialized."""
+    common = ("external_model.two_inputs:build_two_heads", "--weights", two_files["heads"], "--inputs",
+              two_files["inputs"], "--variable", "sst", "--variable", "wind")
+    line = _bad(capsys, monkeypatch, *common)
+    assert "returns a dict with keys 'logits', 'aux'" in line and "--output" in line
+    line = _bad(capsys, monkeypatch, *common, "--output", "probabilities")
+    assert "output 'probabilities'" in line and "one of 'logits', 'aux'" in line
+
+    report = validate(two_inputs.build_two_heads(), weights=two_files["heads"], inputs=two_files["inputs"],
+                      variable=["sst", "wind"], output="logits", methods=["lrp.epsilon"], backends=[])
+    assert report.settings["output"] == "logits" and "aux" not in report.settings["layers_top_down"]
+    assert report.settings["layers_top_down"][0] == "out"
+    rows = {c.check: c for c in report.checks}
+    assert rows["conservation"].status == "PASS"
+    assert report.explanations["lrp.epsilon"].output.shape == (TWO_SAMPLES,)
+
+
+def test_several_inputs_that_do_not_fit_are_named(two_files, capsys, monkeypatch):
+    common = ("external_model.two_inputs:build", "--weights", two_files["weights"])
+    line = _bad(capsys, monkeypatch, *common, "--inputs", two_files["inputs"], "--variable", "sst")
+    assert "the model takes 2 inputs (sst, wind) but got 1 (sst)" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", two_files["inputs"], "--variable", "sst", "--variable", "t2m")
+    assert "no data variable 't2m'; it has: sst, wind" in line
+    line = _bad(capsys, monkeypatch, *common, "--inputs", two_files["inputs"], "--inputs", two_files["short_wind"],
+                "--variable", "sst", "--variable", "wind")
+    assert "different numbers of samples (sst 5, wind 2)" in line
+
+
+def test_inputs_sharing_a_dimension_name_with_another_size_keep_their_own(tmp_path):
+    """sst and wind both on (time, lat, lon), wind on a coarser grid: the relevance file cannot
+    hold both under one 'lat', so wind's dimensions get its name (lat_wind, lon_wind)."""
+    rng = np.random.default_rng(0)
+    sst = xr.DataArray(rng.normal(size=(3, 8, 8)), dims=("time", "lat", "lon"), coords={"lat": np.arange(8.0)},
+                       name="sst")
+    wind = xr.DataArray(rng.normal(size=(3, 2, 3)), dims=("time", "lat", "lon"), coords={"lat": [0.0, 5.0]},
+                        name="wind")
+    torch.manual_seed(0)
+    report = validate(two_inputs.build(), inputs=(sst, wind), methods=["lrp.epsilon"], backends=[], cascade=1,
+                      out=tmp_path)
+    assert report.settings["input_note"].endswith("wind: flattened per sample")
+    with xr.open_dataset(tmp_path / "relevance_lrp.epsilon.nc", engine="h5netcdf") as maps:
+        assert maps["relevance_sst"].dims == ("time", "lat", "lon")
+        assert maps["relevance_wind"].dims == ("time", "lat_wind", "lon_wind")
+        np.testing.assert_array_equal(maps["lat_wind"].values, [0.0, 5.0])

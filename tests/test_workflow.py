@@ -59,7 +59,7 @@ MISSING = object()   # the key left out
 
 @pytest.mark.parametrize("path, value, named", [
     (("cases", "training", "enso", "epochs"), 0, "epochs"),
-    (("cases", "explain", "backends"), ["native", "captum"], "captum"),
+    (("cases", "explain", "backends"), ["native", "lxt"], "lxt"),
     (("bench", "repeats"), "three", "repeats"),
     # default.yaml sets it (cosine): a merge into default.yaml would run the paper-scale value
     (("groundtruth", "training", "lr_schedule"), MISSING, "lr_schedule"),

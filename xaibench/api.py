@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import outputs
-from .errors import InputError, UnknownMethodError
+from .errors import OneInputOnlyError, UnknownMethodError
 from .explanation import Explanation
 from .lrp import composites, engine
 from .lrp.engine import explain_lrp
@@ -83,7 +83,7 @@ def _explain(model, x, method, target, backend, dtype, output, options) -> Expla
         explanation.options = dict(options)
         return explanation
     if isinstance(x, (tuple, list)):
-        raise InputError(f"backend '{backend}' explains models with one input tensor; for several inputs use "
+        raise OneInputOnlyError(f"backend '{backend}' explains models with one input tensor; for several inputs use "
                          "backend='native'")
     model = outputs.for_backend(model, output)
     if backend == "zennit":

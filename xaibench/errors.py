@@ -29,6 +29,10 @@ class InputError(XaibenchError, ValueError):
     """The input, its shape or the target does not fit the model."""
 
 
+class OneInputOnlyError(InputError):
+    """Several input tensors given to a method or backend that explains models with one."""
+
+
 class UnknownMethodError(XaibenchError, ValueError):
     """A method name a backend does not have; the message lists what it has."""
 

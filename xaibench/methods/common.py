@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..errors import InputError, OneInputOnlyError
 from ..lrp import engine
 
 # Input elements per forward/backward pass when the caller does not choose a chunk size:
@@ -86,7 +86,7 @@ def prepare(model: nn.Module, x, dtype, output=None, method: str | None = None):
     new) and the explained output f(x) [B, *out]. output: which of several model outputs is
     explained. method: a method that takes one input tensor only (its name for the error)."""
     if method is not None and isinstance(x, (tuple, list)):
-        raise InputError(f"method '{method}' explains models with one input tensor; for several inputs use "
+        raise OneInputOnlyError(f"method '{method}' explains models with one input tensor; for several inputs use "
                          "an LRP method, gradient or input_x_gradient")
     prepared = engine.prepare(model, x, dtype, output)
     with torch.no_grad():

@@ -42,6 +42,25 @@ library does not see shows at 1e-3 and above. Randomization: Spearman < 0.9 in b
 The user's model is never modified: every explanation runs on deep copies. Loading a weights
 file never runs code from it (safetensors, or torch.load(weights_only=True)).
 
+Several inputs: a model whose forward takes several tensors (forward(self, sst, wind)) is
+validated on a tuple of inputs, one per forward argument in order (variable=["sst", "wind"]
+from one netCDF file, or one file or array per input; inputs.read_input_set). Every
+explanation is then a tuple of relevance maps with one ledger across them, and the checks
+read them so:
+- conservation: over all inputs together (sum over every input's relevance + absorbed = output);
+- agreement[B] and randomization: the value is computed over the concatenation of all inputs'
+  flattened relevance per sample (max|R_B - R_native| over all inputs / sum|R_native| over all
+  inputs; Spearman over all inputs' |R| together: a map that moves relevance from one variable
+  to another has changed), and each input's own value is in the row's detail;
+- a method or backend that explains only one input tensor (integrated gradients, SmoothGrad,
+  occlusion; zennit, innvestigate, captum today) is SKIPPED with its reason: its reference row,
+  or its agreement row. It never fails the verdict and never passes silently.
+The relevance files then hold one data variable per input, relevance_<input name> (Report.write).
+
+Several outputs: a model returning a tuple or dict is explained for the output chosen with
+output= (an index or key; CLI --output); without it the error lists the choices. The
+randomization cascade then re-initializes only the layers the chosen output depends on.
+
 Bad input (a file that is missing, a factory that does not exist, weights or inputs that do
 not fit the model, NaN/Inf in the inputs) raises InputError before any check runs; the CLI
 turns it into one line and exit status 2. Errors of one explanation become report rows: the
@@ -65,7 +84,7 @@ from torch import nn
 
 from xaibench import targets as targets_module
 from xaibench.backends import table as method_table
-from xaibench.errors import InputError
+from xaibench.errors import InputError, OneInputOnlyError
 from xaibench.metrics import agreement_per_sample, spearman_per_sample
 from xaibench.studies import sweep
 from xaibench.studies.sweep import one_line
@@ -73,9 +92,13 @@ from xaibench.studies.validate.inputs import (
     apply_weights,
     build_model,
     choose_dtype,
+    first_rows,
+    fit_input_set,
     fit_inputs,
+    forward,
     load_weights,
-    read_inputs,
+    read_input_set,
+    resolve_output,
 )
 from xaibench.studies.validate.report import ERROR, FAIL, INFO, KNOWN, PASS, SKIPPED, CheckResult, Report
 
@@ -89,16 +112,21 @@ DEFAULT_TOLERANCES = {
 }
 
 
-def validate(model_or_factory, *, weights=None, inputs, variable: str | None = None,
+def validate(model_or_factory, *, weights=None, inputs, variable=None,
              methods=DEFAULT_METHODS, target=None, tolerances: dict | None = None, dtype="auto",
              seed: int = 0, cascade: int | None = None, samples: int | None = None, backends=None,
-             factory_kwargs: dict | None = None, method_options: dict | None = None, out=None) -> Report:
+             factory_kwargs: dict | None = None, method_options: dict | None = None, out=None,
+             output=None) -> Report:
     """Run the checks of `xaibench validate` (see the module docstring) and return the Report.
 
     model_or_factory: an nn.Module (never modified), a factory called with factory_kwargs, or
     'module:factory'. weights: a .safetensors/.pt/.pth state dict (loaded strictly into a copy).
     inputs: a netCDF path, an xarray Dataset/DataArray or an array; first dimension = sample.
-    methods: canonical method names (the native backend must have each). target: as in
+    variable: the data variable to read (None: the only one). A model with several inputs:
+    a list of variables (one per forward argument, in order) and/or a tuple of inputs, one per
+    argument (see inputs.read_input_set). output: for a model returning a tuple or dict, the
+    output explained (an index or key; '1' is taken as the index 1 of a tuple). methods:
+    canonical method names (the native backend must have each). target: as in
     xaibench.explain (None: argmax). tolerances: overrides of DEFAULT_TOLERANCES[dtype]
     (keys conservation, agreement, randomization). cascade: how many layers to re-initialize
     from the top (None: all). samples: use only the first N samples. backends: the backends
@@ -137,10 +165,16 @@ def validate(model_or_factory, *, weights=None, inputs, variable: str | None = N
                          "so that it never modifies the model") from None
     if weights is not None:
         apply_weights(working, load_weights(weights), weights)
-    array = read_inputs(inputs, variable, samples)
-    x, input_note = fit_inputs(working, array)
+    arrays, several = read_input_set(inputs, variable, samples)
+    if several:
+        x, notes = fit_input_set(working, arrays, output)
+        input_note = "; ".join(f"{a.name}: {note}" for a, note in zip(arrays, notes) if note)
+    else:
+        x, input_note = fit_inputs(working, arrays[0], output)
+    with torch.no_grad():
+        output_value, output = resolve_output(forward(copy.deepcopy(working).eval(), x), output)
 
-    chosen, dtype_note = choose_dtype(working, x, dtype)
+    chosen, dtype_note = choose_dtype(working, x, dtype, output)
     limits = dict(DEFAULT_TOLERANCES[chosen])
     for key, value in (tolerances or {}).items():
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -148,11 +182,9 @@ def validate(model_or_factory, *, weights=None, inputs, variable: str | None = N
         limits[key] = float(value)
 
     # the target must fit the output before anything is explained (one clear error, exit 2)
-    with torch.no_grad():
-        output = copy.deepcopy(working).eval()(x)
-    targets_module.resolve(output, target)
+    targets_module.resolve(output_value, target)
 
-    layers = parameterized_layers(working, x)
+    layers = parameterized_layers(working, x, output)
     top_down = layers[::-1][: (len(layers) if cascade is None else max(0, cascade))]
     labels = [f"{path} ({type(working.get_submodule(path)).__name__})" for path in top_down]
     randomized_models = {}  # level -> model, built once and shared by all methods
@@ -162,22 +194,32 @@ def validate(model_or_factory, *, weights=None, inputs, variable: str | None = N
             randomized_models[level] = randomized_copy(working, top_down[:level], seed)
         return randomized_models[level]
 
+    if several:
+        shown = inputs if isinstance(inputs, (tuple, list)) else (inputs,)
+        described = [str(i) if isinstance(i, (str, os.PathLike)) else type(i).__name__ for i in shown]
+        fields = {"inputs": described[0] if len(described) == 1 else described,
+                  "variable": [str(a.name) for a in arrays], "samples": int(x[0].shape[0]),
+                  "input_dims": [list(map(str, a.dims)) for a in arrays],
+                  "model_input_shape": [list(t.shape[1:]) for t in x]}
+    else:
+        fields = {"inputs": str(inputs) if isinstance(inputs, (str, os.PathLike)) else type(inputs).__name__,
+                  "variable": str(arrays[0].name), "samples": int(x.shape[0]),
+                  "input_dims": list(map(str, arrays[0].dims)), "model_input_shape": list(x.shape[1:])}
+    if output is not None:
+        fields["output"] = output
     settings = {
-        "model": model_name, "weights": None if weights is None else str(weights),
-        "inputs": str(inputs) if isinstance(inputs, (str, os.PathLike)) else type(inputs).__name__,
-        "variable": str(array.name), "samples": int(x.shape[0]),
-        "input_dims": list(map(str, array.dims)), "model_input_shape": list(x.shape[1:]),
+        "model": model_name, "weights": None if weights is None else str(weights), **fields,
         "input_note": input_note, "dtype": str(chosen).replace("torch.", ""), "dtype_note": dtype_note,
         "target": target if target is None or isinstance(target, int) else "per sample",
         "methods": methods, "tolerances": limits, "seed": seed, "layers_top_down": top_down,
         "backends": others, "xaibench_version": _version(),
     }
-    report = Report([], settings, inputs=array)
+    report = Report([], settings, inputs=tuple(arrays) if several else arrays[0])
     runner = sweep.Sweep(native_failure="record")   # one sweep: an unavailable backend is asked once
     for method in methods:
         report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
                                            method_options.get(method, {}), others, labels, randomized,
-                                           report))
+                                           report, output))
     if out is not None:
         report.write(out)
     return report
@@ -189,21 +231,45 @@ def _version():
 
 
 def _check_method(api, runner, model, x, method, target, dtype, limits, options, backends, layers, randomized,
-                  report):
+                  report, output=None):
     rows = []
+    several = isinstance(x, tuple)
+    names = [str(a.name) for a in report.inputs] if several else []
 
     def row(check, status, value=None, tolerance=None, comparison="", detail=""):
         rows.append(CheckResult(method, check, status, None if value is None else float(value),
                                 tolerance, comparison, detail))
 
-    outcome = runner.run(method, "native", lambda: api.explain(model, x, method, target=target, dtype=dtype,
-                                                               **options))
+    def run(backend, explain):
+        """runner.run, where an explanation that takes one input tensor only is SKIPPED for
+        several inputs (with the library's own reason), not an error."""
+        one_input_only = []
+
+        def attempt():
+            try:
+                return explain()
+            except InputError as error:
+                if several and _one_input_only(error):
+                    one_input_only.append(error)
+                raise
+        outcome = runner.run(method, backend, attempt)
+        if one_input_only:
+            return sweep.Outcome(method, backend, sweep.SKIPPED,
+                                 reason=f"cannot explain {len(x)} inputs: {one_line(one_input_only[0])}")
+        return outcome
+
+    outcome = run("native", lambda: api.explain(model, x, method, target=target, dtype=dtype, output=output,
+                                                **options))
+    if outcome.status == sweep.SKIPPED and several:
+        row("reference", SKIPPED, detail=f"skipped: {method} {outcome.reason}")
+        return rows
     if not outcome.ok:   # no reference (skippable or not): nothing of this method can be validated
         row("reference", ERROR, detail=f"the native explanation failed: {outcome.reason}")
         return rows
     reference = outcome.explanation
     report.explanations[method] = reference
     sample_dims = reference.output.dim()
+    over = f" over all {len(x)} inputs ({', '.join(names)}) together" if several else ""
 
     # 1. conservation: the ledger closes (relevance + absorbed = output), worst sample
     # (no ledger, no check: integrated gradients carries its completeness residual, a property of
@@ -214,7 +280,8 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
     else:
         value = float(relative.max())
         row("conservation", PASS if value <= limits["conservation"] else FAIL, value, limits["conservation"], "<=",
-            "max over samples of |sum R + absorbed - output| / max(|output|, sum|R|)")
+            "max over samples of |sum R + absorbed - output| / max(|output|, sum|R|)"
+            + (f", sum R{over}" if several else ""))
         row("absorbed", INFO, *_absorbed(reference))
 
     # 2. agreement with every other backend that has the method
@@ -227,8 +294,8 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
         if method not in available:
             row(check, SKIPPED, detail=f"skipped: {backend} has no {method}")
             continue
-        outcome = runner.run(method, backend, partial(api.explain, model, x, method, target=reference.target,
-                                                      backend=backend, dtype=dtype, **options))
+        outcome = run(backend, partial(api.explain, model, x, method, target=reference.target, backend=backend,
+                                       dtype=dtype, output=output, **options))
         if outcome.status == sweep.SKIPPED:
             row(check, SKIPPED, detail=f"skipped: {outcome.reason}")
             continue
@@ -236,16 +303,20 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
             row(check, ERROR, detail=f"{backend} failed: {outcome.reason}")
             continue
         other = outcome.explanation
-        if tuple(other.relevance.shape) != tuple(reference.relevance.shape):
+        if _shapes(other.relevance) != _shapes(reference.relevance):
             row(check, FAIL, math.inf, limits["agreement"], "<=",
-                f"relevance shape {tuple(other.relevance.shape)} vs native {tuple(reference.relevance.shape)}")
+                f"relevance shape {_shapes(other.relevance)} vs native {_shapes(reference.relevance)}")
             continue
-        value = _worst(agreement_per_sample(other.relevance, reference.relevance, sample_dims))
-        detail = f"max over samples of max|R_{backend} - R_native| / sum|R_native|"
+        value = _worst(agreement_per_sample(*_joined(other.relevance, reference.relevance, sample_dims), 1))
+        detail = f"max over samples of max|R_{backend} - R_native| / sum|R_native|{over}"
+        if several:
+            detail += "; per input: " + ", ".join(
+                f"{name} {_worst(agreement_per_sample(a, b, sample_dims)):.3g}"
+                for name, a, b in zip(names, other.relevance, reference.relevance))
         known = method_table.documented_differences(backend, method, options, model)
         if value > limits["agreement"] and known:
             status, detail = _documented_or_failed(api, backend, known, model, x, method, options, reference, other,
-                                                   dtype, limits["agreement"])
+                                                   dtype, limits["agreement"], output)
             row(check, status, value, limits["agreement"], "<=", detail)
             continue
         row(check, PASS if value <= limits["agreement"] else FAIL, value, limits["agreement"], "<=", detail)
@@ -256,19 +327,45 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
         return rows
     for level in range(1, len(layers) + 1):
         check = f"randomization[top {level}]"
-        names = ", ".join(layers[:level])
-        outcome = runner.run(method, "native", partial(api.explain, randomized(level), x, method,
-                                                       target=reference.target, dtype=dtype, **options))
+        layer_names = ", ".join(layers[:level])
+        outcome = run("native", partial(api.explain, randomized(level), x, method, target=reference.target,
+                                        dtype=dtype, output=output, **options))
         if not outcome.ok:
-            row(check, ERROR, detail=f"re-initialized {names}; explaining failed: {outcome.reason}")
+            row(check, ERROR, detail=f"re-initialized {layer_names}; explaining failed: {outcome.reason}")
             continue
         after = outcome.explanation
-        correlation = spearman_per_sample(reference.relevance, after.relevance, sample_dims)
+        correlation = spearman_per_sample(*_joined(reference.relevance, after.relevance, sample_dims), 1)
         value = float(correlation.max())
-        row(check, PASS if value < limits["randomization"] else FAIL, value, limits["randomization"], "<",
-            f"re-initialized {names}; max over samples of Spearman(|R|, |R_randomized|) "
-            f"(mean {float(correlation.mean()):.3g})")
+        detail = (f"re-initialized {layer_names}; max over samples of Spearman(|R|, |R_randomized|){over} "
+                  f"(mean {float(correlation.mean()):.3g})")
+        if several:
+            detail += "; per input: " + ", ".join(
+                f"{name} {float(spearman_per_sample(a, b, sample_dims).max()):.3g}"
+                for name, a, b in zip(names, reference.relevance, after.relevance))
+        row(check, PASS if value < limits["randomization"] else FAIL, value, limits["randomization"], "<", detail)
     return rows
+
+
+def _one_input_only(error: InputError) -> bool:
+    """The library's refusal of a tuple of inputs by a method or backend that explains one input
+    tensor (xaibench.errors.OneInputOnlyError)."""
+    return isinstance(error, OneInputOnlyError)
+
+
+def _shapes(relevance):
+    """The relevance's shape, or the shapes of a tuple of relevance maps."""
+    return tuple(tuple(r.shape) for r in relevance) if isinstance(relevance, tuple) else tuple(relevance.shape)
+
+
+def _joined(a, b, sample_dims: int):
+    """Two relevance maps (tensors, or tuples of one tensor per input) as [rows, features]
+    tensors: each input flattened per row (sample, or sample and target) and the inputs
+    concatenated, so a metric with sample_dims=1 reads all inputs together."""
+    def flat(relevance):
+        parts = relevance if isinstance(relevance, tuple) else (relevance,)
+        rows = int(math.prod(parts[0].shape[:sample_dims]))
+        return torch.cat([r.detach().reshape(rows, -1).to(torch.float64) for r in parts], 1)
+    return flat(a), flat(b)
 
 
 def _worst(per_sample: torch.Tensor) -> float:
@@ -277,7 +374,7 @@ def _worst(per_sample: torch.Tensor) -> float:
 
 
 def _documented_or_failed(api, backend, differences, model, x, method, options, reference, other, dtype,
-                          tolerance):
+                          tolerance, output=None):
     """A disagreement for which the method table documents a cause is KNOWN only if the table's
     control (the same comparison with every documented cause removed, or the native engine
     recomputing what the other library computes) agrees within the tolerance; otherwise the
@@ -289,11 +386,12 @@ def _documented_or_failed(api, backend, differences, model, x, method, options, 
         native_side, other_side = method_table.control(differences, method, options, model, x)
         # the same outputs as the measured comparison, whatever the control model's argmax
         native = api.explain(native_side.model, x, native_side.method, target=reference.target, dtype=dtype,
-                             **native_side.options)
+                             output=output, **native_side.options)
         other_control = other if other_side is None else api.explain(
             other_side.model, x, other_side.method, target=reference.target, backend=backend, dtype=dtype,
-            **other_side.options)
-        value = _worst(agreement_per_sample(other_control.relevance, native.relevance, reference.output.dim()))
+            output=output, **other_side.options)
+        value = _worst(agreement_per_sample(*_joined(other_control.relevance, native.relevance,
+                                                     reference.output.dim()), 1))
     except Exception as error:
         return FAIL, (f"the documented cause is unverified: its control [{controls}] failed: {one_line(error)} "
                       f"(documented: {reasons})")
@@ -322,21 +420,35 @@ def _absorbed(explanation):
     return float(total_share.median()), None, "", detail
 
 
-def parameterized_layers(model: nn.Module, x: torch.Tensor) -> list[str]:
+def parameterized_layers(model: nn.Module, x, output=None) -> list[str]:
     """Paths of the modules that own parameters, in the order of their last call in a forward
-    pass (the last one is the top layer), found with hooks on a copy of the model."""
+    pass (the last one is the top layer), found with hooks on a copy of the model. x: a tensor
+    or a tuple of them. output: for a model with several outputs, the one explained; only the
+    layers it depends on (whose parameters get a gradient from it) are listed, since
+    re-initializing another output's head cannot change its relevance."""
     probe = copy.deepcopy(model).eval()
     calls = []
     handles = [module.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
                for name, module in probe.named_modules()
                if name and any(True for _ in module.parameters(recurse=False))]
     try:
-        with torch.no_grad():
-            probe(x[:1])
+        if output is None:
+            with torch.no_grad():
+                forward(probe, first_rows(x, 1))
+        else:
+            for parameter in probe.parameters():
+                parameter.requires_grad_(True)
+                parameter.grad = None
+            with torch.enable_grad():
+                chosen = resolve_output(forward(probe, first_rows(x, 1)), output)[0]
+                chosen.sum().backward()
     finally:
         for handle in handles:
             handle.remove()
     last = {name: index for index, name in enumerate(calls)}
+    if output is not None:
+        last = {name: index for name, index in last.items()
+                if any(p.grad is not None for p in probe.get_submodule(name).parameters(recurse=False))}
     return sorted(last, key=last.get)
 
 

@@ -1,5 +1,16 @@
 """`xaibench validate`: check a researcher's own model (exit 0 all checks pass, 1 a check fails,
-2 bad input)."""
+2 bad input).
+
+A model with several inputs (forward(self, sst, wind)) gets one variable per input, in the
+order of its forward arguments, by repeating --variable (one name each, so that a name is never
+taken for the model argument):
+
+    xaibench validate pkg.models:build --weights w.safetensors --inputs era5.nc --variable sst --variable wind
+    xaibench validate pkg.models:build --weights w.safetensors --inputs sst.nc --inputs wind.nc
+
+(several --inputs files: each file's only variable, or the i-th --variable of the i-th file).
+--output KEY chooses the output explained of a model returning a tuple (an index) or a dict
+(a key); without it such a model gets an error listing the choices."""
 
 import argparse
 import sys
@@ -21,10 +32,18 @@ def add_commands(commands) -> dict:
                                "from the current folder, like python -m) or path/to/file.py:build")
     validate.add_argument("--weights", required=True, metavar="FILE",
                           help="state dict as .safetensors or .pt/.pth (loaded with weights_only=True)")
-    validate.add_argument("--inputs", required=True, metavar="FILE.nc",
-                          help="netCDF inputs; the first dimension of the variable is the sample")
-    validate.add_argument("--variable", default=None, metavar="NAME",
-                          help="the data variable holding the inputs (default: the only one)")
+    validate.add_argument("--inputs", required=True, action="append", metavar="FILE.nc",
+                          help="netCDF inputs; the first dimension of the variable is the sample. A model with "
+                               "several inputs: one file per input (repeat --inputs), or one file and several "
+                               "--variable")
+    validate.add_argument("--variable", dest="variables", action="append", default=None, metavar="NAME",
+                          help="the data variable holding the inputs (default: the only one). A model with "
+                               "several inputs: one per input, in the order of its forward arguments, e.g. "
+                               "--variable sst --variable wind; the relevance files then hold relevance_sst and "
+                               "relevance_wind")
+    validate.add_argument("--output", default=None, metavar="KEY",
+                          help="for a model returning a tuple or dict: the output explained (an index or key; "
+                               "without it the error lists the choices)")
     validate.add_argument("--method", dest="methods", action="extend", nargs="+", default=None, metavar="M",
                           help="canonical method name(s) (default: lrp.epsilon lrp.zplus lrp.alpha1beta0 "
                                "gradient input_x_gradient; see `xaibench methods`)")
@@ -66,7 +85,9 @@ def _validate(args) -> int:
     from xaibench.studies.validate.checks import DEFAULT_METHODS, validate
 
     try:
-        report = validate(args.model, weights=args.weights, inputs=args.inputs, variable=args.variable,
+        inputs = args.inputs[0] if len(args.inputs) == 1 else args.inputs
+        variable = args.variables[0] if args.variables and len(args.variables) == 1 else args.variables
+        report = validate(args.model, weights=args.weights, inputs=inputs, variable=variable, output=args.output,
                           methods=args.methods or DEFAULT_METHODS, target=args.target,
                           tolerances=dict(args.tolerances), dtype=args.dtype, seed=args.seed,
                           cascade=args.cascade, samples=args.samples, factory_kwargs=args.factory_kwargs,

@@ -1,6 +1,12 @@
 """The report of `xaibench validate`: one CheckResult per (method, check) with its verdict, the
 Report that holds them (the terminal table, the JSON form) and the verdict files it writes
-(verdict.csv, verdict.json, relevance_<method>.nc)."""
+(verdict.csv, verdict.json, relevance_<method>.nc).
+
+relevance_<method>.nc holds the native (reference) relevance with the input's dimensions and
+coordinates: the data variable `relevance` for a model with one input; for a model with several
+inputs one data variable per input, relevance_<input name> (e.g. relevance_sst, relevance_wind),
+each with that input's dimensions, coordinates and the attributes of the one-input case. Beside
+them: `output` (the explained output per sample) and `target` (its flat index), once."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from xaibench.errors import InputError
@@ -37,7 +44,7 @@ class Report:
     settings: dict
     #: method -> the native (reference) explanation; not serialized to JSON
     explanations: dict = field(default_factory=dict, repr=False)
-    #: the inputs as read (xarray.DataArray, sample first) and how they were reshaped for the model
+    #: the inputs as read (xarray.DataArray, sample first; a tuple of them for a model with several)
     inputs: object = field(default=None, repr=False)
 
     @property
@@ -65,10 +72,16 @@ class Report:
     def table(self) -> str:
         """The method x check table for a terminal, then the verdict and notes."""
         s = self.settings
+        if isinstance(self.inputs, tuple):
+            shapes = ", ".join(f"{name} {shape}" for name, shape in zip(s["variable"], s["model_input_shape"]))
+            model_input = f"model inputs {shapes}"
+        else:
+            model_input = f"model input {s['model_input_shape']}"
         lines = [f"xaibench validate: {s['model']}"
                  + (f" with weights {s['weights']}" if s.get("weights") else ""),
-                 f"  inputs {s['inputs']} ({s['samples']} samples, model input {s['model_input_shape']}"
-                 f"{', ' + s['input_note'] if s.get('input_note') else ''})",
+                 f"  inputs {s['inputs']} ({s['samples']} samples, {model_input}"
+                 f"{', ' + s['input_note'] if s.get('input_note') else ''})"
+                 + (f"; output {s['output']!r} explained" if s.get("output") is not None else ""),
                  f"  precision {s['dtype']}{' (' + s['dtype_note'] + ')' if s.get('dtype_note') else ''};"
                  f" target {'argmax of each output' if s['target'] is None else s['target']};"
                  f" randomization seed {s['seed']}", ""]
@@ -131,12 +144,50 @@ class Report:
         return written + [out / "verdict.csv", out / "verdict.json"]
 
     def relevance_dataset(self, method: str, explanation):
-        """The reference relevance with the input's dimensions and coordinates."""
+        """The reference relevance with the input's dimensions and coordinates: `relevance`, or
+        one relevance_<input name> per input for a model with several inputs."""
         import xarray as xr
 
-        array = self.inputs
-        relevance = explanation.relevance.detach().cpu().numpy()
+        several = isinstance(self.inputs, tuple)
+        arrays = self.inputs if several else (self.inputs,)
+        maps = explanation.relevance if several else (explanation.relevance,)
         output = explanation.output.detach().cpu().numpy()
+        variables, output_dims, taken = {}, None, {}
+        for array, relevance in zip(arrays, maps):
+            data, dims = self._relevance_array(method, array, relevance.detach().cpu().numpy())
+            output_dims = output_dims or dims
+            if several:   # a dimension another input has with another size or coordinate gets the input's name
+                renames = {}
+                for dim in data.dims[1:]:
+                    size, values = data.sizes[dim], data[dim].values if dim in data.coords else None
+                    held = taken.setdefault(dim, (size, values))
+                    if held[0] != size or (held[1] is not None and values is not None
+                                           and not np.array_equal(held[1], values)):
+                        renames[dim] = f"{dim}_{array.name}"
+                data = data.rename(renames) if renames else data
+            variables[f"relevance_{array.name}" if several else "relevance"] = data
+        variables["output"] = xr.DataArray(output, dims=output_dims,
+                                           attrs={"long_name": "explained output value (softmax stripped)"})
+        target = explanation.target
+        if torch.is_tensor(target) and target.dtype != torch.bool and tuple(target.shape) == output.shape:
+            variables["target"] = xr.DataArray(target.cpu().numpy(), dims=output_dims,
+                                               attrs={"long_name": "flat index of the explained output"})
+        dataset = xr.Dataset(variables)
+        dataset.attrs = {"title": f"xaibench validate: {method} relevance",
+                         "model": str(self.settings.get("model")),
+                         "weights": str(self.settings.get("weights")),
+                         "inputs": str(self.settings.get("inputs")),
+                         "dtype": str(self.settings.get("dtype"))}
+        if self.settings.get("output") is not None:
+            dataset.attrs["explained_output"] = str(self.settings["output"])
+        return dataset
+
+    @staticmethod
+    def _relevance_array(method: str, array, relevance):
+        """One input's relevance as a DataArray with the input's dimensions and coordinates, and
+        the dimensions of the output per sample."""
+        import xarray as xr
+
         if relevance.size == array.size:
             # the model's shape may have an added channel axis or be flattened: back to the file's
             data = xr.DataArray(relevance.reshape(array.shape), dims=array.dims, coords=array.coords)
@@ -154,20 +205,7 @@ class Report:
             "method": method,
             "explained_variable": str(array.name),
         }
-        variables = {"relevance": data,
-                     "output": xr.DataArray(output, dims=output_dims,
-                                            attrs={"long_name": "explained output value (softmax stripped)"})}
-        target = explanation.target
-        if torch.is_tensor(target) and target.dtype != torch.bool and tuple(target.shape) == output.shape:
-            variables["target"] = xr.DataArray(target.cpu().numpy(), dims=output_dims,
-                                               attrs={"long_name": "flat index of the explained output"})
-        dataset = xr.Dataset(variables)
-        dataset.attrs = {"title": f"xaibench validate: {method} relevance",
-                         "model": str(self.settings.get("model")),
-                         "weights": str(self.settings.get("weights")),
-                         "inputs": str(self.settings.get("inputs")),
-                         "dtype": str(self.settings.get("dtype"))}
-        return dataset
+        return data, output_dims
 
 
 def _number(value) -> str:
