@@ -361,3 +361,16 @@ def test_a_module_called_twice_is_refused():
     with pytest.raises(UnsupportedLayerError, match="more than once"):
         xaibench.explain(model, inputs((2, 4)), "lrp.epsilon", backend="captum")
 
+
+
+def test_functional_residual_sum_is_refused_for_captum_lrp_not_a_silent_double_count():
+    from xaibench.studies.networks import SkipResNet
+
+    torch.manual_seed(0)
+    model = SkipResNet().double().eval()
+    x = torch.rand(2, 2, 6, 6, dtype=torch.float64)
+    with pytest.raises(xaibench.UnsupportedLayerError, match="functional sum"):
+        xaibench.explain(model, x, "lrp.epsilon", backend="captum")
+    # the gradient methods are unaffected (the gradient of a sum is the gradient)
+    g = xaibench.explain(model, x, "gradient", backend="captum").relevance
+    assert torch.allclose(g, xaibench.explain(model, x, "gradient").relevance)

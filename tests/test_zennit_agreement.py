@@ -340,3 +340,19 @@ def test_zennit_batchnorm_merge_into_the_wrong_layer_is_a_named_error_and_leaves
     assert not any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks for m in model.modules())
     e = xaibench.explain(model, x, "lrp.epsilon")  # the native engine explains it
     assert float(e.relative_conservation_error.max()) < 1e-12
+
+
+def test_functional_relu_is_a_fallback_only_under_the_rules_that_reach_dead_units():
+    """Under flat and w^2 relevance reaches a ReLU's zero outputs: zennit's Pass (an nn.ReLU) passes
+    it, the plain gradient of a functional torch.relu drops it (2-3e-2 on the census U-Net)."""
+    from xaibench.studies.networks import SkipUNet
+
+    torch.manual_seed(0)
+    model = SkipUNet().double().eval()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    flat = xaibench.explain(model, x, "lrp.flat", backend="zennit", target=36)
+    assert any("relu" in entry for entry in flat.gradient_fallback), flat.gradient_fallback
+    native = xaibench.explain(model, x, "lrp.flat", target=36)
+    assert float((flat.relevance - native.relevance).abs().sum() / native.relevance.abs().sum()) > 1e-3
+    epsilon = xaibench.explain(model, x, "lrp.epsilon", backend="zennit", target=36)
+    assert not any("relu" in entry for entry in epsilon.gradient_fallback), epsilon.gradient_fallback

@@ -142,6 +142,7 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     conservation_error = None
 
     if spec.attribution == "LRP":
+        _refuse_functional_merges(graph)
         relevance = _lrp(wrapped, repeated, indices, method, spec, o, lrp_module, rules)
     elif spec.attribution == "Saliency":
         relevance = attr.Saliency(wrapped).attribute(repeated.requires_grad_(True), target=indices, abs=False)
@@ -322,6 +323,25 @@ def _record_layers(working, x):
         raise UnsupportedLayerError(twice[0], type(module).__name__,
                                     "captum's LRP cannot explain a module called more than once per forward pass")
     return record
+
+
+def _refuse_functional_merges(graph):
+    """captum's LRP sees modules only: a functional sum or product of two tensors that depend on
+    the input (a residual x + f(x), a gate x * g) takes the plain gradient, which passes the whole
+    relevance to each operand (15x the native map on the census ResNet). Refused, naming the step."""
+    from ..lrp.steps import ProductStep, SumStep
+
+    for step in graph.steps:
+        if isinstance(step, SumStep):
+            live = [step.inputs[slot] for _sign, slot in step.operands
+                    if isinstance(slot, int) and graph.depends.get(step.inputs[slot], False)]
+            if len(live) > 1:
+                raise UnsupportedLayerError(step.path, step.kind, "captum's LRP gives a functional sum of two tensors "
+                                            "the plain gradient (each operand gets the whole relevance); captum needs "
+                                            "the sum inside its Addition_Module")
+        if isinstance(step, ProductStep):
+            raise UnsupportedLayerError(step.path, step.kind, "captum's LRP gives a product of two tensors the plain "
+                                        "gradient")
 
 
 # --- SmoothGrad and occlusion ----------------------------------------------------------------------

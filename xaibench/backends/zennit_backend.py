@@ -173,8 +173,9 @@ def _nodes(node) -> list:
     return found
 
 
-def _functional_fallback(model: nn.Module) -> list[str]:
-    """The functional steps of the forward that zennit leaves to the gradient (torch.fx)."""
+def _functional_fallback(model: nn.Module, relu_matters: bool = False) -> list[str]:
+    """The functional steps of the forward that zennit leaves to the gradient (torch.fx).
+    relu_matters: a functional relu counts too (under flat and w^2, see _spreads_to_dead_units)."""
     try:
         graph = _LeafTracer().trace(model)
     except Exception as error:  # data-dependent control flow, ...: say so instead of guessing
@@ -190,9 +191,10 @@ def _functional_fallback(model: nn.Module) -> list[str]:
                 operands and all(a in sizes for a in operands)):
             sizes.add(node)
             continue
-        if node.op == "call_function" and node.target in _SELECTION_FUNCTIONS:
+        relu = node.target in (torch.relu, F.relu, "relu", "relu_")
+        if node.op == "call_function" and node.target in _SELECTION_FUNCTIONS and not (relu and relu_matters):
             continue
-        if node.op == "call_method" and node.target in _SELECTION_METHODS:
+        if node.op == "call_method" and node.target in _SELECTION_METHODS and not (relu and relu_matters):
             continue
         stack = node.meta.get("nn_module_stack") or {}
         path = list(stack)[-1] if stack else "(model)"
@@ -217,7 +219,16 @@ def gradient_fallback(model: nn.Module, composite, stripped=()) -> list[str]:
         if _selection(module) or name in stripped:
             continue
         found.append(f"{name or '(model)'} ({type(module).__name__})")
-    return found + _functional_fallback(model)
+    return found + _functional_fallback(model, relu_matters=_spreads_to_dead_units(composite))
+
+
+def _spreads_to_dead_units(composite) -> bool:
+    """Whether the composite has a rule that ignores the input (flat, w^2): relevance then reaches
+    a ReLU's zero outputs, where zennit's Pass (a ReLU module) passes it and the plain gradient of
+    a functional relu drops it."""
+    rules = [rule for _kind, rule in getattr(composite, "layer_map", [])]
+    rules += [rule for _kind, rule in getattr(composite, "first_map", [])]
+    return any(type(rule).__name__ in ("Flat", "WSquare") for rule in rules)
 
 
 #: model -> its fingerprint and {(method, stripped): gradient_fallback}: the fx trace costs milliseconds,
