@@ -37,7 +37,8 @@ def test_one_tiny_run_writes_bench_csv_and_bench_md_with_the_documented_columns(
     ({"models": ["mnist"]}, "unknown model"),
     ({"repeats": 0}, "repeats must be at least 1"),
     ({"batch_scale": 0.0}, "batch_scale must be positive"),
-    ({"backends": ["captum"]}, "unknown backend 'captum'"),
+    ({"backends": ["lxt"]}, "unknown backend 'lxt'"),
+    ({"backends": ["captum"]}, "include 'native'"),
     ({"methods": ["gradient"]}, "not native LRP methods"),
 ])
 def test_bad_settings_are_refused_before_any_timing(tmp_path, options, match):

@@ -174,7 +174,8 @@ def test_unavailable_and_failing_backends_are_recorded_not_raised(enso, tmp_path
     monkeypatch.setattr(innvestigate_backend, "explain", not_installed)
     out = tmp_path / "explanations"
     files = cases.explain_case("enso", enso / "model", enso / "data.nc", out,
-                               methods=["lrp.epsilon", "gradient", "deep_taylor"], n_samples=2)
+                               methods=["lrp.epsilon", "gradient", "deep_taylor"], n_samples=2,
+                               backends=["native", "zennit", "innvestigate"])
     assert [p.name for p in files] == ["lrp.epsilon__native.nc", "gradient__native.nc", "skipped.csv"]
     with open(out / "skipped.csv") as handle:
         rows = list(csv.DictReader(handle))

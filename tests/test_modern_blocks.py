@@ -595,3 +595,18 @@ def test_in_place_operations_do_not_change_the_values_the_rules_read():
     e = xaibench.explain(model, x, "lrp.epsilon")
     assert_ledger_closes(e, 1e-10)
     assert torch.allclose(e.output, model(x).max(1).values)
+
+
+def test_a_tensor_attribute_is_not_taken_for_metadata():
+    """x.T is a tensor that depends on the input: relevance reaching it must be refused, not booked
+    as a constant (x.shape is metadata and needs no rule)."""
+    class Transposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.linear(x.T.T)
+
+    with pytest.raises(xaibench.UnsupportedLayerError, match=r"\.T"):
+        xaibench.explain(Transposed().double(), _sample((2, 3)), "lrp.z")

@@ -31,7 +31,6 @@ as in zennit: relevance counted twice (not detected here).
 from __future__ import annotations
 
 import copy
-import numbers
 
 import torch
 from torch import nn
@@ -41,6 +40,7 @@ from ..errors import InputError, UnknownMethodError, UnsupportedLayerError
 from ..explanation import Explanation
 from ..lrp import composites as native_composites
 from ..lrp import engine
+from ..methods.occlusion import per_dim
 from . import table
 
 VERSION = "0.9.0"
@@ -377,8 +377,8 @@ def _occlusion(attr, wrapped, x, repeated, indices, selected, o):
         raise ValueError(f"option 'per_channel' must be True or False, got {o['per_channel']!r}")
     shape = tuple(x.shape[1:])
     spatial = shape if len(shape) == 1 else shape[1:]
-    patch = _per_dim("patch", o["patch"], spatial)
-    stride = _per_dim("stride", patch if o["stride"] is None else o["stride"], spatial)
+    patch = per_dim("patch", o["patch"], spatial)
+    stride = per_dim("stride", patch if o["stride"] is None else o["stride"], spatial)
     if any(p > s for p, s in zip(patch, spatial)):
         raise InputError(f"option 'patch' {patch} is larger than the input's spatial size {tuple(spatial)}")
     if any(st > p for st, p, s in zip(stride, patch, spatial) if p < s):
@@ -400,15 +400,3 @@ def _occlusion(attr, wrapped, x, repeated, indices, selected, o):
     # captum 0.9 divides by its window counts after .float(): a float64 input comes back in
     # float32 (precision included); cast back so the Explanation has the dtype asked for
     return relevance.to(x.dtype) / elements
-
-
-def _per_dim(name, value, sizes) -> tuple:
-    """An int for every spatial dim, or one int per spatial dim (as native occlusion reads it)."""
-    from ..methods import common
-
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        value = (value,) * len(sizes)
-    if not isinstance(value, (tuple, list)) or len(value) != len(sizes):
-        raise ValueError(f"option '{name}' must be an int or a tuple of {len(sizes)} ints "
-                         f"(one per spatial dim of sizes {tuple(sizes)}), got {value!r}")
-    return tuple(common.integer(name, v) for v in value)

@@ -73,6 +73,8 @@ _CAT_FUNCTIONS = {torch.cat, torch.concat, torch.concatenate}
 #: functions returning a tuple of parts of one tensor (each part a selection from it)
 _SPLIT_FUNCTIONS = {torch.chunk, torch.split, torch.unbind, torch.tensor_split}
 _SPLIT_METHODS = {"chunk", "split", "unbind", "tensor_split"}
+#: tensor attributes that are metadata (sizes, types), not tensors
+_METADATA_ATTRIBUTES = {"shape", "dtype", "device", "ndim", "is_cuda", "requires_grad", "layout", "is_sparse"}
 #: functions that make a new tensor from sizes: a constant, never a size
 _TENSOR_FACTORIES = {torch.arange, torch.zeros, torch.ones, torch.full, torch.empty, torch.linspace, torch.rand,
                      torch.randn, torch.eye, torch.tensor}
@@ -422,6 +424,9 @@ class _Builder:
             return function(*args, **kwargs)
 
         node_args = [a for a in node.all_input_nodes]
+        if target is getattr and node.args[1] not in _METADATA_ATTRIBUTES:
+            # x.T, x.mT, x.data, ...: a tensor, not metadata; refused where relevance reaches it
+            return OpaqueStep(node.name, path, kind, inputs, call_function, f"the attribute .{node.args[1]}")
         if target is getattr or (node_args and all(n.name in self.meta for n in node_args)
                                  and target not in _TENSOR_FACTORIES):
             # sizes and arithmetic on them (n, c, h, w = x.shape; c * h * w; c // groups): evaluated on

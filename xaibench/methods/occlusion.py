@@ -27,7 +27,7 @@ from . import common
 DEFAULTS = {"patch": 1, "stride": None, "fill": 0.0, "per_channel": False, "batch_size": None}
 
 
-def _per_dim(name: str, value, sizes) -> tuple:
+def per_dim(name: str, value, sizes) -> tuple:
     """An int for every spatial dim, or a tuple with one int per spatial dim."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = (value,) * len(sizes)
@@ -47,8 +47,8 @@ def _starts(size: int, patch: int, stride: int) -> list:
 def windows(shape, patch, stride, per_channel):
     """The windows over one sample of `shape` (no batch dim), as tuples of slices."""
     spatial = shape if len(shape) == 1 else shape[1:]
-    patch = _per_dim("patch", patch, spatial)
-    stride = _per_dim("stride", patch if stride is None else stride, spatial)
+    patch = per_dim("patch", patch, spatial)
+    stride = per_dim("stride", patch if stride is None else stride, spatial)
     too_large = [(p, s) for p, s in zip(patch, spatial) if p > s]
     if too_large:
         raise InputError(f"option 'patch' {patch} is larger than the input's spatial size {tuple(spatial)}")

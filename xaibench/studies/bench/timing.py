@@ -234,6 +234,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     for backend in backends:
         if backend not in known:
             raise ValueError(f"unknown backend '{backend}'; the benchmark runs {', '.join(known)}")
+    if "native" not in backends:
+        raise ValueError("the benchmark compares every backend with the native engine: include 'native' in backends")
     if "innvestigate" in backends:   # fail before any timing, not once per method
         from xaibench.backends import innvestigate_backend
 

@@ -344,6 +344,16 @@ class CensusRun:
         return note
 
 
+def checked_backends(backends: Iterable[str] | None) -> list[str]:
+    """The backends asked for (None: every one of sweep.backends()); an unknown one is a ValueError."""
+    known = sweep.backends()
+    chosen = list(known if backends is None else backends)
+    bad = [b for b in chosen if b not in known]
+    if bad:
+        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(known)}")
+    return chosen
+
+
 def run_census(out_dir: str | Path | None = "results/census", quick: bool = True, seed: int = 0,
                settings: Settings | None = None, backends: Iterable[str] | None = None,
                methods: Iterable[str] | None = None, log: Callable[[str], None] | None = print) -> pd.DataFrame:
@@ -353,11 +363,7 @@ def run_census(out_dir: str | Path | None = "results/census", quick: bool = True
     unknown = [m for m in settings.models if m not in MODELS]
     if unknown:
         raise ValueError(f"unknown census model(s) {unknown}; models: {', '.join(MODELS)}")
-    known = sweep.backends()
-    backends = list(known if backends is None else backends)
-    bad = [b for b in backends if b not in known]
-    if bad:
-        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(known)}")
+    backends = checked_backends(backends)
     triples = pairs(backends, methods)
     run = CensusRun(settings, seed, log)
     started = time.perf_counter()

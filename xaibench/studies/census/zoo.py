@@ -48,7 +48,6 @@ import torch
 
 from xaibench.backends import table
 from xaibench.io import write_csv, write_text
-from xaibench.studies import sweep
 from xaibench.studies.census import agreement
 from xaibench.studies.networks import (
     CensusModel,
@@ -181,11 +180,7 @@ def run_zoo(out_dir: str | Path | None = "results/census", quick: bool = True, s
     unknown = [name for name in settings.architectures if name not in ARCHITECTURES]
     if unknown:
         raise ValueError(f"unknown zoo architecture(s) {unknown}; architectures: {', '.join(ARCHITECTURES)}")
-    known = sweep.backends()
-    backends = list(known if backends is None else backends)
-    bad = [b for b in backends if b not in known]
-    if bad:
-        raise ValueError(f"unknown backend(s) {bad}; backends: {', '.join(known)}")
+    backends = agreement.checked_backends(backends)
     triples = triples_for(backends, METHODS if methods is None else methods)
     census_settings = agreement.Settings(models=(), n_samples=N_SAMPLES, smoothgrad_samples=8,
                                          integrated_gradients_steps=settings.integrated_gradients_steps)
