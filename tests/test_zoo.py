@@ -63,3 +63,16 @@ def test_diffusion_unet_ledger_closes_on_a_pixel_and_a_region():
     e = xaibench.explain(model, x, "lrp.epsilon", target=region)
     assert_ledger_closes(e, 1e-10)
     assert torch.allclose(e.output, (out * region).sum((1, 2, 3)), rtol=1e-10)
+
+
+def test_torchvision_segmentation_model_returns_a_dict_and_output_chooses():
+    model = awake(torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=3)).double()
+    x = _input(torch.float64)[:1]
+    with pytest.raises(xaibench.InputError, match="output="):
+        xaibench.explain(model, x, "lrp.epsilon")
+    region = torch.zeros(3, 64, 64, dtype=torch.bool)
+    region[1, 20:40, 20:40] = True
+    e = xaibench.explain(model, x, "lrp.epsilon", output="out", target=region)
+    assert_ledger_closes(e, 1e-10)
+    assert torch.allclose(e.output, (model(x)["out"] * region).sum((1, 2, 3)), rtol=1e-10)
