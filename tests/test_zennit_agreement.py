@@ -356,3 +356,23 @@ def test_functional_relu_is_a_fallback_only_under_the_rules_that_reach_dead_unit
     assert float((flat.relevance - native.relevance).abs().sum() / native.relevance.abs().sum()) > 1e-3
     epsilon = xaibench.explain(model, x, "lrp.epsilon", backend="zennit", target=36)
     assert not any("relu" in entry for entry in epsilon.gradient_fallback), epsilon.gradient_fallback
+
+
+def test_densenet_batchnorm_merge_is_refused_before_zennit_touches_the_model():
+    """DenseNet's norm1 follows the previous layer's conv2 in the module tree but reads the
+    concatenation: zennit's merge fails halfway and used to leave a corrupted model behind
+    (the next native explanation failed at a conv with a bias of size 1)."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.densenet121(weights=None).double().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    biases = {name: m.bias is None for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    from xaibench.errors import ExportError
+
+    with pytest.raises(ExportError, match="denselayer2.norm1.*does not feed it alone"):
+        xaibench.explain(model, x, "lrp.epsilon", backend="zennit")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert biases == {name: m.bias is None for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    xaibench.explain(model, x, "lrp.epsilon")  # the native engine still explains it
+    # the gradient needs no merge: zennit still runs it
+    xaibench.explain(model, x, "gradient", backend="zennit")

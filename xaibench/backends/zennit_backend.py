@@ -247,6 +247,40 @@ def _cached_fallback(model: nn.Module, method: str, composite, stripped) -> list
     return list(entry["lists"][key])
 
 
+def check_batchnorm_merges(model: nn.Module, z) -> None:
+    """zennit's SequentialMergeBatchNorm merges every BatchNorm that comes right after a linear
+    module in the order of the module tree, whether or not that module feeds it. Where it does
+    not (DenseNet: a BatchNorm after a concatenation follows the previous layer's conv), zennit
+    either merges into the wrong layer silently (the widths match) or fails halfway, leaving the
+    merges it made in the user's model. Checked on the traced graph before zennit runs: each
+    such BatchNorm must read that module's output, and be its only reader."""
+    leaves = [(name, module) for name, module in model.named_modules() if next(module.children(), None) is None]
+    pairs = [(before, after) for before, after in zip(leaves, leaves[1:])
+             if isinstance(before[1], z.types.Linear) and isinstance(after[1], z.types.BatchNorm)]
+    if not pairs:
+        return
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as error:
+        raise ExportError("zennit", pairs[0][1][0], type(pairs[0][1][1]).__name__,
+                          "zennit's SequentialMergeBatchNorm pairs each BatchNorm with the module before it in the "
+                          "module tree; torch.fx cannot trace the model to check that this module feeds it "
+                          f"({type(error).__name__})") from None
+    calls = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node)
+    for (linear, _), (norm, module) in pairs:
+        norm_calls, linear_calls = calls.get(norm, []), calls.get(linear, [])
+        feeds = (len(norm_calls) == 1 and len(linear_calls) == 1 and norm_calls[0].args
+                 and norm_calls[0].args[0] is linear_calls[0] and len(linear_calls[0].users) == 1)
+        if not feeds:
+            raise ExportError("zennit", norm, type(module).__name__,
+                              f"zennit's SequentialMergeBatchNorm would merge it into '{linear}', the module before "
+                              "it in the module tree, which does not feed it alone (the result would be another "
+                              "network, or a failure halfway through that leaves the merges in the model)")
+
+
 def _zennit_failure(model: nn.Module, error: RuntimeError) -> ExportError:
     """zennit failing inside torch, as an error that names the cause where it is known: its
     SequentialMergeBatchNorm pairs each BatchNorm with the linear module registered just before
@@ -325,6 +359,8 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
             o["low"] = o["low"].repeat((selected.count,) + (1,) * (o["low"].dim() - 1))
             o["high"] = o["high"].repeat((selected.count,) + (1,) * (o["high"].dim() - 1))
         composite = build_composite(METHODS[method], o, z)
+        if composite is not None:
+            check_batchnorm_merges(model, z)  # before zennit edits any weight
         attributor = z.attribution.Gradient(model=model, composite=composite)
         seed = selected.selection
         if composite is not None:
