@@ -231,41 +231,54 @@ def _spreads_to_dead_units(composite) -> bool:
     return any(type(rule).__name__ in ("Flat", "WSquare") for rule in rules)
 
 
-#: model -> its fingerprint and {(method, stripped): gradient_fallback}: the fx trace costs milliseconds,
-#: which the benchmark's timings of zennit must not include after the first call
+#: model -> its fingerprint and {key: value} (_per_model_state): the gradient fallback lists and the
+#: BatchNorm merge check, whose fx traces the benchmark's timings of zennit must not include
 _FALLBACK_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _cached_fallback(model: nn.Module, method: str, composite, stripped) -> list[str]:
+def _per_model_state(model: nn.Module, key, compute):
+    """compute() once per model state (its engine fingerprint) and key: the fx traces behind the
+    fallback list and the merge check cost milliseconds the benchmark must not time."""
     fingerprint = engine.fingerprint(model)
     entry = _FALLBACK_CACHE.get(model)
-    if entry is None or entry["fingerprint"] != fingerprint:   # new, or changed since: the old lists are stale
-        entry = _FALLBACK_CACHE[model] = {"fingerprint": fingerprint, "lists": {}}
-    key = (method, tuple(stripped))
-    if key not in entry["lists"]:
-        entry["lists"][key] = gradient_fallback(model, composite, stripped)
-    return list(entry["lists"][key])
+    if entry is None or entry["fingerprint"] != fingerprint:   # new, or changed since: the old values are stale
+        entry = _FALLBACK_CACHE[model] = {"fingerprint": fingerprint, "values": {}}
+    if key not in entry["values"]:
+        entry["values"][key] = compute()
+    return entry["values"][key]
+
+
+def _cached_fallback(model: nn.Module, method: str, composite, stripped) -> list[str]:
+    return list(_per_model_state(model, ("fallback", method, tuple(stripped)),
+                                 lambda: gradient_fallback(model, composite, stripped)))
 
 
 def check_batchnorm_merges(model: nn.Module, z) -> None:
+    """Raise ExportError where zennit's BatchNorm merge would go wrong (batchnorm_merge_problem)."""
+    problem = _per_model_state(model, ("batchnorm merges",), lambda: batchnorm_merge_problem(model, z))
+    if problem is not None:
+        raise ExportError("zennit", *problem)
+
+
+def batchnorm_merge_problem(model: nn.Module, z) -> tuple[str, str, str] | None:
     """zennit's SequentialMergeBatchNorm merges every BatchNorm that comes right after a linear
     module in the order of the module tree, whether or not that module feeds it. Where it does
     not (DenseNet: a BatchNorm after a concatenation follows the previous layer's conv), zennit
     either merges into the wrong layer silently (the widths match) or fails halfway, leaving the
     merges it made in the user's model. Checked on the traced graph before zennit runs: each
-    such BatchNorm must read that module's output, and be its only reader."""
+    such BatchNorm must read that module's output, and be its only reader. Returns None, or
+    (BatchNorm path, type, reason) of the first one that does not."""
     leaves = [(name, module) for name, module in model.named_modules() if next(module.children(), None) is None]
     pairs = [(before, after) for before, after in zip(leaves, leaves[1:])
              if isinstance(before[1], z.types.Linear) and isinstance(after[1], z.types.BatchNorm)]
     if not pairs:
-        return
+        return None
     try:
         graph = _LeafTracer().trace(model)
     except Exception as error:
-        raise ExportError("zennit", pairs[0][1][0], type(pairs[0][1][1]).__name__,
-                          "zennit's SequentialMergeBatchNorm pairs each BatchNorm with the module before it in the "
-                          "module tree; torch.fx cannot trace the model to check that this module feeds it "
-                          f"({type(error).__name__})") from None
+        return (pairs[0][1][0], type(pairs[0][1][1]).__name__,
+                "zennit's SequentialMergeBatchNorm pairs each BatchNorm with the module before it in the module "
+                f"tree; torch.fx cannot trace the model to check that this module feeds it ({type(error).__name__})")
     calls = {}
     for node in graph.nodes:
         if node.op == "call_module":
@@ -275,24 +288,18 @@ def check_batchnorm_merges(model: nn.Module, z) -> None:
         feeds = (len(norm_calls) == 1 and len(linear_calls) == 1 and norm_calls[0].args
                  and norm_calls[0].args[0] is linear_calls[0] and len(linear_calls[0].users) == 1)
         if not feeds:
-            raise ExportError("zennit", norm, type(module).__name__,
-                              f"zennit's SequentialMergeBatchNorm would merge it into '{linear}', the module before "
-                              "it in the module tree, which does not feed it alone (the result would be another "
-                              "network, or a failure halfway through that leaves the merges in the model)")
+            return (norm, type(module).__name__,
+                    f"zennit's SequentialMergeBatchNorm would merge it into '{linear}', the module before it in the "
+                    "module tree, which does not feed it alone (the result would be another network, or a failure "
+                    "halfway through that leaves the merges in the model)")
+    return None
 
 
 def _zennit_failure(model: nn.Module, error: RuntimeError) -> ExportError:
-    """zennit failing inside torch, as an error that names the cause where it is known: its
-    SequentialMergeBatchNorm pairs each BatchNorm with the linear module registered just before
-    it, not with the one that feeds it, so a BatchNorm after a concatenation (DenseNet) is
-    merged into a layer of another width."""
-    message = str(error).splitlines()[0]
-    batchnorms = [name for name, m in model.named_modules() if isinstance(m, layers.BATCHNORM)]
-    if batchnorms and "size of tensor" in message:
-        return ExportError("zennit", batchnorms[0], "BatchNorm", "zennit's SequentialMergeBatchNorm merges each "
-                           "BatchNorm into the linear module registered just before it, which here does not feed "
-                           f"it (torch: {message})")
-    return ExportError("zennit", type(model).__name__, type(model).__name__, f"zennit failed inside torch: {message}")
+    """zennit failing inside torch, as one line naming zennit (its BatchNorm merge, the known
+    cause, is checked before it runs: check_batchnorm_merges)."""
+    return ExportError("zennit", type(model).__name__, type(model).__name__,
+                       f"zennit failed inside torch: {str(error).splitlines()[0]}")
 
 
 def _final_modules(model: nn.Module, x) -> list[str]:
