@@ -610,3 +610,13 @@ def test_a_tensor_attribute_is_not_taken_for_metadata():
 
     with pytest.raises(xaibench.UnsupportedLayerError, match=r"\.T"):
         xaibench.explain(Transposed().double(), _sample((2, 3)), "lrp.z")
+
+
+def test_output_wrapper_for_other_backends_leaves_every_module_mode_as_it_was():
+    """A model in train mode with one submodule in eval mode: choosing an output for zennit must not
+    switch that submodule (nn.Module.train() on a wrapper would)."""
+    model = _TwoHeads(True).double()
+    model.b.eval()
+    e = xaibench.explain(model, _sample((2, 4)), "gradient", backend="zennit", output="aux")
+    assert e.output.shape == (2,)
+    assert model.training and model.body.training and not model.b.training

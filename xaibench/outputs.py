@@ -18,7 +18,8 @@ class SelectedOutput(nn.Module):
         super().__init__()
         self.model = model
         self.output = output
-        self.train(model.training)
+        # the wrapper's own flag only: train() would set every submodule's mode of the user's model
+        self.training = model.training
 
     def forward(self, *inputs):
         return self.model(*inputs)[self.output]
