@@ -248,8 +248,8 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
         def attempt():
             try:
                 return explain()
-            except InputError as error:
-                if several and _one_input_only(error):
+            except OneInputOnlyError as error:
+                if several:
                     one_input_only.append(error)
                 raise
         outcome = runner.run(method, backend, attempt)
@@ -344,12 +344,6 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
                 for name, a, b in zip(names, reference.relevance, after.relevance))
         row(check, PASS if value < limits["randomization"] else FAIL, value, limits["randomization"], "<", detail)
     return rows
-
-
-def _one_input_only(error: InputError) -> bool:
-    """The library's refusal of a tuple of inputs by a method or backend that explains one input
-    tensor (xaibench.errors.OneInputOnlyError)."""
-    return isinstance(error, OneInputOnlyError)
 
 
 def _shapes(relevance):
