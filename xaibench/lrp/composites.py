@@ -37,6 +37,9 @@ class Composite:
     first_rules: dict[str, R.Rule] = field(default_factory=dict)
     maxpool: str = "winner_take_all"
     product: str = "uniform"
+    #: attention weights (a softmax feeding a matrix product): 'cp' held constant (CP-LRP),
+    #: 'attnlrp' AttnLRP's softmax rule and the uniform rule on the product
+    attention: str = "cp"
     norm_stabilizer: float = R.DEFAULT_STABILIZER
     #: the input bounds of the z^B rule, in model-input space (None: per-sample min/max)
     low: object = None
@@ -273,10 +276,13 @@ DEFAULT_OPTIONS = {
     "bias": True,
     "maxpool": "winner_take_all",
     "product": "uniform",
+    "attention": "cp",
 }
 
 #: the rules for a product of two tensors that both depend on the input (steps.ProductStep)
 PRODUCT_MODES = ("uniform", "gate_constant")
+#: the rules for attention (steps.MatmulStep, steps.SoftmaxStep); docs/rules.md says why 'cp' is the default
+ATTENTION_MODES = ("cp", "attnlrp")
 
 
 def composite(method: str, **options) -> Composite:
@@ -299,7 +305,10 @@ def composite(method: str, **options) -> Composite:
             f"{type(built).__name__}, not a xaibench.lrp.Composite")
     if merged["product"] not in PRODUCT_MODES:
         raise ValueError(f"product must be one of {PRODUCT_MODES}, got {merged['product']!r}")
+    if merged["attention"] not in ATTENTION_MODES:
+        raise ValueError(f"attention must be one of {ATTENTION_MODES}, got {merged['attention']!r}")
     built.maxpool = merged["maxpool"]
+    built.attention = merged["attention"]
     built.product = merged["product"]
     built.norm_stabilizer = merged["stabilizer"]
     built.low, built.high = merged["low"], merged["high"]

@@ -39,6 +39,8 @@ from .steps import (
     AdaptiveMaxPoolStep,
     ConcatStep,
     LinearStep,
+    MaskedFillStep,
+    MatmulStep,
     MaxPoolStep,
     NormalizationStep,
     NormStep,
@@ -48,6 +50,7 @@ from .steps import (
     ReshapeStep,
     ScaleStep,
     SelectStep,
+    SoftmaxStep,
     Step,
     SumStep,
     ValueStep,
@@ -399,8 +402,14 @@ class _Builder:
                 return PassStep(node.name, path, kind, inputs, call_method)
             if target in ("mean", "sum"):
                 return NormStep(node.name, path, kind, inputs, _keeping_batch(node, path, kind, call_method))
+            if target == "softmax":
+                return self._softmax_step(node, path, kind, inputs, call_method)
             if target in _SOFTMAX_METHODS:
                 return PassStep(node.name, path, kind, inputs, call_method)
+            if target == "matmul":
+                return self._matmul_step(node, path, kind, inputs, call_method)
+            if target == "masked_fill" and self._constant(node.args[1]):
+                return MaskedFillStep(node.name, path, kind, inputs, call_method)
             if target in _SPLIT_METHODS:
                 return self._parts(node, path, kind, inputs, call_method)
             if target in ("mul", "mul_", "div", "div_"):
@@ -487,8 +496,12 @@ class _Builder:
             return self._resample_step(node, path, kind, inputs, call_function)
         if target in _NORM_FUNCTIONS:
             return NormStep(node.name, path, kind, inputs, call_function)
+        if target in (F.softmax, torch.softmax):
+            return self._softmax_step(node, path, kind, inputs, call_function)
         if target in _SOFTMAX_FUNCTIONS:
             return PassStep(node.name, path, kind, inputs, call_function)
+        if target in (torch.matmul, operator.matmul):
+            return self._matmul_step(node, path, kind, inputs, call_function)
         return OpaqueStep(node.name, path, kind, inputs, call_function)
 
     def _meta(self, node, step):
@@ -540,6 +553,43 @@ class _Builder:
         slots = (slot[live[0].name], slot[live[1].name])
         gate, reason = self._gate(live)
         return ProductStep(node.name, path, kind, inputs, slots, None if gate is None else slots[gate], reason)
+
+    def _constant(self, arg) -> bool:
+        """A tensor (or number) that does not depend on the input."""
+        return not (isinstance(arg, torch.fx.Node) and self.depends.get(arg.name, False))
+
+    def _softmax_step(self, node, path, kind, inputs, function):
+        """A softmax over a given dim: AttnLRP's rule or, under CP-LRP, the attention weights
+        held constant (steps.SoftmaxStep); without a dim it stays a final-layer softmax."""
+        names = ["input", "dim"]
+        bound = {**dict(zip(names, node.args)), **node.kwargs}
+        dim = bound.get("dim")
+        if not isinstance(dim, int):
+            return PassStep(node.name, path, kind, inputs, function)
+        return SoftmaxStep(node.name, path, kind, inputs, function, dim)
+
+    def _matmul_step(self, node, path, kind, inputs, function):
+        """a @ b: with both factors depending on the input, steps.MatmulStep. A product with a
+        constant matrix is a linear layer the engine has no operator for yet: refused where
+        relevance reaches it."""
+        if len(node.args) != 2 or node.kwargs:
+            return OpaqueStep(node.name, path, kind, inputs, function, "matmul with out= or extra arguments")
+        a, b = node.args
+        if self._constant(a) or self._constant(b):
+            return OpaqueStep(node.name, path, kind, inputs, function,
+                              "a matrix product with a constant matrix (use nn.Linear)")
+        slot = {n.name: i for i, n in enumerate(node.all_input_nodes)}
+        slots = (slot[a.name], slot[b.name])
+        weights = [self._is_attention_weights(a.name), self._is_attention_weights(b.name)]
+        weights_slot = slots[weights.index(True)] if weights.count(True) == 1 else None
+        return MatmulStep(node.name, path, kind, inputs, slots, weights_slot)
+
+    def _is_attention_weights(self, name) -> bool:
+        """Whether a tensor is a softmax's output, through reshapes, selections and dropout."""
+        step = self.steps.get(name)
+        while isinstance(step, (ReshapeStep, SelectStep)) or (isinstance(step, PassStep) and step.transparent):
+            step = self.steps.get(step.inputs[0])
+        return isinstance(step, SoftmaxStep)
 
     def _gate(self, factors):
         """Which factor of a product is the gate: the one a gating nonlinearity computes
@@ -771,7 +821,8 @@ class _Builder:
                 continue
             if isinstance(step, OpaqueStep):
                 raise UnsupportedLayerError(step.path, step.kind, step.reason)
-            if name != explained and _is_softmax_step(step) and not _is_sigmoid_step(step):
+            if name != explained and _is_softmax_step(step) and not _is_sigmoid_step(step) \
+                    and not isinstance(step, SoftmaxStep):
                 raise UnsupportedLayerError(step.path, step.kind,
                                             "softmax is only supported as the final layer")
 

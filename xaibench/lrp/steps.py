@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from ..errors import UnsupportedLayerError
 from .operators import LinearOperator, _autograd_adjoint
-from .rules import Absorbed, per_target, total
+from .rules import Absorbed, per_target, per_target_divide, row_dot, total
 from .stabilizer import stabilize
 
 Tensor = torch.Tensor
@@ -208,6 +208,131 @@ class ProductStep(Step):
             return "Product"
         return "Product(uniform: half to each factor)" if composite.product == "uniform" else \
             "Product(gate held constant)"
+
+
+def _per_target_matmul(s: Tensor, factor: Tensor, factor_on_left: bool) -> Tensor:
+    """s @ factor (or factor @ s) with s [T*B, ...] and factor [B, ...]: each sample's factor
+    serves its T targets (stacked target-major)."""
+    rows, per = s.shape[0], factor.shape[0]
+    stacked = s.view((rows // per, per) + tuple(s.shape[1:]))
+    out = factor.unsqueeze(0).matmul(stacked) if factor_on_left else stacked.matmul(factor.unsqueeze(0))
+    return out.reshape((rows,) + tuple(out.shape[2:]))
+
+
+class MatmulStep(Step):
+    """A matrix product a @ b of two tensors that both depend on the input (attention's
+    Q K^T and A V). Each output z_ij = sum_k a_ik b_kj is a sum of terms: relevance goes to
+    the terms in proportion to them (the z-rule with the engine's fixed stabilizer, as sums
+    and pooling; its share is booked), and then
+
+    - attention='cp' (CP-LRP, the default) where one factor is the attention weights (a
+      softmax over the last dim, through reshapes and dropout; `weights_slot`): the weights
+      are held constant, so the product is linear in the other factor, which gets all;
+    - otherwise (attention='attnlrp', or no attention weights): the uniform rule, half of
+      each term's relevance to each factor (AttnLRP, Equation 7).
+    """
+
+    def __init__(self, name, path, kind, inputs, slots: tuple[int, int], weights_slot: int | None):
+        super().__init__(name, path, kind, inputs)
+        self.slots = slots
+        self.weights_slot = weights_slot
+
+    def forward(self, values, state):
+        return torch.matmul(values[self.slots[0]], values[self.slots[1]])
+
+    def _held(self, composite):
+        return composite.attention == "cp" and self.weights_slot is not None
+
+    def relevance(self, values, output, relevance, state):
+        composite = state["composite"]
+        a, b = values[self.slots[0]], values[self.slots[1]]
+        if a.dim() < 2 or b.dim() < 2:
+            raise UnsupportedLayerError(self.path, self.kind, "a matrix-vector product (both factors need 2 dims)")
+        denominator, shift = stabilize(output, composite.norm_stabilizer)
+        s = per_target_divide(relevance, denominator)
+        relevance_in = [None] * len(values)
+        held = self._held(composite)
+        share = 1.0 if held else 0.5
+        if a.dim() != s.dim() or b.dim() != s.dim():
+            raise UnsupportedLayerError(self.path, self.kind, "a factor without the batch dimension")
+        if not (held and self.weights_slot == self.slots[0]):
+            # R_a = share * a * (s @ b^T), summed back over the dims a was broadcast along
+            r_a = per_target(a, sum_to(_per_target_matmul(s, b.transpose(-2, -1), False), a))
+            relevance_in[self.slots[0]] = r_a * share
+        if not (held and self.weights_slot == self.slots[1]):
+            # R_b = share * b * (a^T @ s)
+            r_b = per_target(b, sum_to(_per_target_matmul(s, a.transpose(-2, -1), True), b)) * share
+            slot = self.slots[1]
+            relevance_in[slot] = r_b if relevance_in[slot] is None else relevance_in[slot] + r_b
+        return relevance_in, Absorbed(stabilizer=row_dot(s, shift))
+
+    def relevance_slots(self):
+        return self.slots
+
+    def rule_name(self, composite=None):
+        if composite is None:
+            return "Matmul"
+        if self._held(composite):
+            return "Matmul(CP-LRP: attention weights held constant)"
+        return f"Matmul(uniform: half to each factor, stabilizer={composite.norm_stabilizer:g})"
+
+
+class SoftmaxStep(PassStep):
+    """A softmax inside the network, over dimension `dim`.
+
+    attention='attnlrp': AttnLRP's softmax rule (Achtibat et al. 2024, Proposition 3.1), the
+    softmax linearized at its input x: R_in_i = x_i (R_i - s_i sum_j R_j). The rest is the
+    linearization's bias, sum_j R_j (1 - x_j + sum_k s_k x_k), booked as absorbed (computed
+    from its own terms, so a wrong rule shows in the ledger). Entries masked to -inf (s = 0)
+    get none. attention='cp': relevance must not reach a softmax (CP-LRP holds attention
+    weights constant in the product they feed); if it does, it is refused, naming it."""
+
+    def __init__(self, name, path, kind, inputs, function, dim: int):
+        super().__init__(name, path, kind, inputs, function)
+        self.dim = dim
+
+    def relevance(self, values, output, relevance, state):
+        if state["composite"].attention != "attnlrp":
+            raise UnsupportedLayerError(
+                self.path, self.kind, "relevance reached a softmax inside the network: with attention='cp' "
+                "(CP-LRP) a softmax is supported as the attention weights of a matrix product, held constant; "
+                "attention='attnlrp' gives it AttnLRP's softmax rule")
+        x = values[0]
+        x = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        dim = self.dim % x.dim()
+        shape = (-1,) + tuple(x.shape)
+        r = relevance.view(shape)
+        r_sum = r.sum(dim + 1, keepdim=True)
+        relevance_in = (x * (r - output * r_sum)).view(relevance.shape)
+        mean = (output * x).sum(dim, keepdim=True)
+        bias = total((r * (1 - x + mean)).view(relevance.shape))
+        return self._first_only(relevance_in, values), Absorbed(bias=bias)
+
+    def rule_name(self, composite=None):
+        if composite is not None and composite.attention == "attnlrp":
+            return "Softmax(AttnLRP: linearized, bias absorbed)"
+        return "Softmax"
+
+
+class MaskedFillStep(UnaryStep):
+    """x.masked_fill(mask, value) with a constant mask (an attention mask): the kept entries
+    pass their relevance back; what the filled entries hold is a constant's, booked."""
+
+    transparent = True
+
+    def relevance(self, values, output, relevance, state):
+        mask = values[1]
+        if not torch.is_tensor(mask):
+            mask = torch.as_tensor(mask, device=relevance.device)
+        mask = mask.expand(values[0].shape)
+        r = relevance.view((-1,) + tuple(values[0].shape))
+        kept = r.masked_fill(mask, 0)
+        on_filled = total((r - kept).view(relevance.shape))
+        relevance_in = [kept.view(relevance.shape)] + [None] * (len(values) - 1)
+        return relevance_in, Absorbed(constant=on_filled)
+
+    def rule_name(self, composite=None):
+        return "Select (masked entries are constants)"
 
 
 class NormalizationStep(Step):
