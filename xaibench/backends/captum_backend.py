@@ -182,6 +182,8 @@ def _options(method, spec, options):
         if o.get("product", "uniform") != "uniform":
             raise ValueError("captum has no rule for products of two tensors (they take the plain gradient): "
                              "product= is a native option")
+        if o.get("attention", "cp") != "cp":
+            raise ValueError("captum has no attention rules: attention= is a native option")
         return o
     known = OPTIONS[method]
     unknown = set(options) - set(known)

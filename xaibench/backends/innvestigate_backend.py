@@ -214,6 +214,8 @@ def _options(method: str, options: dict) -> dict:
         raise ValueError("innvestigate has only winner-take-all max pooling (the plain gradient)")
     if merged.get("product", "uniform") != "uniform":
         raise ValueError("innvestigate cannot mirror products of two tensors: product= is a native option")
+    if merged.get("attention", "cp") != "cp":
+        raise ValueError("innvestigate has no attention rules: attention= is a native option")
     return merged
 
 

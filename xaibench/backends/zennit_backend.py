@@ -330,6 +330,8 @@ def explain(model: nn.Module, x, method: str, target=None, dtype=None, **options
     if o["product"] != "uniform":
         raise ValueError("zennit has no rule for products of two tensors (they take the plain gradient): "
                          "product= is a native option")
+    if o.get("attention", "cp") != "cp":
+        raise ValueError("zennit has no attention rules: attention= is a native option")
     native_trace = "ok"
     try:
         prepared = engine.prepare(model, x, dtype)  # the same mode and dtype policy as the native engine
