@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: mutants before the slower files run), the rules against the dense-matrix references, the
 #: ledger, the graph walk's conservation properties, target selection (several targets, masks)
 #: and the trust checks (about 1 minute unmutated on 2 cores)
-TESTS = ["tests/test_modern_blocks.py", "tests/test_rules.py", "tests/test_ledger.py", "tests/test_graph.py",
-         "tests/test_targets.py", "tests/test_trust.py"]
+TESTS = ["tests/test_attention.py", "tests/test_modern_blocks.py", "tests/test_rules.py", "tests/test_ledger.py",
+         "tests/test_graph.py", "tests/test_targets.py", "tests/test_trust.py"]
 
 
 @dataclass(frozen=True)
