@@ -100,6 +100,13 @@ MUTANTS = [
     Mutant("torch.cat halves the relevance of a tensor part", "xaibench/lrp/steps.py",
            "                relevance_in[part] = piece if relevance_in[part] is None",
            "                relevance_in[part] = 0.5 * piece if relevance_in[part] is None"),
+    Mutant("matrix product gives each factor all of its terms (no uniform halving)", "xaibench/lrp/steps.py",
+           "        share = 1.0 if held else 0.5", "        share = 1.0"),
+    Mutant("AttnLRP softmax rule without its normalization term", "xaibench/lrp/steps.py",
+           "        relevance_in = (x * (r - output * r_sum)).view(relevance.shape)",
+           "        relevance_in = (x * r).view(relevance.shape)"),
+    Mutant("masked attention entries keep their relevance", "xaibench/lrp/steps.py",
+           "        kept = r.masked_fill(mask, 0)", "        kept = r"),
 ]
 
 
