@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 
 REQ_MAIN := env/requirements-main.txt
 REQ_TF := env/requirements-tf.txt
+REQ_LXT := env/requirements-lxt.txt
 # torch and torchvision go in a pip call of their own so pip takes the pinned wheels from this
 # machine's disk; the pins are read from the requirements file (one source of truth).
 TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' $(REQ_MAIN))
@@ -44,11 +45,16 @@ $(VENV)/bin/python $(VENV_TF)/bin/python:
 	@echo ">> creating $(@D:/bin=)"
 	$(PYTHON) -m venv $(@D:/bin=)
 
-$(STAMP_MAIN): $(REQ_MAIN) | $(VENV)/bin/python
+# lxt goes in with --no-deps: it declares accelerate, bitsandbytes and open_clip_torch, which it never
+# imports (what it does import, transformers 4.52.4 included, is pinned in REQ_MAIN); it is an sdist,
+# built with the venv's pinned setuptools (--no-build-isolation). env/README.md has the measurements.
+$(STAMP_MAIN): $(REQ_MAIN) $(REQ_LXT) | $(VENV)/bin/python
 	@echo ">> $(VENV): pip install $(TORCH_PINS)"
 	@$(VENV)/bin/pip install $(PIP_FLAGS) $(TORCH_PINS) $(QUIET_PIP)
 	@echo ">> $(VENV): pip install -r $(REQ_MAIN)"
 	@$(VENV)/bin/pip install $(PIP_FLAGS) -r $(REQ_MAIN) $(QUIET_PIP)
+	@echo ">> $(VENV): pip install --no-deps --no-build-isolation -r $(REQ_LXT)"
+	@$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps --no-build-isolation -r $(REQ_LXT) $(QUIET_PIP)
 	@touch $@
 
 # Also re-run when xaibench/__init__.py first appears, so the editable finder maps the package.
