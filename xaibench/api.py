@@ -12,7 +12,7 @@ from .lrp import composites, engine
 from .lrp.engine import explain_lrp
 from .methods import METHODS as NATIVE_METHODS
 
-BACKENDS = ("native", "zennit", "innvestigate", "captum")
+BACKENDS = ("native", "zennit", "innvestigate", "captum", "lxt")
 
 
 def methods(backend: str | None = None):
@@ -24,6 +24,7 @@ def methods(backend: str | None = None):
         "zennit": backend_table.available("zennit"),
         "innvestigate": backend_table.available("innvestigate"),
         "captum": backend_table.available("captum"),
+        "lxt": backend_table.available("lxt"),
     }
     if backend is None:
         return table
@@ -98,4 +99,8 @@ def _explain(model, x, method, target, backend, dtype, output, options) -> Expla
         from .backends import captum_backend
 
         return captum_backend.explain(model, x, method, target, dtype, **options)
+    if backend == "lxt":
+        from .backends import lxt_backend
+
+        return lxt_backend.explain(model, x, method, target, dtype, **options)
     raise ValueError(f"unknown backend '{backend}'; backends: {', '.join(BACKENDS)}")

@@ -1,1 +1,1 @@
-"""The same methods run by other libraries: zennit (in process), innvestigate (subprocess)."""
+"""The same methods run by other libraries: zennit, captum and LXT (in process), innvestigate (subprocess)."""

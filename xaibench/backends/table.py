@@ -1,12 +1,12 @@
-"""The one table: each canonical method as the native engine, zennit, innvestigate and captum run it.
+"""The one table: each canonical method as the native engine, zennit, innvestigate, captum and lxt run it.
 
 Everything that says "method M on backend B means this" lives here: the zennit rules or
-composite, the innvestigate analyzer and its keyword arguments, and the captum attribution
-class and LRP rule, as functions of the
+composite, the innvestigate analyzer and its keyword arguments, the captum attribution
+class and LRP rule, and the zennit rule LXT puts on Linear/Conv2d, as functions of the
 canonical options (xaibench.lrp.composites.DEFAULT_OPTIONS). The backends read it, and
 docs/methods.md is generated from it (`xaibench methods --markdown docs/methods.md`;
 tests/test_table.py checks the file is current), so nothing is written twice. So are the
-documented differences (DIFFERENCES): where another backend cannot agree with the native
+documented differences (DIFFERENCES, and LXT_DIFFERENCES for lxt): where another backend cannot agree with the native
 engine, why, and the control that `xaibench validate` runs before it calls such a
 disagreement KNOWN.
 
@@ -102,6 +102,22 @@ class Captum:
                 "EpsilonRule(epsilon=stabilizer) on pooling, BatchNorm2d, Addition_Module" + self.text)
 
 
+@dataclass(frozen=True)
+class Lxt:
+    """How LXT 2.1 runs a method on a torchvision VisionTransformer (xaibench/backends/lxt_backend.py):
+    the zennit rule on every nn.Linear and nn.Conv2d (zennit's BasicHook patched by LXT's
+    monkey_patch_zennit into its gradient x input framework), LXT's vit_torch patch map elsewhere."""
+
+    rule: Rule
+
+    def describe(self) -> str:
+        return (f"{_rule(self.rule)} on Linear/Conv2d (zennit, monkey_patch_zennit); LayerNorm std held "
+                "constant: z rule; MultiheadAttention in/out projections (used functionally): gradient x input, "
+                "z rule; GELU: identity rule; attention='cp': query, key detached (vit_torch.cp_LRP), 'attnlrp': "
+                "divide_gradient (query, key / 4, value / 2), softmax by its gradient; torchvision "
+                "VisionTransformer only; bias=True only")
+
+
 _CAPTUM_SIGN = ("; refused where a Linear/Conv2d receives negative values (captum's rule assumes "
                 "non-negative inputs)")
 
@@ -114,6 +130,7 @@ class Method:
     zennit: Zennit | None = None
     innvestigate: Innvestigate | None = None
     captum: Captum | None = None
+    lxt: Lxt | None = None
     options: tuple = ()          # canonical options the method reads
     lrp: bool = True             # a relevance-conserving method (checked by the ledger)
     native_only_options: tuple = ()  # options only the native engine honours (the other backends refuse them)
@@ -137,6 +154,7 @@ def _same(name):
 
 
 _EPSILON = Rule("Epsilon", {"epsilon": "epsilon"})
+_GAMMA = Rule("Gamma", {"gamma": "gamma", "stabilizer": "stabilizer"})
 _ZPLUS = Rule("ZPlus", {"stabilizer": "stabilizer"})
 _AB10 = Rule("AlphaBeta", {"stabilizer": "stabilizer"}, {"alpha": 1.0, "beta": 0.0})
 _AB21 = Rule("AlphaBeta", {"stabilizer": "stabilizer"}, {"alpha": 2.0, "beta": 1.0})
@@ -179,15 +197,17 @@ _TABLE = [
     Method("lrp.z", "LRP-0 on every layer", options=("stabilizer", "bias"),
            zennit=Zennit("rules", everywhere=Rule("Epsilon", {"epsilon": "stabilizer"})),
            captum=Captum("LRP", "EpsilonRule", {"epsilon": "stabilizer"}),
+           lxt=Lxt(Rule("Epsilon", {"epsilon": "stabilizer"})),
            innvestigate=Innvestigate(lambda o: "lrp", lambda o: {"rule": "Z", "rule_kwargs": {"bias": o["bias"]}},
                                      "lrp(rule=ZRule(bias)); divides by z only where z == 0 (safe_divide)")),
     Method("lrp.epsilon", "LRP-epsilon on every layer", options=("epsilon", "bias"),
            zennit=Zennit("rules", everywhere=_EPSILON), captum=Captum("LRP", "EpsilonRule", {"epsilon": "epsilon"}),
+           lxt=Lxt(_EPSILON),
            innvestigate=Innvestigate(_same("lrp.epsilon"), lambda o: {"epsilon": o["epsilon"], "bias": o["bias"]},
                                      "lrp.epsilon(epsilon, bias)")),
     Method("lrp.gamma", "LRP-gamma on every layer (zennit 0.5's generalized form)",
            options=("gamma", "stabilizer", "bias"),
-           zennit=Zennit("rules", everywhere=Rule("Gamma", {"gamma": "gamma", "stabilizer": "stabilizer"})),
+           zennit=Zennit("rules", everywhere=_GAMMA), lxt=Lxt(_GAMMA),
            captum=Captum("LRP", "GammaRule", {"gamma": "gamma", "STABILITY_FACTOR": "stabilizer"},
                          _CAPTUM_SIGN + " or where relevance reaches an output z_j < 0")),
     Method("lrp.zplus", "LRP-z+ on every layer", options=("stabilizer", "bias"),
@@ -272,15 +292,16 @@ def markdown() -> str:
         "do not edit by hand. Options are the native engine's names; `bias=False` means biases",
         "take no share (innvestigate's `_IB` analyzers, zennit's `zero_params=['bias']`).",
         "",
-        "| method | what it is | options | native | zennit 0.5.1 | innvestigate 2.1.2 | captum 0.9.0 |",
-        "|---|---|---|---|---|---|---|",
+        "| method | what it is | options | native | zennit 0.5.1 | innvestigate 2.1.2 | captum 0.9.0 | lxt 2.1 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for method in _TABLE:
         cells = [f"`{method.name}`", method.description, ", ".join(method.options) or "-",
                  "yes" if method.native else "-",
                  method.zennit.describe() if method.zennit else "-",
                  method.innvestigate.describe() if method.innvestigate else "-",
-                 method.captum.describe() if method.captum else "-"]
+                 method.captum.describe() if method.captum else "-",
+                 method.lxt.describe() if method.lxt else "-"]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     lines += [
         "",
@@ -294,7 +315,7 @@ def markdown() -> str:
         "| backends | when | what the other library computes | control |",
         "|---|---|---|---|",
     ]
-    for difference in DIFFERENCES:
+    for difference in all_differences():
         kind = "native recomputes" if difference.control.native_only else "cause removed"
         cells = [", ".join(difference.backends), difference.when, difference.reason,
                  f"{kind}: {difference.control.text}"]
@@ -534,11 +555,113 @@ DIFFERENCES = [
 ]
 
 
+# --- LXT 2.1 (xaibench/backends/lxt_backend.py) -----------------------------------------------------
+# Where LXT's recipe for torchvision's ViT gives a part of the network another rule than the native
+# engine does. Each control is native_only: the native engine explains a copy of the model with that
+# part written out in operations it explains by the z rule, as LXT's gradient x input does (measured:
+# all of lrp.epsilon, lrp.gamma, lrp.z, with attention='cp' and 'attnlrp', agree to ~1e-11 then;
+# tests/test_lxt_agreement.py). Kept apart from DIFFERENCES because tests/test_table.py checks every
+# entry there on a 1x8x8 example input, which no torchvision ViT takes; tests/test_lxt_agreement.py
+# runs the same check on these. documented_differences, known_differences and markdown read both.
+_PINNED_LXT = "pinned in tests/test_lxt_agreement.py"
+_LXT_RULES = ("lrp.epsilon", "lrp.gamma")
+
+
+def _has(model, kinds) -> bool:
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+class WrittenOutLayerNorm(nn.Module):
+    """A LayerNorm as (x - mean) / sqrt(var + eps) * weight + bias (of a control's copy): the
+    native engine holds the divisor constant and gives the mean subtraction and the bias the
+    z rule of sums, which is LXT's layer_norm_forward under gradient x input."""
+
+    def __init__(self, norm: nn.LayerNorm):
+        super().__init__()
+        self.dims = tuple(range(-len(norm.normalized_shape), 0))
+        self.eps, self.weight, self.bias = norm.eps, norm.weight, norm.bias
+
+    def forward(self, x):
+        centered = x - x.mean(self.dims, keepdim=True)
+        y = centered / torch.sqrt((centered * centered).mean(self.dims, keepdim=True) + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        return y if self.bias is None else y + self.bias
+
+
+class WrittenOutAttention(nn.Module):
+    """nn.MultiheadAttention (self-attention with packed projections, as torchvision's ViT has
+    it) written out: each projection as the products x_k w_jk summed over k, which the native
+    engine explains by the z rule (a product with a parameter is a scaling, the sum takes the
+    z rule), as LXT's gradient x input does with the F.linear calls the module makes; then the
+    softmax and the two matrix products, for which the native attention= option applies.
+    Memory: tokens x width x 3 width per sample."""
+
+    def __init__(self, attention: nn.MultiheadAttention):
+        super().__init__()
+        if not attention._qkv_same_embed_dim or attention.bias_k is not None or attention.add_zero_attn:
+            raise ValueError("WrittenOutAttention: packed projections without bias_k/add_zero_attn only")
+        self.heads, self.batch_first = attention.num_heads, attention.batch_first
+        self.in_weight, self.in_bias = attention.in_proj_weight, attention.in_proj_bias
+        self.out_weight, self.out_bias = attention.out_proj.weight, attention.out_proj.bias
+
+    @staticmethod
+    def project(x, weight, bias):
+        y = (x.unsqueeze(-1) * weight.t()).sum(-2)
+        return y if bias is None else y + bias
+
+    def forward(self, query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None, **kwargs):
+        if key_padding_mask is not None or attn_mask is not None or kwargs.get("is_causal"):
+            raise ValueError("WrittenOutAttention: no masks")
+        x = query if self.batch_first else query.transpose(0, 1)
+        batch, tokens, width = x.shape
+        q, k, v = self.project(x, self.in_weight, self.in_bias).chunk(3, dim=-1)
+        shape = (batch, tokens, self.heads, width // self.heads)
+        q, k, v = (t.reshape(shape).transpose(1, 2) for t in (q, k, v))
+        weights = torch.softmax(q @ k.transpose(-2, -1) * (width // self.heads) ** -0.5, dim=-1)
+        out = self.project((weights @ v).transpose(1, 2).reshape(batch, tokens, width), self.out_weight,
+                           self.out_bias)
+        return (out if self.batch_first else out.transpose(0, 1)), None
+
+
+def _write_out_layer_norms(c):
+    _replace_children(c.model, lambda m: WrittenOutLayerNorm(m) if type(m) is nn.LayerNorm else None)
+
+
+def _write_out_attention(c):
+    _replace_children(c.model, lambda m: WrittenOutAttention(m) if isinstance(m, nn.MultiheadAttention) else None)
+
+
+LXT_DIFFERENCES = [
+    KnownDifference(
+        ("lxt",), "lrp.epsilon, lrp.gamma on a model with LayerNorm",
+        "LXT gives LayerNorm the z rule whatever the method: its layer_norm_forward holds the standard deviation "
+        "constant and gradient x input does the rest, with no epsilon or gamma (native: the method's rule on the "
+        f"normalization's matrix) ({_PINNED_LXT})",
+        lambda method, options, model: method in _LXT_RULES and _has(model, nn.LayerNorm),
+        Control("native with each LayerNorm written out as (x - mean) / std * weight + bias (the z rule of sums on "
+                "the mean subtraction and the bias)", _write_out_layer_norms, native_only=True)),
+    KnownDifference(
+        ("lxt",), "lrp.epsilon, lrp.gamma on a model with nn.MultiheadAttention",
+        "nn.MultiheadAttention computes its in- and out-projections by F.linear with its own weights (out_proj's "
+        "forward never runs), so LXT's zennit rule never reaches them: gradient x input, the z rule (native: the "
+        f"method's rule on the projections) ({_PINNED_LXT})",
+        lambda method, options, model: method in _LXT_RULES and _has(model, nn.MultiheadAttention),
+        Control("native with each nn.MultiheadAttention written out, its projections as products with the weights "
+                "summed (the z rule)", _write_out_attention, native_only=True)),
+]
+
+
+def all_differences() -> list[KnownDifference]:
+    """DIFFERENCES and LXT_DIFFERENCES."""
+    return DIFFERENCES + LXT_DIFFERENCES
+
+
 def documented_differences(backend: str, method: str, options: dict, model) -> list[KnownDifference]:
     """The documented reasons (measured and pinned in the tests) why `backend` cannot agree
     with the native engine for this method on this model, each with its control; empty when
     it should agree."""
-    return [d for d in DIFFERENCES if backend in d.backends and d.applies(method, options, model)]
+    return [d for d in all_differences() if backend in d.backends and d.applies(method, options, model)]
 
 
 def known_differences(backend: str, method: str, options: dict, model) -> list[str]:

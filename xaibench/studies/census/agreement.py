@@ -56,7 +56,9 @@ Choices, and why:
   the native engine cannot explain the model (the backend's own measures are still filled in,
   the differences stay NaN).
 - A backend that is not installed, or cannot mirror a model (ExportError), gives rows with
-  status "skipped: reason"; any other failure gives "error: message". Nothing crashes the census:
+  status "skipped: reason"; any other failure gives "error: message". lxt (LXT 2.1) explains
+  torchvision's VisionTransformer only: its rows here are skipped (UnsupportedLayerError, before
+  lxt is imported); its rows on a ViT are in the zoo (zoo.py, architecture "vit"). Nothing crashes the census:
   every row runs under xaibench.studies.sweep's policy with native_failure="record".
 
     xaibench census --out results/census [--quick]

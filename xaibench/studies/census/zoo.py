@@ -11,7 +11,8 @@ native), its status, note, a verdict and the seconds it took.
 Architectures: torchvision classification backbones with seeded random weights that keep the
 activations of order one (xaibench.studies.networks.awaken; torchvision's own initialization
 leaves MobileNet's and EfficientNet's logits near 1e-9, where epsilon absorbs everything) on
-3x64x64 inputs, plus the two
+3x64x64 inputs, a small torchvision VisionTransformer on 3x32x32 (the architecture the lxt
+backend, LXT 2.1, explains; its rows against native carry LXT's documented differences), plus the two
 small networks of xaibench.studies.networks (DiffusionUNet: GroupNorm, SiLU, residual blocks,
 a concatenation skip, upsampling; TwoBranchNet). float64, a batch of N_SAMPLES = 2 seeded
 inputs spanning [-1, 1], the target the argmax (DiffusionUNet: its centre pixel of channel 0),
@@ -111,9 +112,29 @@ _TORCHVISION = [
     ("wide_resnet50_2", "Wide ResNet-50-2: residual additions", True),
     ("densenet121", "DenseNet-121: concatenations, BatchNorm before conv, functional ReLU and pooling", True),
 ]
+def _vision_transformer():
+    """torchvision's VisionTransformer at a small size (2 layers, 2 heads, width 16, 8x8 patches of a
+    32x32 input). awaken() draws the Linear/Conv2d and LayerNorm parameters; the class token, the
+    positional embedding and the attention's input-projection bias (zero or near zero in
+    torchvision's init) are drawn here, so that every constant takes a share."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                              num_classes=10)
+    with torch.no_grad():
+        model.class_token.normal_(0.0, 0.5)
+        model.encoder.pos_embedding.normal_(0.0, 0.5)
+        for module in model.modules():
+            if isinstance(module, torch.nn.MultiheadAttention):
+                module.in_proj_bias.normal_(0.0, 0.1)
+    return model
+
+
 _ARCHITECTURES = [
     *[Architecture(name, description, _torchvision(name), (3, 64, 64), heavy) for name, description, heavy
       in _TORCHVISION],
+    Architecture("vit", "VisionTransformer (torchvision, 2 layers, 2 heads, width 16, patch 8): LayerNorm, "
+                 "nn.MultiheadAttention, GELU, class token, positional embedding", _vision_transformer, (3, 32, 32)),
     Architecture("diffusion_unet", "diffusion-style U-Net: GroupNorm, SiLU, residual blocks, cat skip, upsampling",
                  lambda: DiffusionUNet(channels=2, width=8, groups=4), (2, 16, 16), target=8 * 16 + 8),
     Architecture("two_branch", "two branches (avg-pooled conv, dilated max-pooled conv), concatenated, dense head",
