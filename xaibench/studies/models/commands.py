@@ -9,11 +9,12 @@ def add_commands(commands) -> dict:
     """`xaibench train`."""
     train = commands.add_parser(
         "train", help="train a reference network (seeded, bit-reproducible on CPU)",
-        description="Train MODEL (enso, convection, radar1, radar2, radar3, groundtruth) on a data set written by the "
-                    "data step, keep the epoch with the lowest validation loss and write DIR/model.safetensors "
+        description="Train MODEL (enso, convection, radar1, radar2, radar3, radar_vit, groundtruth) on a data set "
+                    "written by the data step, keep the epoch with the lowest validation loss and write DIR/model.safetensors "
                     "and DIR/model.json (metadata: config, data hash, history, skill). Options not given "
                     "take the model's defaults (the paper's setup; see xaibench.studies.models.training).")
-    train.add_argument("model", metavar="MODEL", help="enso, convection, radar1, radar2, radar3 or groundtruth")
+    train.add_argument("model", metavar="MODEL",
+                       help="enso, convection, radar1, radar2, radar3, radar_vit or groundtruth")
     train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF, `xaibench data`)")
     train.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and model.json")
     train.add_argument("--epochs", type=positive_int, default=None, metavar="N")

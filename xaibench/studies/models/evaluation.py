@@ -13,6 +13,7 @@ from torch import nn
 from xaibench.errors import InputError
 from xaibench.studies.models.groundtruth import GroundTruthDense
 from xaibench.studies.models.radar import RadarEncoderDecoder, weighted_mse
+from xaibench.studies.models.radar_vit import RadarViT
 
 
 def evaluate(model: nn.Module, dataset, *, class_weights=None, batch_size: int = 256) -> dict:
@@ -72,7 +73,7 @@ def _scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, class_weights, b
         r2 = 1.0 - residual_sum / total if total > 0 else float("nan")
         rmsd = math.sqrt(residual_sum / pixels)
         scores.update(skill_name="r2", r2=r2, rmsd=rmsd)
-        if isinstance(model, RadarEncoderDecoder):  # the target is reflectivity scaled from 0-60 dBZ
+        if isinstance(model, RadarEncoderDecoder | RadarViT):  # the target is reflectivity scaled from 0-60 dBZ
             scores["rmsd_dbz"] = 60.0 * rmsd
         scores["skill"] = r2
     return scores

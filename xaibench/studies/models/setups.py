@@ -19,13 +19,16 @@ MODELS = {
     "radar1": ("radar", {"n_blocks": 1}),
     "radar2": ("radar", {"n_blocks": 2}),
     "radar3": ("radar", {"n_blocks": 3}),
+    # the transformer reference case: 4 x 4 patches, 256 tokens on the quick 64 x 64 patches
+    "radar_vit": ("radar_vit", {"patch_size": 4, "embed_width": 48, "depth": 3, "heads": 4, "mlp_ratio": 2}),
     "groundtruth": ("groundtruth", {}),
 }
 MODEL_NAMES = tuple(MODELS)
 
 #: what each model is trained on: the generator that makes its data (checked against the
 #: dataset's "generator" attribute when it has one; make_enso_real is ENSO data too)
-_DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar", "groundtruth": "groundtruth"}
+_DATA_KIND = {"enso": "enso", "convection": "convection", "radar": "radar", "radar_vit": "radar",
+              "groundtruth": "groundtruth"}
 
 # The paper's setup where docs/papers.md gives it; SETUP_NOTES says where and why we differ.
 _DEFAULTS = {
@@ -35,6 +38,8 @@ _DEFAULTS = {
                    "l2": None, "class_weights": False},
     "radar": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "batch_size": 18, "epochs": 100,
               "l2": None, "class_weights": False},
+    "radar_vit": {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "batch_size": 18, "epochs": 100,
+                  "l2": None, "class_weights": False},
     "groundtruth": {"optimizer": "sgd", "lr": 0.02, "momentum": 0.0, "batch_size": 32, "epochs": 50,
                     "l2": None, "class_weights": False},
 }
@@ -50,6 +55,8 @@ SETUP_NOTES = {
     "convection": ("Adam and cross-entropy on logits; lr, batch and epochs are ours (the paper's training "
                    "details are not in docs/papers.md section 3)."),
     "radar": "Adam, batch 18 and the weighted MSE as the paper; 100 epochs (the paper's) by default.",
+    "radar_vit": ("ours (no paper): Adam, batch 18 and the weighted MSE of the radar encoder-decoders, so the "
+                  "transformer and the CNNs differ only in architecture."),
     "groundtruth": "SGD lr 0.02, batch 32, 50 epochs and MSE, the paper's setup; Glorot-uniform initial weights.",
 }
 
@@ -111,6 +118,8 @@ def _constructor_for(architecture: str, x: torch.Tensor) -> dict:
         return {"n_inputs": x.shape[1]}
     if x.ndim != 4:
         raise InputError(f"radar inputs must be [sample, channel, y, x], got shape {tuple(x.shape)}")
+    if architecture == "radar_vit":  # the learned positional embedding fixes the image size
+        return {"in_channels": x.shape[1], "height": x.shape[2], "width": x.shape[3]}
     return {"in_channels": x.shape[1]}
 
 

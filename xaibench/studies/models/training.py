@@ -9,7 +9,7 @@ The setups (which architecture a name builds, the papers' settings) live in setu
 skill scores in evaluation.py; the model files are written by xaibench.io.
 
 Model names: enso, convection, radar1, radar2, radar3 (radarN = the encoder-decoder with N
-blocks each way), groundtruth (the dense regression net of the ground-truth benchmark). The
+blocks each way), radar_vit (a small vision transformer on the same radar data), groundtruth (the dense regression net of the ground-truth benchmark). The
 network is built to fit the data (grid, frames, channels); the data are split with
 xaibench.studies.data.split (contiguous train/validation/test blocks) and the epoch with the lowest
 validation loss is kept.
@@ -23,7 +23,8 @@ Losses (docs/papers.md sections 1-3):
   reaches accuracy 1.0 on 2000 synthetic maps (the loss is still falling at epoch 50).
 - convection: Adam, cross-entropy on logits (balanced classes by construction: no weights);
   lr 0.001, batch 16, 30 epochs are our choice (not published).
-- radar: Adam, batch 18, the weighted MSE mean(exp(5 y^4) (yhat - y)^2) of Hilburn et al.
+- radar: Adam, batch 18, the weighted MSE mean(exp(5 y^4) (yhat - y)^2) of Hilburn et al.;
+  radar_vit the same (our choice: the transformer differs from the CNNs only in architecture).
 - groundtruth: plain MSE; SGD lr 0.02, batch 32, 50 epochs (Mamalakis et al. 2022).
 
 Learning-rate schedule (config lr_schedule): "constant" (the default, every paper's setup) or
