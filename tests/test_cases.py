@@ -202,8 +202,8 @@ def test_pairs_are_the_backends_that_have_each_method():
 
 
 # --- the registry ---------------------------------------------------------------------------------
-def test_the_registry_holds_the_five_reference_cases_each_with_the_whole_interface():
-    assert list(registry.CASES) == ["enso", "convection", "radar1", "radar2", "radar3"]
+def test_the_registry_holds_the_six_reference_cases_each_with_the_whole_interface():
+    assert list(registry.CASES) == ["enso", "convection", "radar1", "radar2", "radar3", "radar_vit"]
     assert cases.CASE_NAMES == tuple(registry.CASES)
     modules = {name: __import__(f"xaibench.studies.cases.{name}", fromlist=["CASES"]) for name in registry.MODULES}
     assert {case.name for module in modules.values() for case in module.CASES} == set(registry.CASES)
@@ -214,8 +214,8 @@ def test_the_registry_holds_the_five_reference_cases_each_with_the_whole_interfa
             for name in INTERFACE:
                 assert hasattr(case, name), (case.name, name)
             assert case.model == case.name and case.figure_files
-    assert [registry.get_case(f"radar{n}").output_long_name.split()[0] for n in (1, 2, 3)] == \
-        ["radar1", "radar2", "radar3"]
+    assert [registry.get_case(f"radar{n}").output_long_name.split()[0] for n in (1, 2, 3, "_vit")] == \
+        ["radar1", "radar2", "radar3", "radar_vit"]
     assert registry.get_case("radar1").zbox_bounds(None, None) == (0.0, 1.0)
     with pytest.raises(InputError, match="unknown case 'radar7'"):
         registry.get_case("radar7")

@@ -226,7 +226,7 @@ def test_progress_reaches_the_callback_and_the_log(enso_data, caplog):
 # Bad input
 # --------------------------------------------------------------------------------------------
 def test_unknown_model_name(enso_data):
-    assert MODEL_NAMES == ("enso", "convection", "radar1", "radar2", "radar3", "groundtruth")
+    assert MODEL_NAMES == ("enso", "convection", "radar1", "radar2", "radar3", "radar_vit", "groundtruth")
     with pytest.raises(InputError, match="unknown model 'radar4'.*radar3"):
         train("radar4", enso_data)
 

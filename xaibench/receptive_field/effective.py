@@ -9,7 +9,7 @@ import math
 import torch
 from torch import nn
 
-from xaibench.errors import InputError
+from xaibench.errors import InputError, UnsupportedLayerError
 from xaibench.receptive_field.checks import _check_batch, _map, _pixel
 from xaibench.receptive_field.theoretical import _output_lengths, bounding_box, layers_of
 
@@ -34,7 +34,14 @@ def _targets(pixels, out_spatial) -> torch.Tensor:
 
 
 def _output_spatial(model, x) -> tuple[int, ...]:
-    layers = layers_of(model, x.dim() - 2)
+    """The output's spatial shape: from the layer geometry when the model is a chain of layers
+    the TRF rules know, else from one forward pass of the first sample. An ERF needs no TRF, so
+    a model without one (attention, branches) still gets its ERF maps."""
+    try:
+        layers = layers_of(model, x.dim() - 2)
+    except UnsupportedLayerError:
+        with torch.no_grad():
+            return tuple(model(x[:1]).shape[2:])
     return _output_lengths(layers, tuple(x.shape[2:]))[-1]
 
 

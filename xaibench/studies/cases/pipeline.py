@@ -5,9 +5,9 @@ coordinates, and the metrics per method x backend.
     explain_case(case, model_dir, data_path, out_dir, ...) -> [written files]
     metrics_case(case, explanations_dir, data_path, out_csv, ...) -> pandas.DataFrame
 
-One case per reference network (registry.CASES: enso, convection, radar1, radar2, radar3); what
-each explains (samples, subsets, region, z^B bounds, extra measures, figure) is its module's
-(enso.py, convection.py, radar.py; the interface: case.py). Nothing here depends on which case.
+One case per reference network (registry.CASES: enso, convection, radar1, radar2, radar3,
+radar_vit); what each explains (samples, subsets, region, z^B bounds, extra measures, figure)
+is its module's (enso.py, convection.py, radar.py; the interface: case.py). Nothing here depends on which case.
 
 Methods (DEFAULT_METHODS) with their options (DEFAULT_OPTIONS, recorded in every file): LRP
 presets with epsilon 0.1 and biases taking part; z^B with explicit bounds, one scalar pair for

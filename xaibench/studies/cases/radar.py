@@ -1,5 +1,5 @@
-"""Radar (docs/papers.md section 3), one case per network radar1/2/3 (N = 1, 2, 3 from one
-definition): test samples; two output pixels per sample, explained as flat output indices
+"""Radar (docs/papers.md section 3), one case per network: radar1/2/3 (the encoder-decoders,
+N = 1, 2, 3) and radar_vit (the vision transformer), all from one definition: test samples; two output pixels per sample, explained as flat output indices
 (y * width + x): "max_reflectivity", the pixel of the largest true reflectivity at least R pixels
 from the border (anywhere when the patch is smaller than 2R + 1), and "centre" (height // 2,
 width // 2). Region: the data's footprint, the (2R + 1)^2 square around the target pixel
@@ -17,6 +17,8 @@ from xaibench.studies.cases.case import Case, own_coords
 
 logger = logging.getLogger(__name__)
 NETWORKS = (1, 2, 3)
+#: the transformer reference case, explained exactly as the encoder-decoders are
+TRANSFORMER = "radar_vit"
 
 
 @dataclass(frozen=True)
@@ -80,13 +82,14 @@ class RadarCase(Case):
         return radar_relevance(files[0], out_png, samples=(0, 1))
 
 
-def radar_case(n: int) -> RadarCase:
-    """The case of network radar<n>."""
-    return RadarCase(f"radar{n}", "radar", "inputs", ("channel", "y", "x"), ("channel", "y", "x"),
+def radar_case(network: int | str) -> RadarCase:
+    """The case of network radar<n> (an int N) or of a radar network named in full (radar_vit)."""
+    name = f"radar{network}" if isinstance(network, int) else str(network)
+    return RadarCase(name, "radar", "inputs", ("channel", "y", "x"), ("channel", "y", "x"),
                      ("sample", "y", "x"), None,
-                     f"radar{n} output: scaled composite reflectivity at the target pixel (dBZ = 60 x value)", "1",
+                     f"{name} output: scaled composite reflectivity at the target pixel (dBZ = 60 x value)", "1",
                      "footprint of the target pixel: the (2R+1)^2 square of the data's operator",
                      figure_files=("lrp.alpha1beta0__native",), input_bounds=(0.0, 1.0))
 
 
-CASES = tuple(radar_case(n) for n in NETWORKS)
+CASES = (*(radar_case(n) for n in NETWORKS), radar_case(TRANSFORMER))

@@ -10,7 +10,7 @@ from xaibench.errors import InputError
 def add_commands(commands) -> dict:
     """`xaibench receptive-field measure|table|figure` (workflows/receptive_fields.smk)."""
     parser = commands.add_parser(
-        "receptive-field", help="theoretical and effective receptive fields of the radar networks",
+        "receptive-field", help="theoretical and effective receptive fields of the radar networks (CNNs and radar_vit)",
         description="measure: TRF and ERF maps of a trained radar network and its initialization (netCDF "
                     "and CSV); table: concatenate the CSVs; figure: the ERF maps with the TRF box and the "
                     "true footprint (PNG).")
@@ -76,7 +76,7 @@ def _main_table(args) -> int:
     import pandas as pd
 
     from xaibench.io import write_csv
-    from xaibench.studies.receptive_fields.experiment import TABLE_COLUMNS
+    from xaibench.studies.receptive_fields.experiment import TABLE_COLUMNS, _integer_n_blocks
 
     frames = []
     for path in args.tables:
@@ -88,7 +88,9 @@ def _main_table(args) -> int:
         if missing:
             raise InputError(f"{path} lacks the column(s) {missing}: not written by `receptive-field measure`")
         frames.append(frame[TABLE_COLUMNS])
-    table = pd.concat(frames, ignore_index=True).sort_values(["n_blocks", "trained", "position"], kind="stable")
+    table = pd.concat(frames, ignore_index=True)
+    # the encoder-decoders by N, then the transformer (no N); n_blocks stays an integer column
+    table = _integer_n_blocks(table).sort_values(["n_blocks", "trained", "position"], kind="stable", na_position="last")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_csv(table, args.out)
     print(table.to_string(index=False))

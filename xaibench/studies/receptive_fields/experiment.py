@@ -1,5 +1,6 @@
-"""Receptive fields of the radar encoder-decoders (N = 1, 2, 3) against the data's true footprint:
-what workflows/receptive_fields.smk runs through `xaibench receptive-field`.
+"""Receptive fields of the radar networks - the encoder-decoders (N = 1, 2, 3) and the vision
+transformer radar_vit - against the data's true footprint: what workflows/receptive_fields.smk
+runs through `xaibench receptive-field`.
 
     measure(model_dir, data, ...)    TRF (exact, empirical, textbook) and ERF maps of one trained
                                      network and of the same network at initialization -> Dataset
@@ -12,6 +13,14 @@ erf_map_pixels, is library: xaibench.receptive_field.)
 Two target pixels: the centre of the patch and one `edge_distance` pixels from the top-left
 corner (its TRF is clipped by the border: the edge effect). The initialized network is the
 trained one's starting point (the same seed and constructor as xaibench.studies.models.training uses).
+
+The transformer (architecture "radar_vit"): every token attends to every token, so each output
+pixel can depend on every input pixel; its TRF is the whole image (the empirical check by input
+gradients confirms it). It has no textbook recurrence (trf_recurrence NaN) and no n_blocks (NaN);
+its per-layer table has three stages: the patch embedding (a patch wide), the attention blocks
+and the per-token decoder (the whole image). Its ERF is measured exactly as the CNNs' is, so the
+question "does it learn the data's locality?" is answered by the same columns: the ERF against
+the true footprint, initialized against trained.
 """
 
 from __future__ import annotations
@@ -26,13 +35,15 @@ import torch
 from xaibench import receptive_field as receptive
 from xaibench.errors import InputError
 
+#: the architectures (xaibench.studies.models.setups.MODELS) whose receptive fields are measured
+ARCHITECTURES = ("radar", "radar_vit")
 STATES = ("initialized", "trained")
 #: map name in the file -> what the table column is called
 MAP_METHODS = {"gradient": "erf_gradient", "lrp.epsilon": "erf_lrp", "lrp.alpha1beta0": "erf_lrp_alpha1beta0",
                "backward_optimization": "erf_backward_optimization"}
 POSITIONS = ("centre", "edge")
 TABLE_COLUMNS = [
-    "n_blocks", "trained", "position", "pixel_y", "pixel_x",
+    "model", "architecture", "n_blocks", "trained", "position", "pixel_y", "pixel_x",
     "trf_analytic", "trf_empirical", "trf_recurrence", "trf_interior_smallest", "trf_interior_largest",
     "erf_gradient", "erf_lrp", "erf_lrp_alpha1beta0", "erf_backward_optimization",
     "erf_gradient_sigma", "erf_lrp_sigma", "erf_lrp_alpha1beta0_sigma",
@@ -44,15 +55,50 @@ TABLE_COLUMNS = [
 
 def initial_model(metadata: dict) -> torch.nn.Module:
     """The radar network as training built it before the first step (same constructor and seed)."""
-    from xaibench.studies.models import RadarEncoderDecoder
+    from xaibench.studies.models import REGISTRY
 
-    if metadata.get("architecture") != "radar":
-        raise InputError(f"receptive fields are measured on the radar networks; this model is "
-                         f"'{metadata.get('architecture')}'")
+    architecture = metadata.get("architecture")
+    if architecture not in ARCHITECTURES:
+        raise InputError(f"receptive fields are measured on the radar networks ({', '.join(ARCHITECTURES)}); "
+                         f"this model is '{architecture}'")
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
         torch.manual_seed(int(metadata.get("seed", 0)))
-        model = RadarEncoderDecoder(**metadata["constructor"])
+        model = REGISTRY[architecture](**metadata["constructor"])
     return model.eval()
+
+
+class _Stage:
+    """One row of a transformer's per-layer TRF table (the fields the CNNs' LayerReceptiveField
+    rows give the netCDF file)."""
+
+    def __init__(self, path: str, kind: str, size: int, recurrence: float):
+        self.path, self.kind = path, kind
+        self.size, self.size_smallest, self.size_recurrence = (size,), (size,), (recurrence,)
+
+
+def _transformer_layers(model, height: int, width: int) -> list[_Stage]:
+    """The TRF after each stage of a RadarViT: a patch after the patch embedding (kernel = stride,
+    so the textbook recurrence holds there), the whole image after the first attention block
+    (global attention: every token reads every token; no recurrence), unchanged by the
+    per-token decoder."""
+    whole = max(height, width)
+    stages = [_Stage("patch_embedding", "Conv2d", model.patch_size, float(model.patch_size))]
+    stages += [_Stage(f"blocks.{i}", "EncoderBlock (global self-attention)", whole, math.nan)
+               for i in range(model.depth)]
+    stages.append(_Stage("decoder", "Linear per token (unpatchify)", whole, math.nan))
+    return stages
+
+
+def _theoretical_fields(architecture, model, x, pixel_list, trf_samples, seed):
+    """(exact TRF boxes per pixel, the empirical boxes, the per-layer rows) of one network."""
+    height, width = x.shape[-2:]
+    empirical = [receptive.empirical_receptive_field(model, tuple(x.shape[1:]), p, trf_samples, seed)[0]
+                 for p in pixel_list]
+    if architecture == "radar_vit":  # global attention: every output pixel reads the whole image
+        boxes = [[(0, height - 1), (0, width - 1)] for _ in pixel_list]
+        return boxes, empirical, _transformer_layers(model, height, width)
+    boxes = [receptive.receptive_field_box(model, (height, width), p) for p in pixel_list]
+    return boxes, empirical, receptive.receptive_field_layers(model)
 
 
 def target_pixels(height: int, width: int, edge_distance: int) -> dict[str, tuple[int, int]]:
@@ -90,16 +136,15 @@ def measure(model_dir, data, samples: int = 16, optimization_samples: int = 4, s
     pixel_list = list(pixels.values())
     footprint_radius = int(dataset.attrs["footprint_radius"])
     models = {"initialized": initial_model(metadata), "trained": trained}
-    n_blocks = int(metadata["constructor"]["n_blocks"])
-    log(f"radar N = {n_blocks}: {samples} inputs {tuple(x.shape[1:])}, pixels {pixels}, "
+    architecture = metadata["architecture"]
+    n_blocks = int(metadata["constructor"]["n_blocks"]) if architecture == "radar" else None
+    name = _network_name(architecture, n_blocks)
+    log(f"{name}: {samples} inputs {tuple(x.shape[1:])}, pixels {pixels}, "
         f"footprint {2 * footprint_radius + 1} pixels")
 
     # TRF: exact boxes, the empirical check and the per-layer table (the same for both states)
     started = time.perf_counter()
-    boxes = [receptive.receptive_field_box(trained, (height, width), p) for p in pixel_list]
-    empirical = [receptive.empirical_receptive_field(trained, tuple(x.shape[1:]), p, trf_samples, seed)[0]
-                 for p in pixel_list]
-    layers = receptive.receptive_field_layers(trained)
+    boxes, empirical, layers = _theoretical_fields(architecture, trained, x, pixel_list, trf_samples, seed)
     log(f"TRF: exact {[receptive.box_width(b) for b in boxes]}, empirical "
         f"{[receptive.box_width(b) for b in empirical]}, recurrence {layers[-1].size_recurrence[0]:g}, "
         f"interior {layers[-1].size_smallest[0]}-{layers[-1].size[0]} ({time.perf_counter() - started:.1f} s)")
@@ -139,9 +184,11 @@ def measure(model_dir, data, samples: int = 16, optimization_samples: int = 4, s
         coords={"state": list(STATES), "method": list(MAP_METHODS), "position": list(pixels),
                 "axis": ["y", "x"], "bound": ["first", "last"], "y": np.arange(height), "x": np.arange(width)},
         attrs={
-            "title": f"receptive fields of the radar encoder-decoder N = {n_blocks}",
+            "title": f"receptive fields of the {name}",
             "synthetic": "true: the inputs are synthetic storm-like fields (xaibench.studies.data.radar)",
-            "n_blocks": n_blocks, "model": str(metadata.get("model", "")),
+            # netCDF attributes cannot be None: -1 says "not an encoder-decoder"
+            "n_blocks": n_blocks if n_blocks is not None else -1, "architecture": architecture,
+            "model": str(metadata.get("model", "")),
             "model_test_r2": _test_r2(metadata),
             "footprint_radius": footprint_radius, "samples": int(samples),
             # the same size measure on the true footprint kernel (summed over channels)
@@ -154,6 +201,18 @@ def measure(model_dir, data, samples: int = 16, optimization_samples: int = 4, s
         },
     )
     return ds
+
+
+def _network_name(architecture: str, n_blocks: int | None) -> str:
+    if architecture == "radar_vit":
+        return "radar vision transformer (radar_vit)"
+    return f"radar encoder-decoder N = {n_blocks}"
+
+
+def _n_blocks(ds) -> float:
+    """The encoder-decoder's N from a `measure` result (NaN for the transformer)."""
+    n = int(ds.attrs["n_blocks"])
+    return n if n >= 0 else math.nan
 
 
 def _footprint_sigma(dataset) -> float:
@@ -182,7 +241,8 @@ def table_rows(ds) -> pd.DataFrame:
             trf_box = [tuple(map(int, b)) for b in ds["trf_box"].values[p]]
             footprint = [(max(c - radius, 0), min(c + radius, n - 1)) for c, n in zip(pixel, (height, width))]
             row = {
-                "n_blocks": int(ds.attrs["n_blocks"]), "trained": state == "trained", "position": str(position),
+                "model": str(ds.attrs.get("model", "")), "architecture": str(ds.attrs.get("architecture", "radar")),
+                "n_blocks": _n_blocks(ds), "trained": state == "trained", "position": str(position),
                 "pixel_y": pixel[0], "pixel_x": pixel[1],
                 "trf_analytic": receptive.box_width(trf_box),
                 "trf_empirical": receptive.box_width(ds["empirical_trf_box"].values[p]),
@@ -208,7 +268,14 @@ def table_rows(ds) -> pd.DataFrame:
                     share = float(values[footprint_mask].sum() / total) if total else math.nan
                     row[column + "_footprint_share"] = share
             rows.append(row)
-    return pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    return _integer_n_blocks(pd.DataFrame(rows, columns=TABLE_COLUMNS))
+
+
+def _integer_n_blocks(table: pd.DataFrame) -> pd.DataFrame:
+    """n_blocks as a nullable integer: the CNNs' rows keep "1", "2", "3" in the CSV (the regression
+    gate compares it as text) and the transformer's is empty, not "nan" turning them into "1.0"."""
+    table["n_blocks"] = table["n_blocks"].astype("Int64")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,12 +335,17 @@ def figure(ds, out_png, dpi: int | None = None):
                 ax.set_title(f"{method}, {state}, {position}\n{text}", fontsize=8)
                 ax.set_xticks([])
                 ax.set_yticks([])
-        n = int(ds.attrs["n_blocks"])
         centre = table[table["position"] == "centre"].iloc[0]
-        fig.suptitle(f"Radar encoder-decoder N = {n}, synthetic data, maps zoomed on the TRF and the footprint\n"
-                     f"solid blue: exact TRF box (centre pixel {int(centre['trf_analytic'])}; interior "
-                     f"{int(centre['trf_interior_smallest'])}-{int(centre['trf_interior_largest'])}, textbook "
-                     f"recurrence {centre['trf_recurrence']:g}); dashed green: true footprint {2 * radius + 1}; "
-                     f"dotted: ERF (95 % of the mass)", fontsize=9)
+        if str(ds.attrs.get("architecture", "radar")) == "radar_vit":
+            trf = (f"solid blue: TRF = the whole image ({int(centre['trf_analytic'])} pixels, global attention; "
+                   f"empirical {int(centre['trf_empirical'])})")
+        else:
+            trf = (f"solid blue: exact TRF box (centre pixel {int(centre['trf_analytic'])}; interior "
+                   f"{int(centre['trf_interior_smallest'])}-{int(centre['trf_interior_largest'])}, textbook "
+                   f"recurrence {centre['trf_recurrence']:g})")
+        name = _network_name(str(ds.attrs.get("architecture", "radar")), int(ds.attrs["n_blocks"]))
+        fig.suptitle(f"{name[0].upper()}{name[1:]}, synthetic data, maps zoomed on the TRF and the footprint\n"
+                     f"{trf}; dashed green: true footprint {2 * radius + 1}; dotted: ERF (95 % of the mass)",
+                     fontsize=9)
         save_png(fig, out_png, dpi or DPI)
     return table
