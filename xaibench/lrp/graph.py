@@ -24,6 +24,7 @@ from torch import nn
 
 from .. import layers
 from ..errors import InputError, UnsupportedLayerError, XaibenchError
+from .decompose import DecomposingTracer
 from .operators import (
     AffineOperator,
     ConvOperator,
@@ -224,8 +225,9 @@ class Graph:
 
 
 # --- building ---------------------------------------------------------------------------
-class LeafTracer(torch.fx.Tracer):
-    """Keeps every torch.nn module (but containers) as one node, so each gets a rule."""
+class LeafTracer(DecomposingTracer, torch.fx.Tracer):
+    """Keeps every torch.nn module (but containers) as one node, so each gets a rule; attention
+    and transformer layers are written out in their operations (decompose.py)."""
 
     def is_leaf_module(self, m, qualname):
         return _is_leaf(self, m, qualname)
@@ -243,7 +245,7 @@ def _shape_tracer():
     their own parameters): x.dim(), x.shape and range(x.dim()) are concrete numbers."""
     from torch.fx.experimental.meta_tracer import MetaTracer
 
-    class LeafShapeTracer(MetaTracer):
+    class LeafShapeTracer(DecomposingTracer, MetaTracer):
         def is_leaf_module(self, m, qualname):
             return _is_leaf(self, m, qualname)
 
@@ -279,6 +281,8 @@ def trace(model: nn.Module, dtype: torch.dtype | None = None, output=None, examp
     specialized = None
     try:
         fx_graph = LeafTracer().trace(root)
+    except UnsupportedLayerError:   # a written-out layer refused by name (decompose.py)
+        raise
     except Exception as error:  # tracing runs user code; any failure gets one clear message
         symbolic_error = str(error).splitlines()[0] if str(error) else type(error).__name__
         if example is None:
@@ -305,11 +309,16 @@ def _specialized_trace(model, root, example, symbolic_error):
     inputs = example if isinstance(example, (tuple, list)) else (example,)
     names = [p.name for p in inspect.signature(root.forward).parameters.values()
              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:len(inputs)]
-    metas = {name: t.detach() for name, t in zip(names, inputs)}
+    # the trace runs the model's own layers on the example: in the model's dtype (only shapes matter)
+    own = next((p.dtype for p in model.parameters() if p.dtype.is_floating_point), None)
+    metas = {name: t.detach().to(own) if own is not None and t.is_floating_point() else t.detach()
+             for name, t in zip(names, inputs)}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MetaTracer warns for every node it cannot give a shape
             fx_graph = _shape_tracer().trace(root, metas)
+    except UnsupportedLayerError:
+        raise
     except Exception as error:
         raise UnsupportedLayerError(
             type(model).__name__, type(model).__name__,
@@ -393,8 +402,12 @@ class _Builder:
 
             if target in ("size", "dim", "numel") or first.name in self.meta:
                 return self._meta(node, ValueStep(node.name, path, kind, inputs, call_method))
+            if not self._live(inputs):   # computed from constants only (a relative position bias)
+                return OpaqueStep(node.name, path, kind, inputs, call_method)
             if target in _RESHAPE_METHODS:
                 return ReshapeStep(node.name, path, kind, inputs, call_method)
+            if target == "roll":
+                return self._roll_step(node, path, kind, inputs, call_method)
             if target in ("permute", "transpose"):
                 return ReshapeStep(node.name, path, kind, inputs, call_method,
                                    permutation=_permutation(node, target))
@@ -441,8 +454,12 @@ class _Builder:
             # sizes and arithmetic on them (n, c, h, w = x.shape; c * h * w; c // groups): evaluated on
             # the real tensors at every forward, so the graph serves every input shape
             return self._meta(node, ValueStep(node.name, path, kind, inputs, call_function))
+        if inputs and not self._live(inputs):   # computed from constants only: no relevance reaches it
+            return OpaqueStep(node.name, path, kind, inputs, call_function)
         if target is operator.getitem and node.args[0].name in self.parts:
             return self._part(node, path, kind)
+        if target is operator.getitem and not self.depends.get(node_args[0].name, False):
+            return OpaqueStep(node.name, path, kind, inputs, call_function)  # a part of a constant (a weight slice)
         if target is operator.getitem:
             return SelectStep(node.name, path, kind, inputs, call_function)
         if target in _SUM_FUNCTIONS:
@@ -456,6 +473,8 @@ class _Builder:
             return ConcatStep(node.name, path, kind, inputs, dim, slots)
         if target in _RESHAPE_FUNCTIONS:
             return ReshapeStep(node.name, path, kind, inputs, call_function)
+        if target is torch.roll:
+            return self._roll_step(node, path, kind, inputs, call_function)
         if target in (torch.permute, torch.transpose):
             return ReshapeStep(node.name, path, kind, inputs, call_function,
                                permutation=_permutation(node, target.__name__))
@@ -502,6 +521,8 @@ class _Builder:
             return PassStep(node.name, path, kind, inputs, call_function)
         if target in (torch.matmul, operator.matmul):
             return self._matmul_step(node, path, kind, inputs, call_function)
+        if target is F.linear:
+            return self._linear_function(node, path, kind, inputs, call_function)
         return OpaqueStep(node.name, path, kind, inputs, call_function)
 
     def _meta(self, node, step):
@@ -553,6 +574,52 @@ class _Builder:
         slots = (slot[live[0].name], slot[live[1].name])
         gate, reason = self._gate(live)
         return ProductStep(node.name, path, kind, inputs, slots, None if gate is None else slots[gate], reason)
+
+    def _roll_step(self, node, path, kind, inputs, function):
+        """torch.roll over non-batch dims: a permutation of the elements, so relevance is rolled back
+        (the transpose of a selection). Without dims torch rolls the flattened tensor, across samples."""
+        bound = {**dict(zip(["input", "shifts", "dims"], node.args)), **node.kwargs}
+        dims = bound.get("dims")
+        dims = dims if isinstance(dims, (tuple, list)) else (dims,)
+        if any(d is None or isinstance(d, torch.fx.Node) or int(d) == 0 for d in dims):
+            return OpaqueStep(node.name, path, kind, inputs, function,
+                              "a roll over the batch dimension or the flattened tensor mixes samples; roll over "
+                              "the other dims (dims=(1, 2))")
+        return SelectStep(node.name, path, kind, inputs, function)
+
+    def _linear_function(self, node, path, kind, inputs, call_function):
+        """F.linear(x, weight, bias) with a constant weight and bias (parameters, slices of them: what
+        nn.MultiheadAttention's projections are): a dense layer, as nn.Linear."""
+        bound = {**dict(zip(["input", "weight", "bias"], node.args)), **node.kwargs}
+        x, weight, bias = bound.get("input"), bound.get("weight"), bound.get("bias")
+        if not isinstance(x, torch.fx.Node) or not self.depends.get(x.name, False):
+            return OpaqueStep(node.name, path, kind, inputs, call_function)  # a constant
+        if not (self._constant(weight) and self._constant(bias)):
+            return OpaqueStep(node.name, path, kind, inputs, call_function,
+                              "F.linear with a weight or bias computed from the input (a product of two "
+                              "input-dependent tensors: write it as torch.matmul)")
+        op = DenseOperator(self._constant_value(weight), self._constant_value(bias))
+        # LinearStep acts on its first input: the weight and bias nodes follow it
+        ordered = [x.name] + [name for name in inputs if name != x.name]
+        return LinearStep(node.name, path, kind, ordered, op)
+
+    def _constant_value(self, arg):
+        """The value of a node that does not depend on the input (a parameter, a slice of one),
+        computed from the steps built so far (parameters already copied in the graph's dtype)."""
+        if not isinstance(arg, torch.fx.Node):
+            return arg
+        values = {}
+
+        def value(name):
+            if name not in values:
+                step = self.steps[name]
+                values[name] = step.forward([value(n) for n in step.inputs], {"composite": None})
+            return values[name]
+        return value(arg.name)
+
+    def _live(self, names) -> bool:
+        """Whether any of these nodes depends on the model input."""
+        return any(self.depends.get(name, False) for name in names)
 
     def _constant(self, arg) -> bool:
         """A tensor (or number) that does not depend on the input."""
