@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: mutants before the slower files run), the rules against the dense-matrix references, the
 #: ledger, the graph walk's conservation properties, target selection (several targets, masks)
 #: and the trust checks (about 1 minute unmutated on 2 cores)
-TESTS = ["tests/test_attention.py", "tests/test_modern_blocks.py", "tests/test_rules.py", "tests/test_ledger.py",
+TESTS = ["tests/test_attention.py", "tests/test_modern_blocks.py", "tests/test_transformers.py", "tests/test_rules.py",
+         "tests/test_ledger.py",
          "tests/test_graph.py", "tests/test_targets.py", "tests/test_trust.py"]
 
 
@@ -107,6 +108,15 @@ MUTANTS = [
            "        relevance_in = (x * r).view(relevance.shape)"),
     Mutant("masked attention entries keep their relevance", "xaibench/lrp/steps.py",
            "        kept = r.masked_fill(mask, 0)", "        kept = r"),
+    Mutant("a roll's relevance is not rolled back (Swin's shifted windows)", "xaibench/lrp/graph.py",
+           "        return SelectStep(node.name, path, kind, inputs, function)\n\n    def _linear_function",
+           "        return PassStep(node.name, path, kind, inputs, lambda values: values[0])\n\n"
+           "    def _linear_function"),
+    Mutant("F.scaled_dot_product_attention written out without its causal mask", "xaibench/lrp/decompose.py",
+           "    scores = _masked_sdpa(scores, attn_mask, is_causal)", "    scores = _masked_sdpa(scores, attn_mask, False)"),
+    Mutant("nn.MultiheadAttention written out without its key padding mask", "xaibench/lrp/decompose.py",
+           "    scores = _masked(scores, attn_mask, key_padding_mask, False, true_blocks=True)",
+           "    scores = _masked(scores, attn_mask, None, False, true_blocks=True)"),
 ]
 
 
