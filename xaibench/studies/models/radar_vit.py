@@ -6,9 +6,11 @@ GREMLIN encoder-decoders (issue 17, "radar_vit").
     (x + attention(LayerNorm(x)), then x + MLP(LayerNorm(x)) with GELU) -> LayerNorm -> a Linear
     per token to its p x p output pixels -> "unpatchify" (reshape/permute) -> [B, 1, H, W].
 
-Why written from parts (nn.Linear projections, matrix products, torch.softmax) and not with
-nn.MultiheadAttention: every operation is then one the native LRP engine explains with its
-attention rules (CP-LRP by default, AttnLRP on request), so the relevance ledger closes on it.
+Why written from parts (nn.Linear projections, matrix products, torch.softmax): every operation
+is one the native LRP engine explains with its attention rules (CP-LRP by default, AttnLRP on
+request), and each projection is a module of its own, which the other backends' module rules
+see. (The engine also explains nn.MultiheadAttention, by writing it out in these same parts:
+xaibench/lrp/decompose.py.)
 
 Why this design for the radar task: every token attends to every other one, so the theoretical
 receptive field of each output pixel is the whole image (the CNNs' is a box that grows with N).
