@@ -123,3 +123,23 @@ def test_both_configurations_train_radar_vit_on_the_radar_data(name):
     assert training["radar_vit"]["data"] == training["radar1"]["data"] == "radar"
     schema = yaml.safe_load((root / "workflows" / "config" / "schema.yaml").read_text())
     assert "radar_vit" in schema["properties"]["cases"]["properties"]["training"]["properties"]
+
+
+def test_zennit_on_the_transformer_is_labelled_a_gradient_fallback_in_the_metrics(tmp_path):
+    """zennit has no rule for attention's matrix products and softmax: it gives them the plain
+    gradient. The case's file and its metrics row say so (they said "ok" and nothing else)."""
+    from xaibench.io import read_dataset, write_dataset
+    from xaibench.studies.cases import pipeline as cases
+    from xaibench.studies.data.radar import make_radar
+    from xaibench.studies.models.training import train
+
+    write_dataset(make_radar(n_samples=10, size=16, footprint_radius=2, seed=0), tmp_path / "data.nc")
+    train("radar_vit", tmp_path / "data.nc", {"epochs": 1, "batch_size": 4}, out=tmp_path / "model")
+    cases.explain_case("radar_vit", tmp_path / "model", tmp_path / "data.nc", tmp_path / "explanations",
+                       methods=["lrp.epsilon"], backends=["native", "zennit"], n_samples=2)
+    zennit_file = read_dataset(tmp_path / "explanations" / "lrp.epsilon__zennit.nc")
+    native_file = read_dataset(tmp_path / "explanations" / "lrp.epsilon__native.nc")
+    assert "matmul" in zennit_file.attrs["gradient_fallback"] and native_file.attrs["gradient_fallback"] == ""
+    frame = cases.metrics_case("radar_vit", tmp_path / "explanations", tmp_path / "data.nc", tmp_path / "m.csv")
+    notes = dict(zip(frame["backend"], frame["known_differences"].fillna("")))
+    assert "zennit gradient fallback" in notes["zennit"] and "fallback" not in notes["native"]

@@ -113,7 +113,8 @@ MUTANTS = [
            "        return PassStep(node.name, path, kind, inputs, lambda values: values[0])\n\n"
            "    def _linear_function"),
     Mutant("F.scaled_dot_product_attention written out without its causal mask", "xaibench/lrp/decompose.py",
-           "    scores = _masked_sdpa(scores, attn_mask, is_causal)", "    scores = _masked_sdpa(scores, attn_mask, False)"),
+           "    scores = _masked_sdpa(scores, attn_mask, is_causal)",
+           "    scores = _masked_sdpa(scores, attn_mask, False)"),
     Mutant("nn.MultiheadAttention written out without its key padding mask", "xaibench/lrp/decompose.py",
            "    scores = _masked(scores, attn_mask, key_padding_mask, False, true_blocks=True)",
            "    scores = _masked(scores, attn_mask, None, False, true_blocks=True)"),

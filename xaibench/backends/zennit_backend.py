@@ -222,6 +222,26 @@ def gradient_fallback(model: nn.Module, composite, stripped=()) -> list[str]:
     return found + _functional_fallback(model, relu_matters=_spreads_to_dead_units(composite))
 
 
+#: how a note names zennit's gradient fallback (the census, the reference cases' metrics)
+FALLBACK = "zennit gradient fallback"
+FALLBACK_LISTED = 8   # entries of a fallback list named in a note; the rest are counted by kind
+
+
+def fallback_note(fallback: list[str]) -> str:
+    """'zennit gradient fallback: <paths and types>' (gradient_fallback's list),
+    the first FALLBACK_LISTED entries by name and the rest counted by kind."""
+    note = f"{FALLBACK}: " + ", ".join(fallback[:FALLBACK_LISTED])
+    rest = fallback[FALLBACK_LISTED:]
+    if rest:
+        kinds: dict[str, int] = {}
+        for entry in rest:
+            kind = entry.rsplit("(", 1)[-1].rstrip(")") if entry.endswith(")") else entry.rsplit(": ", 1)[-1]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        note += f" and {len(rest)} more (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
+    return note
+
+
+
 def _spreads_to_dead_units(composite) -> bool:
     """Whether the composite has a rule that ignores the input (flat, w^2): relevance then reaches
     a ReLU's zero outputs, where zennit's Pass (a ReLU module) passes it and the plain gradient of

@@ -40,7 +40,7 @@ File format (out_dir/<method>__<backend>.nc, written atomically by data.write_da
     coordinates from the data: lat, lon (enso); channel, time, y, x (convection); channel, y, x (radar)
     attrs: Conventions, title, case, model, model_dir, method, backend, lrp, options (JSON),
            known_differences ('; '-joined), dtype, dtype_note, data, data_hash, subsets (JSON),
-           stripped, xaibench_version
+           stripped, gradient_fallback (zennit: where it gave the plain gradient, else ""), xaibench_version
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ import xarray as xr
 
 from xaibench import metrics as M
 from xaibench.backends import table
+from xaibench.backends.zennit_backend import fallback_note
 from xaibench.errors import ExportError, InputError
 from xaibench.io import read_dataset, write_csv, write_dataset, write_text
 from xaibench.studies import sweep
@@ -374,6 +375,9 @@ def explanation_dataset(case: str | Case, samples: xr.Dataset, explanation, meth
         "dtype": str(dtype).removeprefix("torch."),
         "dtype_note": note,
         "stripped": ", ".join(map(str, explanation.stripped)),
+        # zennit's plain gradient where it has no rule (attention's products, softmax, LayerNorm): named
+        "gradient_fallback": fallback_note(fallback) if (fallback := getattr(explanation, "gradient_fallback",
+                                                                                None)) else "",
         "subsets": samples.attrs.get("subsets", "{}"),
     }
     return ds
@@ -438,8 +442,9 @@ def metrics_case(case: str | Case, explanations_dir, data_path, out_csv, *, per_
       reflectance and on the brightness-temperature channel; share_static, share_temporal:
       mean of metrics.temporal_shares (the part of sum R^2 constant over the frames, the part
       that varies);
-    - known_differences: the file's; status: ok, or the skipped.csv row's "skipped: reason" /
-      "error: reason", or "error: ..." when a file cannot be compared.
+    - known_differences: the file's, and zennit's gradient fallback where it had one;
+    - status: ok, or the skipped.csv row's "skipped: reason" / "error: reason", or "error: ..."
+      when a file cannot be compared.
     data_path: when given, the files' data_hash must match it (None: not checked).
     per_sample_csv: also write one row per method x backend x sample (PER_SAMPLE_COLUMNS).
     Files are read one at a time (a native reference stays loaded while its comparisons run)."""
@@ -491,7 +496,8 @@ def _metrics_row(case, method, backend, ds, other) -> tuple[dict, list[dict]]:
     nan = np.full(n, np.nan)
     row = {column: math.nan for column in METRICS_COLUMNS}
     row.update(case=case.name, method=method, backend=backend, reference="", n_samples=n,
-               known_differences=ds.attrs.get("known_differences", ""), status="ok")
+               known_differences="; ".join(filter(None, [ds.attrs.get("known_differences", ""),
+                                                         ds.attrs.get("gradient_fallback", "")])), status="ok")
     conservation = M.conservation_residual(ds)
     residual = nan if method in PER_INPUT_UNIT else conservation.residual
     closure = nan if conservation.ledger_closure is None else conservation.ledger_closure

@@ -1,5 +1,6 @@
 """Radar (docs/papers.md section 3), one case per network: radar1/2/3 (the encoder-decoders,
-N = 1, 2, 3) and radar_vit (the vision transformer), all from one definition: test samples; two output pixels per sample, explained as flat output indices
+N = 1, 2, 3) and radar_vit (the vision transformer), all from one definition: test samples; two
+output pixels per sample, explained as flat output indices
 (y * width + x): "max_reflectivity", the pixel of the largest true reflectivity at least R pixels
 from the border (anywhere when the patch is smaller than 2R + 1), and "centre" (height // 2,
 width // 2). Region: the data's footprint, the (2R + 1)^2 square around the target pixel

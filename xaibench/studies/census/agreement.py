@@ -78,6 +78,7 @@ import pandas as pd
 import torch
 
 from xaibench.backends import table
+from xaibench.backends.zennit_backend import FALLBACK, FALLBACK_LISTED, fallback_note  # noqa: F401 - the census notes
 from xaibench.errors import ExportError
 from xaibench.io import write_csv, write_text
 from xaibench.metrics import agreement_per_sample
@@ -168,24 +169,6 @@ def method_options(method: str, backend: str, bias: bool, domain: tuple[float, f
 
 # --- notes -----------------------------------------------------------------------------------
 NO_NATIVE = "no native reference"
-FALLBACK = "zennit gradient fallback"
-FALLBACK_LISTED = 8   # entries of a fallback list named in a note; the rest are counted by kind
-
-
-def fallback_note(fallback: list[str]) -> str:
-    """'zennit gradient fallback: <paths and types>' (zennit_backend.gradient_fallback's list),
-    the first FALLBACK_LISTED entries by name and the rest counted by kind."""
-    note = f"{FALLBACK}: " + ", ".join(fallback[:FALLBACK_LISTED])
-    rest = fallback[FALLBACK_LISTED:]
-    if rest:
-        kinds: dict[str, int] = {}
-        for entry in rest:
-            kind = entry.rsplit("(", 1)[-1].rstrip(")") if entry.endswith(")") else entry.rsplit(": ", 1)[-1]
-            kinds[kind] = kinds.get(kind, 0) + 1
-        note += f" and {len(rest)} more (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
-    return note
-
-
 # --- measures --------------------------------------------------------------------------------
 def _per_sample(values: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], -1)

@@ -10,7 +10,8 @@ def add_commands(commands) -> dict:
     train = commands.add_parser(
         "train", help="train a reference network (seeded, bit-reproducible on CPU)",
         description="Train MODEL (enso, convection, radar1, radar2, radar3, radar_vit, groundtruth) on a data set "
-                    "written by the data step, keep the epoch with the lowest validation loss and write DIR/model.safetensors "
+                    "written by the data step, keep the epoch with the lowest validation loss and write "
+                    "DIR/model.safetensors "
                     "and DIR/model.json (metadata: config, data hash, history, skill). Options not given "
                     "take the model's defaults (the paper's setup; see xaibench.studies.models.training).")
     train.add_argument("model", metavar="MODEL",

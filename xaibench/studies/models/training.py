@@ -9,7 +9,8 @@ The setups (which architecture a name builds, the papers' settings) live in setu
 skill scores in evaluation.py; the model files are written by xaibench.io.
 
 Model names: enso, convection, radar1, radar2, radar3 (radarN = the encoder-decoder with N
-blocks each way), radar_vit (a small vision transformer on the same radar data), groundtruth (the dense regression net of the ground-truth benchmark). The
+blocks each way), radar_vit (a small vision transformer on the same radar data), groundtruth (the
+dense regression net of the ground-truth benchmark). The
 network is built to fit the data (grid, frames, channels); the data are split with
 xaibench.studies.data.split (contiguous train/validation/test blocks) and the epoch with the lowest
 validation loss is kept.
