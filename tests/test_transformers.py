@@ -246,6 +246,59 @@ def test_scaled_dot_product_attention_matches_the_reference(causal, attention):
     assert torch.allclose(e.relevance, expected, rtol=1e-9, atol=1e-10 * float(expected.abs().max()))
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+def test_a_per_head_mask_of_multihead_attention(heads):
+    """nn.MultiheadAttention's 3-d mask is [batch * heads, queries, keys]: with one head it must
+    not be broadcast as [heads, queries, keys] (it would mix the samples' masks)."""
+    class PerHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = nn.MultiheadAttention(WIDTH, heads, batch_first=True)
+            self.head = nn.Linear(TOKENS * WIDTH, 2)
+            generator = torch.Generator().manual_seed(heads)
+            self.register_buffer("mask", torch.rand(3 * heads, TOKENS, TOKENS, generator=generator) < 0.3)
+            self.mask[:, :, 0] = False   # every query keeps a key
+
+        def forward(self, x):
+            return self.head(self.attention(x, x, x, attn_mask=self.mask, need_weights=False)[0].flatten(1))
+
+    model = _randomized(PerHead().double(), seed=12)
+    x = _tokens(seed=13)
+    e = xaibench.explain(model, x, "lrp.z", target=1, stabilizer=TINY, attention="attnlrp")
+    blocked = model.mask.view(3, heads, TOKENS, TOKENS)
+    expected = gradient_x_input(lambda t: model.head(reference_attention(model.attention, t, t, t, "attnlrp",
+                                                                         blocked).flatten(1)), x, 1)
+    assert torch.allclose(e.relevance, expected, rtol=1e-9, atol=1e-10 * float(expected.abs().max()))
+
+
+def test_scaled_dot_product_attention_on_three_dim_inputs_with_a_keep_mask():
+    """F.scaled_dot_product_attention on [batch, tokens, features] (no heads dim), a boolean mask
+    whose True entries are kept (the opposite of nn.MultiheadAttention's)."""
+    keep = torch.ones(TOKENS, TOKENS, dtype=torch.bool).tril()
+
+    class ThreeDim(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.k, self.v = (nn.Linear(WIDTH, WIDTH) for _ in range(3))
+            self.head = nn.Linear(TOKENS * WIDTH, 2)
+            self.register_buffer("keep", keep)
+
+        def forward(self, x):
+            out = F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x), attn_mask=self.keep)
+            return self.head(out.flatten(1))
+
+        def reference(self, x):
+            scores = self.q(x) @ self.k(x).transpose(-2, -1) / math.sqrt(WIDTH)
+            weights = torch.softmax(scores.masked_fill(~self.keep, float("-inf")), dim=-1).detach()
+            return self.head((weights @ self.v(x)).flatten(1))
+
+    model = _randomized(ThreeDim().double(), seed=14)
+    x = _tokens(seed=15)
+    e = xaibench.explain(model, x, "lrp.z", target=0, stabilizer=TINY)
+    expected = gradient_x_input(model.reference, x, 0)
+    assert torch.allclose(e.relevance, expected, rtol=1e-9, atol=1e-10 * float(expected.abs().max()))
+
+
 # --- the transformer zoo: the ledger closes ----------------------------------------------------------
 def small_vit():
     from torchvision.models.vision_transformer import VisionTransformer

@@ -116,8 +116,8 @@ MUTANTS = [
            "    scores = _masked_sdpa(scores, attn_mask, is_causal)",
            "    scores = _masked_sdpa(scores, attn_mask, False)"),
     Mutant("nn.MultiheadAttention written out without its key padding mask", "xaibench/lrp/decompose.py",
-           "    scores = _masked(scores, attn_mask, key_padding_mask, False, true_blocks=True)",
-           "    scores = _masked(scores, attn_mask, None, False, true_blocks=True)"),
+           "    scores = _masked(scores, attn_mask, key_padding_mask, False, module_layout=True)",
+           "    scores = _masked(scores, attn_mask, None, False, module_layout=True)"),
 ]
 
 

@@ -36,46 +36,49 @@ from ..errors import UnsupportedLayerError
 
 
 # --- masks: computed from constant masks and sizes, so they stay constants in the graph ---------
-def _blocked_entries(attn_mask, key_padding_mask, is_causal: bool, true_blocks: bool, scores_shape, device):
-    """Which attention scores are excluded (True = -inf), shaped to broadcast over
-    [batch, heads, queries, keys]. true_blocks: a boolean attn_mask marks excluded entries by True
-    (nn.MultiheadAttention) or kept ones (F.scaled_dot_product_attention)."""
-    batch, heads, queries, keys = scores_shape
-    blocked = torch.zeros((1, 1, queries, keys), dtype=torch.bool, device=device)
+# Two conventions: nn.MultiheadAttention's (module_layout=True: a boolean True excludes the entry; a
+# 3-d mask is [batch * heads, queries, keys]) and F.scaled_dot_product_attention's (a boolean True
+# keeps the entry; a mask broadcasts to the scores from the right, whatever their rank).
+def _blocked_entries(attn_mask, key_padding_mask, is_causal: bool, module_layout: bool, scores_shape, device):
+    """Which attention scores are excluded (True = -inf), broadcasting to the scores."""
+    queries, keys = scores_shape[-2], scores_shape[-1]
+    blocked = torch.zeros((queries, keys), dtype=torch.bool, device=device)
     if attn_mask is not None:
-        mask = _per_head(attn_mask, batch, heads)
+        mask = _per_head(attn_mask, scores_shape) if module_layout else attn_mask
         if mask.dtype == torch.bool:
-            blocked = blocked | (mask if true_blocks else ~mask)
+            blocked = blocked | (mask if module_layout else ~mask)
         else:
             blocked = blocked | torch.isneginf(mask)
-    if key_padding_mask is not None:
+    if key_padding_mask is not None:   # nn.MultiheadAttention only: [batch, keys]
         padding = key_padding_mask
         if padding.dtype != torch.bool:
             padding = torch.isneginf(padding)
-        blocked = blocked | padding.reshape(batch, 1, 1, keys)
+        blocked = blocked | padding.reshape(scores_shape[0], 1, 1, keys)
     if is_causal:
         causal = torch.ones((queries, keys), dtype=torch.bool, device=device).tril().logical_not()
         blocked = blocked | causal
     return blocked
 
 
-def _added_scores(attn_mask, key_padding_mask, scores_shape, dtype, device):
+def _added_scores(attn_mask, key_padding_mask, module_layout: bool, scores_shape, dtype, device):
     """The finite part of float masks, added to the scores (a bias on them: a constant's share)."""
-    batch, heads, queries, keys = scores_shape
-    added = torch.zeros((1, 1, queries, keys), dtype=dtype, device=device)
-    for mask, shape in ((attn_mask, None), (key_padding_mask, (batch, 1, 1, keys))):
+    added = torch.zeros(scores_shape[-2:], dtype=dtype, device=device)
+    for mask, padding in ((attn_mask, False), (key_padding_mask, True)):
         if mask is None or mask.dtype == torch.bool:
             continue
-        mask = _per_head(mask, batch, heads) if shape is None else mask.reshape(shape)
+        if padding:
+            mask = mask.reshape(scores_shape[0], 1, 1, scores_shape[-1])
+        elif module_layout:
+            mask = _per_head(mask, scores_shape)
         added = added + torch.where(torch.isneginf(mask), torch.zeros_like(mask), mask).to(dtype)
     return added
 
 
-def _per_head(mask, batch, heads):
-    """[queries, keys] or [batch * heads, queries, keys] (nn.MultiheadAttention's layouts) or
-    anything broadcasting to [batch, heads, queries, keys] (F.scaled_dot_product_attention's)."""
-    if mask.dim() == 3 and mask.shape[0] == batch * heads and heads > 1:
-        return mask.reshape(batch, heads, mask.shape[1], mask.shape[2])
+def _per_head(mask, scores_shape):
+    """nn.MultiheadAttention's [batch * heads, queries, keys] as [batch, heads, queries, keys]
+    ([queries, keys] broadcasts as it is)."""
+    if mask.dim() == 3:
+        return mask.reshape(scores_shape[0], scores_shape[1], mask.shape[1], mask.shape[2])
     return mask
 
 
@@ -83,15 +86,15 @@ torch.fx.wrap("_blocked_entries")
 torch.fx.wrap("_added_scores")
 
 
-def _masked(scores, attn_mask, key_padding_mask, is_causal, true_blocks):
+def _masked(scores, attn_mask, key_padding_mask, is_causal, module_layout):
     """Scores with the masks applied: float masks added, blocked entries filled with -inf (constants)."""
     if attn_mask is None and key_padding_mask is None and not is_causal:
         return scores
     # sizes, dtype and device are read off the scores when the graph runs (meta nodes, not relevance paths)
     shape, device = scores.shape, scores.device
     if _maybe_float(attn_mask) or _maybe_float(key_padding_mask):
-        scores = scores + _added_scores(attn_mask, key_padding_mask, shape, scores.dtype, device)
-    return scores.masked_fill(_blocked_entries(attn_mask, key_padding_mask, is_causal, true_blocks, shape, device),
+        scores = scores + _added_scores(attn_mask, key_padding_mask, module_layout, shape, scores.dtype, device)
+    return scores.masked_fill(_blocked_entries(attn_mask, key_padding_mask, is_causal, module_layout, shape, device),
                               float("-inf"))
 
 
@@ -123,7 +126,7 @@ def _masked_sdpa(scores, attn_mask, is_causal):
     if attn_mask is None and not is_causal:
         return scores
     # the scores' leading dims may be anything broadcasting (batch, heads): the masks broadcast over them
-    return _masked(scores, attn_mask, None, is_causal, true_blocks=False)
+    return _masked(scores, attn_mask, None, is_causal, module_layout=False)
 
 
 def multihead_attention(path, module: nn.MultiheadAttention, query, key, value, key_padding_mask=None,
@@ -154,7 +157,7 @@ def multihead_attention(path, module: nn.MultiheadAttention, query, key, value, 
     q, k, v = (t.unflatten(-1, (heads, module.head_dim)).transpose(1, 2) for t in (q, k, v))
     scores = torch.matmul(q, k.transpose(-2, -1)) * (module.head_dim ** -0.5)
     # torch ignores is_causal when attn_mask is given (the mask is the causal one)
-    scores = _masked(scores, attn_mask, key_padding_mask, False, true_blocks=True)
+    scores = _masked(scores, attn_mask, key_padding_mask, False, module_layout=True)
     attention = torch.softmax(scores, dim=-1)
     heads_out = torch.matmul(attention, v).transpose(1, 2).flatten(-2)
     out = F.linear(heads_out, module.out_proj.weight, module.out_proj.bias)
