@@ -458,8 +458,6 @@ class _Builder:
             return OpaqueStep(node.name, path, kind, inputs, call_function)
         if target is operator.getitem and node.args[0].name in self.parts:
             return self._part(node, path, kind)
-        if target is operator.getitem and not self.depends.get(node_args[0].name, False):
-            return OpaqueStep(node.name, path, kind, inputs, call_function)  # a part of a constant (a weight slice)
         if target is operator.getitem:
             return SelectStep(node.name, path, kind, inputs, call_function)
         if target in _SUM_FUNCTIONS:
