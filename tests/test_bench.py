@@ -37,7 +37,7 @@ def test_one_tiny_run_writes_bench_csv_and_bench_md_with_the_documented_columns(
     ({"models": ["mnist"]}, "unknown model"),
     ({"repeats": 0}, "repeats must be at least 1"),
     ({"batch_scale": 0.0}, "batch_scale must be positive"),
-    ({"backends": ["lxt"]}, "unknown backend 'lxt'"),
+    ({"backends": ["native", "shap"]}, "unknown backend 'shap'"),
     ({"backends": ["captum"]}, "include 'native'"),
     ({"methods": ["gradient"]}, "not native LRP methods"),
 ])
