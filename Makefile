@@ -33,7 +33,7 @@ STAMP_MAIN := $(VENV)/.stamp-requirements
 STAMP_EDITABLE := $(VENV)/.stamp-editable
 STAMP_TF := $(VENV_TF)/.stamp-requirements
 
-.PHONY: setup reproduce test mutation clean-results distclean check-python check-baseline update-baseline
+.PHONY: setup reproduce test mutation bench-gpu clean-results distclean check-python check-baseline update-baseline
 
 setup: $(STAMP_EDITABLE) $(STAMP_TF)
 
@@ -97,6 +97,17 @@ mutation: $(STAMP_EDITABLE)
 	$(VENV)/bin/python tools/mutation.py
 
 # Everything the workflow wrote, except the committed reference metrics in results/baseline/.
+# On a machine with a CUDA GPU: the CUDA correctness tests (pytest marker cuda) and the benchmark on
+# CUDA, written to results/engine/bench_cuda.csv and .md. It installs nothing: it takes the project's
+# .venv if there is one, else the machine's own python3 with torch and torchvision (the lent GPU
+# machines hold them; zennit is not needed: the benchmark times native against one gradient).
+# Under 8 minutes on one large GPU.
+GPU_PYTHON ?= $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3)
+bench-gpu:
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m xaibench.cli bench --device cuda --backends native --repeats 7 \
+		--out results/engine
+
 clean-results:
 	@if [ -d results ]; then find results -mindepth 1 -maxdepth 1 ! -name baseline -exec rm -rf {} +; fi
 	rm -rf .snakemake

@@ -60,3 +60,61 @@ def test_bench_times_innvestigate_end_to_end(innvestigate_worker, tmp_path):
     text = (tmp_path / "bench.md").read_text()
     assert "file exchange with the worker" in text
     assert "worker_peak_rss_mb" in text
+
+
+# --- the GPU command (make bench-gpu): its CPU-side parts ------------------------------------------
+def test_tables_are_named_by_device_so_a_gpu_run_keeps_the_cpu_figures():
+    import torch
+
+    assert bench.table_stem(torch.device("cpu")) == "bench"
+    assert bench.table_stem(torch.device("cuda")) == bench.table_stem(torch.device("cuda", 1)) == "bench_cuda"
+
+
+def test_cuda_without_a_device_is_named_before_any_timing(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        bench.run_benchmark(tmp_path, models=["enso"], repeats=1, backends=["native"], device="cuda", log=None)
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_bench_command_takes_a_device(tmp_path):
+    from xaibench import cli
+
+    parser, _ = cli.build_parser()
+    assert parser.parse_args(["bench", "--device", "cuda"]).device == "cuda"
+    assert parser.parse_args(["bench"]).device == "cpu"   # the workflow's bench.csv: CPU unless asked
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--device", "tpu"])
+
+
+def test_make_bench_gpu_runs_the_cuda_tests_then_the_cuda_benchmark():
+    """The target exists, installs nothing, and its two steps are the marker's tests and the
+    benchmark on CUDA without zennit (not on the lent machines)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    dry = subprocess.run(["make", "-n", "bench-gpu"], cwd=root, capture_output=True, text=True, check=True).stdout
+    lines = [line for line in dry.replace("\\\n", " ").splitlines() if line.strip()]
+    assert len(lines) == 2 and "pip" not in dry
+    assert "-m cuda tests/test_cuda.py" in lines[0]
+    assert "xaibench.cli bench --device cuda --backends native" in lines[1] and "--out results/engine" in lines[1]
+
+
+def test_the_cuda_tests_are_collected_and_skipped_without_a_device():
+    """`pytest -m cuda` finds them (not 'no tests collected'), and here, without CUDA, skips each."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: make bench-gpu runs them")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda",
+                             "tests/test_cuda.py"], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert " skipped" in result.stdout and " passed" not in result.stdout and " failed" not in result.stdout

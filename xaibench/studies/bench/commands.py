@@ -10,7 +10,7 @@ def add_commands(commands) -> dict:
     """`xaibench bench`."""
     bench = commands.add_parser(
         "bench", help="time the native LRP engine, zennit and one gradient on the reference networks",
-        description="Writes OUT/bench.csv and OUT/bench.md.")
+        description="Writes OUT/bench.csv and OUT/bench.md (OUT/bench_cuda.* with --device cuda).")
     bench.add_argument("--out", default="results/engine", help="output folder (default: %(default)s)")
     bench.add_argument("--batch-scale", type=positive_float, default=1.0,
                        help="multiply the quick batch sizes (enso 64, convection 4, radar 2) by F")
@@ -23,6 +23,8 @@ def add_commands(commands) -> dict:
     bench.add_argument("--threads", type=non_negative_int, default=0,
                        help="torch.set_num_threads (0: torch's default)")
     bench.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
+    bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                       help="where to run (default: %(default)s); cuda writes OUT/bench_cuda.csv and .md")
     bench.add_argument("--backends", default="native,zennit",
                        help="comma-separated backends to time beside the gradient: native, zennit, innvestigate "
                             "(default: %(default)s)")
@@ -55,12 +57,15 @@ def _batches(text: str) -> dict[str, int]:
 
 
 def _bench(args) -> int:
+    import torch
+
     from xaibench.studies.bench import timing as bench
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     started = time.perf_counter()
     bench.run_benchmark(args.out, models=args.models or bench.MODEL_NAMES, batch_scale=args.batch_scale,
                         batches=args.batches, repeats=args.repeats, threads=args.threads or None,
-                        seed=args.seed, backends=backends)
-    print(f"wrote {args.out}/bench.csv and bench.md in {time.perf_counter() - started:.1f} s")
+                        seed=args.seed, backends=backends, device=args.device)
+    stem = bench.table_stem(torch.device(args.device))
+    print(f"wrote {args.out}/{stem}.csv and {stem}.md in {time.perf_counter() - started:.1f} s")
     return 0

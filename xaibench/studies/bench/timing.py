@@ -215,7 +215,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
                   threads: int | None = None, seed: int = 0, methods: Iterable[str] | None = None,
                   backends: Iterable[str] = ("native", "zennit"), device: str | None = None,
                   log: Callable[[str], None] | None = print) -> pd.DataFrame:
-    """Run the benchmark, write bench.csv and bench.md to out_dir (if given), return the table.
+    """Run the benchmark, write bench.csv and bench.md to out_dir (if given; bench_cuda.* on CUDA,
+    table_stem), return the table.
 
     batches: batch size per model (default QUICK_BATCH), each multiplied by batch_scale.
     threads: torch.set_num_threads (None or 0: leave torch's default).
@@ -243,6 +244,9 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     if threads:
         torch.set_num_threads(int(threads))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here (torch.cuda.is_available() "
+                         "is False)")
     batch_sizes = {**QUICK_BATCH, **(batches or {})}
     all_methods = lrp_methods("native")
     methods = all_methods if methods is None else list(methods)
@@ -263,7 +267,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     worker = pd.DataFrame(worker_rows, columns=WORKER_COLUMNS)
     log(f"benchmark took {time.perf_counter() - started:.1f} s")
     if out_dir is not None:
-        write_tables(table, out_dir, worker)
+        write_tables(table, out_dir, worker, table_stem(device))
     log(summary(table))
     if failures:
         raise BenchmarkError(f"{len(failures)} benchmark run(s) failed:\n  " + "\n  ".join(failures))
@@ -351,10 +355,17 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
-def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None):
+def table_stem(device: torch.device) -> str:
+    """The tables' file name: bench (CPU) or bench_<device type> (bench_cuda), so that a GPU run
+    never overwrites the CPU figures beside it."""
+    return "bench" if device.type == "cpu" else f"bench_{device.type}"
+
+
+def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None,
+                 stem: str = "bench"):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(table, out / "bench.csv")
+    write_csv(table, out / f"{stem}.csv")
     device = ", ".join(sorted(table["device"].unique()))
     text = [
         "# Engine benchmark",
@@ -386,7 +397,7 @@ def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame 
         ]
         if worker is not None and len(worker):
             text += [worker.to_markdown(index=False, floatfmt=".4g"), ""]
-    write_text(out / "bench.md", "\n".join(text))
+    write_text(out / f"{stem}.md", "\n".join(text))
 
 
 def summary(table: pd.DataFrame) -> str:
