@@ -84,7 +84,7 @@ MUTANTS = [
            "            inverse[dim] = position", "            inverse[position] = dim"),
     # the modern blocks (docs/rules.md)
     Mutant("normalization transpose without the mean subtraction", "xaibench/lrp/operators.py",
-           "        return diagonal + self._group_sum((s.reshape(rows) * q).reshape(s.shape), self.normalized_dims)",
+           "        return diagonal + self._others_sum((s.reshape(rows) * q).reshape(s.shape), self.normalized_dims)",
            "        return diagonal"),
     Mutant("LayerNorm statistics without eps", "xaibench/lrp/operators.py",
            'scale = torch.rsqrt((x - mean).pow(2).mean(dims, keepdim=True) + arguments.get("eps", 1e-5))',
