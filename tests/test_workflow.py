@@ -124,6 +124,16 @@ def test_every_report_caption_exists_and_renders_without_warnings():
             assert _render_caption(path, {}).strip(), caption
 
 
+@pytest.mark.parametrize("caption", ["radar_relevance.rst", "receptive_fields.rst"])
+@pytest.mark.parametrize("model", ["radar1", "radar2", "radar3", "radar_vit"])
+def test_the_radar_captions_render_for_every_radar_network(caption, model):
+    """They branch on snakemake.wildcards.model (radar_vit has its own text): each branch must be
+    valid reStructuredText (radar_vit's left an indented line after its branch: a docutils error
+    in the report)."""
+    text = _render_caption(ROOT / "workflows" / "report" / caption, {"model": model})
+    assert ("radar_vit" in text) == (model == "radar_vit")
+
+
 def test_the_ground_truth_figure_caption_has_a_text_for_each_figure():
     import re
 
