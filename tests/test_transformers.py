@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import assert_ledger_closes, full_snapshot, unchanged
+from test_attention import _Halve  # the gradient halved: AttnLRP's uniform rule in gradient x input
 from torch import nn
 
 import xaibench
@@ -31,16 +32,6 @@ from xaibench.errors import UnsupportedLayerError
 
 TINY = 1e-30
 D = torch.float64
-
-
-class _Halve(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, t):
-        return t.view_as(t)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 0.5
 
 
 def _randomized(model, seed):
