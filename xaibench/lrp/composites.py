@@ -44,10 +44,16 @@ class Composite:
     #: the input bounds of the z^B rule, in model-input space (None: per-sample min/max)
     low: object = None
     high: object = None
+    #: targets explained per relevance walk after the one shared forward pass (None: as many as keep
+    #: the walk's largest tensor within engine.WALK_ELEMENTS); bounds the memory, never the result
+    target_chunk: int | None = None
 
     def __post_init__(self):
         if self.maxpool not in MAXPOOL_MODES:
             raise ValueError(f"maxpool must be one of {MAXPOOL_MODES}, got {self.maxpool!r}")
+        chunk = self.target_chunk
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ValueError(f"target_chunk must be None (automatic) or an integer >= 1, got {chunk!r}")
 
     def rule_for(self, kind: str, first: bool) -> R.Rule:
         if first and kind in self.first_rules:
@@ -277,6 +283,7 @@ DEFAULT_OPTIONS = {
     "maxpool": "winner_take_all",
     "product": "uniform",
     "attention": "cp",
+    "target_chunk": None,
 }
 
 #: the rules for a product of two tensors that both depend on the input (steps.ProductStep)
@@ -312,5 +319,6 @@ def composite(method: str, **options) -> Composite:
     built.product = merged["product"]
     built.norm_stabilizer = merged["stabilizer"]
     built.low, built.high = merged["low"], merged["high"]
+    built.target_chunk = merged["target_chunk"]
     built.__post_init__()
     return built

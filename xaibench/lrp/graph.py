@@ -180,16 +180,24 @@ class Graph:
         return result
 
     # --- the relevance walk -----------------------------------------------------------
-    def relevance(self, values: dict, seed: torch.Tensor, state: dict, record=None):
+    def relevance(self, values: dict, seed: torch.Tensor, state: dict, record=None, release: bool = False):
         """Walk from the explained node back to the input.
 
         seed is the relevance at the explained node [T*B, *out]. Returns the relevance at
         the input and, per step, (step, relevance_out, relevance_in, Absorbed) rows of
         per-(target, sample) sums.
+
+        release: drop each step's output from `values` once the step is explained: its readers
+        all come later in the forward order, so the walk has passed them, and the step itself
+        is the last to need it (as z). The model inputs and the explained node are kept. Autograd frees what
+        it saved for the backward the same way; holding every activation to the end made each
+        new relevance tensor fresh memory (radar N=3: half of the walk's time went to page
+        faults, and the peak held the whole forward pass beside the relevance).
         """
         pending = {self.explained_name: seed}
         pending_total = {self.explained_name: total(seed)}  # each relevance tensor is summed once
         rows = []
+        kept = set(self.input_names) | {self.explained_name, self.output_name}
         for step in reversed(self.steps):
             if step.name not in pending:
                 continue
@@ -197,6 +205,8 @@ class Graph:
             relevance_total = pending_total.pop(step.name)
             inputs = [values[n] for n in step.inputs]
             relevance_in, absorbed = step.relevance(inputs, values[step.name], relevance, state)
+            if release and step.name not in kept:
+                del values[step.name]
             passed = 0.0
             for name, r in zip(step.inputs, relevance_in):
                 if r is None:
@@ -1159,8 +1169,13 @@ def _nearest_upsample_adjoint(mode, size, scale_factor):
         return None
 
     def adjoint(s):
+        # aten's own backward of nearest upsampling: the same block sums as an average pool
+        # times the block size, at a fifth of its time (radar N=3, 256x256: 2.7 ms against 13.8)
         dims = s.dim() - 2
         kernel = tuple(int(f) for f in factors) if len(factors) == dims else (int(factors[0]),) * dims
-        pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[dims]
-        return pool(s, kernel, kernel) * math.prod(kernel)
+        backward = {1: torch.ops.aten.upsample_nearest1d_backward, 2: torch.ops.aten.upsample_nearest2d_backward,
+                    3: torch.ops.aten.upsample_nearest3d_backward}[dims]
+        output_size = list(s.shape[2:])
+        input_size = list(s.shape[:2]) + [n // k for n, k in zip(output_size, kernel)]
+        return backward(s, output_size, input_size, *(float(k) for k in kernel))
     return adjoint

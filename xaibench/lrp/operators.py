@@ -20,11 +20,6 @@ from torch import nn
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
-_CONV_INPUT_GRAD = {
-    1: torch.nn.grad.conv1d_input,
-    2: torch.nn.grad.conv2d_input,
-    3: torch.nn.grad.conv3d_input,
-}
 
 
 class LinearOperator(abc.ABC):
@@ -41,7 +36,8 @@ class LinearOperator(abc.ABC):
 
     @abc.abstractmethod
     def adjoint(self, s, weight, input_shape):
-        """The transpose of the map without bias, applied to s ([N, *output])."""
+        """The transpose of the map without bias, applied to s ([N, *output]): a new tensor,
+        never s or a view of it (the rules scale it in place)."""
 
     @abc.abstractmethod
     def bias_like_output(self, bias, output_shape):
@@ -105,9 +101,14 @@ class ConvOperator(LinearOperator):
     def adjoint(self, s, weight, input_shape):
         shape = (s.shape[0],) + tuple(input_shape[1:])
         if self.explicit_padding is not None:
-            return _CONV_INPUT_GRAD[self.dims](
-                shape, weight, s, self.stride, self.explicit_padding, self.dilation, self.groups
-            )
+            # torch.nn.grad.convNd_input passes an expanded 1-element tensor as the input, whose
+            # zero strides steer the backend off its fast kernels (radar N=3: the 1x1 output
+            # convolution's transpose took 18.7 ms against 4.6 ms); an uninitialized contiguous
+            # tensor of the input's shape costs nothing and keeps them
+            layout = torch.empty(shape, dtype=s.dtype, device=s.device)
+            return torch.ops.aten.convolution_backward(
+                s, layout, weight, None, self.stride, self.explicit_padding, self.dilation, False,
+                [0] * self.dims, self.groups, (True, False, False))[0]
         return _autograd_adjoint(lambda t: self.apply(t, weight, None), s, shape)
 
     def bias_like_output(self, bias, output_shape):

@@ -48,13 +48,22 @@ def per_target_divide(relevance: Tensor, denominator: Tensor) -> Tensor:
     return (relevance.view((-1,) + tuple(denominator.shape)) / denominator).view(relevance.shape)
 
 
+def per_target_(relevance: Tensor, factor: Tensor) -> Tensor:
+    """per_target in place: relevance [T*B, ...] *= factor [B, ...]. Only for a relevance
+    tensor the caller has just made (a transposed layer's output), never one it was given."""
+    relevance.view((-1,) + tuple(factor.shape)).mul_(factor)
+    return relevance
+
+
 def row_dot(relevance: Tensor, factor: Tensor) -> Tensor:
     """sum over all but the first dimension of relevance [T*B, ...] * factor [B, ...], as a
     batched dot product (no full-size temporary)."""
     rows, per = relevance.shape[0], factor.shape[0]
     stacked = relevance.reshape(rows // per, per, -1)
     flat = factor.reshape(per, -1)
-    if per > 64:  # many samples: one fused kernel beats a loop of small products
+    if per > 64 or flat.shape[1] <= 65536:
+        # many samples or short rows: one fused kernel beats a loop of small products (ENSO's
+        # dense layers, 64 rows of 8: 0.004 ms against 0.26 ms for the loop)
         return torch.linalg.vecdot(stacked, flat.unsqueeze(0)).reshape(rows)
     # one matrix-vector product (BLAS) per sample, over all its targets: measured 10x faster
     # than einsum's batched matmul for long rows
@@ -162,7 +171,7 @@ class Epsilon(Rule):
             z = z - op.bias_like_output(op.bias, z.shape)
         denominator, shift = stabilize(z, self.stabilizer)
         s = per_target_divide(relevance, denominator)
-        relevance_in = per_target(x, op.adjoint(s, op.weight, x.shape))
+        relevance_in = per_target_(op.adjoint(s, op.weight, x.shape), x)  # the adjoint's output is new
         absorbed = Absorbed(stabilizer=row_dot(s, shift))
         if has_bias and self.bias:
             absorbed.bias = op.bias_dot(s, op.bias)
