@@ -120,3 +120,88 @@ def test_the_cuda_tests_are_collected_and_skipped_without_a_device():
                              "tests/test_cuda.py"], cwd=root, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:]
     assert " skipped" in result.stdout and " passed" not in result.stdout and " failed" not in result.stdout
+
+
+# --- thread counts, the larger models and the targets' table --------------------------------------
+def test_each_thread_count_is_a_full_pass_and_the_targets_table_is_written(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 2}, repeats=1, threads=[1, 2],
+                                methods=["lrp.epsilon", "lrp.epsilon_plus"], backends=["native", "zennit"], log=None)
+    assert torch.get_num_threads() == before   # the caller's setting comes back
+    assert sorted(table["threads"].unique()) == [1, 2]
+    for _, part in table.groupby("threads"):
+        assert list(zip(part["method"], part["backend"])) == [
+            ("gradient", "autograd"), ("lrp.epsilon", "native"), ("lrp.epsilon", "zennit"),
+            ("lrp.epsilon_plus", "native"), ("lrp.epsilon_plus", "zennit")]
+        assert part["ratio_to_gradient"].iloc[0] == 1.0   # each thread count has its own floor
+    checked = pd.read_csv(tmp_path / "bench_targets.csv")
+    assert list(checked.columns) == bench.TARGET_COLUMNS
+    assert len(checked) == 2 * 4   # epsilon, epsilon_plus, native/zennit, memory; no alpha2beta1 timed
+    assert (tmp_path / "bench_targets.md").read_text().startswith("# Engine benchmark: the targets")
+    assert "bench_targets.md" in (tmp_path / "bench.md").read_text()
+
+
+def _row(model, method, backend, median, memory=1.0, threads=1):
+    return {"model": model, "method": method, "backend": backend, "device": "cpu", "threads": threads, "batch": 2,
+            "median_s": median, "ratio_to_gradient": median / 1.0, "peak_mem_mb": memory}
+
+
+def test_targets_are_met_or_missed_by_the_stated_limits():
+    table = pd.DataFrame([
+        _row("radar", "gradient", "autograd", 1.0, memory=100.0),
+        _row("radar", "lrp.epsilon", "native", 1.2, memory=151.0),     # at the limit: met; memory 1.51: missed
+        _row("radar", "lrp.epsilon", "zennit", 2.0),
+        _row("radar", "lrp.epsilon_plus", "native", 2.01),              # just over: missed
+        _row("radar", "lrp.epsilon_plus", "zennit", 2.4),               # native/zennit 0.8375: the slowest
+        _row("radar", "erf_map.gradient[8 pixels]", "native", 2.0),
+        _row("radar", "erf_map_loop.gradient[8 pixels]", "native", 6.0),   # 3x: met
+        _row("radar", "erf_map.lrp.epsilon[8 pixels]", "native", 5.0),
+        _row("radar", "erf_map_loop.lrp.epsilon[8 pixels]", "native", 7.5),   # 1.5x: missed (never loses)
+    ], columns=bench.COLUMNS)
+    checked = bench.targets(table).set_index("target")
+    assert bool(checked.loc["lrp.epsilon / one gradient", "met"])
+    assert not bool(checked.loc["lrp.epsilon_plus / one gradient", "met"])
+    assert "lrp.alpha2beta1 / one gradient" not in checked.index   # not measured: no row
+    slowest = checked.loc["slowest native / zennit (lrp.epsilon_plus, of 2 methods)"]
+    assert slowest["value"] == pytest.approx(2.01 / 2.4) and not bool(slowest["met"])
+    memory = checked.loc["lrp.epsilon peak memory / gradient's"]
+    assert memory["value"] == pytest.approx(1.51) and not bool(memory["met"])
+    erf = checked.loc["ERF maps of 8 pixels, gradient: loop / batched time"]
+    assert erf["value"] == pytest.approx(3.0) and bool(erf["met"])
+    assert not bool(checked.loc["ERF maps of 8 pixels, lrp.epsilon: loop / batched time", "met"])
+
+
+@pytest.mark.parametrize("threads", [[], [-1], [1, 1], [1.5], "2"])
+def test_bad_thread_counts_are_refused(tmp_path, threads):
+    with pytest.raises(ValueError, match="threads"):
+        bench.run_benchmark(tmp_path, models=["enso"], repeats=1, threads=threads, log=None)
+
+
+def test_the_command_takes_thread_counts_and_methods():
+    from xaibench import cli
+
+    parser, _ = cli.build_parser()
+    args = parser.parse_args(["bench", "--threads", "1,0", "--methods", "lrp.epsilon,lrp.z", "--models", "vit"])
+    assert args.threads == [1, 0] and args.methods == ["lrp.epsilon", "lrp.z"] and args.models == ["vit"]
+    assert parser.parse_args(["bench"]).threads == [0] and parser.parse_args(["bench"]).methods is None
+    for bad in (["--threads", "1,1"], ["--threads", "x"], ["--methods", "gradient"], ["--models", "vgg"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["bench", *bad])
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vit"])
+def test_the_larger_models_are_explained_with_the_target_methods(name):
+    """The default method set of the larger models, and that the engine explains them with a
+    closing ledger (one sample each; float32, as benchmarked)."""
+    import torch
+
+    from xaibench import api
+
+    assert bench.MODEL_METHODS[name] == bench.TARGET_METHODS == tuple(bench.GRADIENT_LIMITS)
+    case = bench.make_case(name, 1, torch.device("cpu"))
+    explanation = api.explain(case.model, case.x, "lrp.epsilon", target=case.target)
+    scale = float(explanation.output.abs().max())
+    assert float(explanation.conservation_error.max()) <= 1e-4 * max(scale, 1.0)
+    assert explanation.relevance.shape == case.x.shape

@@ -41,6 +41,8 @@ rule bench:
     output:
         table="results/engine/bench.csv",
         markdown="results/engine/bench.md",
+        targets="results/engine/bench_targets.csv",
+        targets_markdown="results/engine/bench_targets.md",
     log:
         "results/logs/engine/bench.log",
     conda:
@@ -52,10 +54,13 @@ rule bench:
         batch_scale=config["bench"]["batch_scale"],
         repeats=config["bench"]["repeats"],
         seed=config["bench"]["seed"],
-    # All the cores (unless the configuration names a thread count), so no other job runs
-    # beside it: timings taken beside another job are not comparable.
-    threads: config["bench"]["threads"] or workflow.cores
+        # 0 stands for all the cores the rule gets (with one core, [1, 0] is one pass)
+        thread_counts=lambda wildcards, threads: ",".join(
+            dict.fromkeys(str(n or threads) for n in config["bench"]["threads"])),
+    # All the cores (unless the configuration's counts are all given and smaller), so no other job
+    # runs beside it: timings taken beside another job are not comparable.
+    threads: workflow.cores if 0 in config["bench"]["threads"] else max(config["bench"]["threads"])
     shell:
         "xaibench bench --out {params.out} --models {params.models} --backends {params.backends} "
         "--batch-scale {params.batch_scale} --repeats {params.repeats} "
-        "--seed {params.seed} --threads {threads} > {log} 2>&1"
+        "--seed {params.seed} --threads {params.thread_counts} > {log} 2>&1"

@@ -325,16 +325,7 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
         relevance, rows = _walk_in_chunks(graph, values, seed, state, selected.count, per_walk)
         explained = selected.explained(explained_output)
 
-    def arrange(v):
-        if not torch.is_tensor(v):
-            v = torch.full_like(explained, float(v))
-        return selected.arrange(v)
-
-    ledger = Ledger([
-        LedgerRow(step.path, step.kind, step.rule_name(composite), arrange(r_out), arrange(r_in),
-                  arrange(a.bias), arrange(a.stabilizer), arrange(a.dropped), arrange(a.constant))
-        for step, r_out, r_in, a in rows
-    ])
+    ledger = _ledger(rows, composite, explained, selected)
     per_input = relevance if isinstance(relevance, tuple) else (relevance,)
     per_input = tuple(selected.arrange(r) for r in per_input)
     output_arranged = selected.arrange(explained)
@@ -344,6 +335,27 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
                        method=composite.name, backend="native", target=selected.description, ledger=ledger,
                        conservation_error=conservation_error, stripped=graph.stripped,
                        dtype=prepared.dtype, input_dtype=prepared.input_dtype, mode=prepared.mode)
+
+
+def _ledger(rows, composite: Composite, explained: torch.Tensor, selected) -> Ledger:
+    """The ledger's rows from the walk's per-step sums ([T*B] tensors, or numbers for a share a
+    step never has): stacked into one [T*B, steps, 6] tensor and arranged once ([B, ...] or
+    [B, T, ...]), each row's columns views of it. Arranging each of them alone was 4 ms of a
+    25 ms call on the radar transformer (60 steps x 6 columns)."""
+    if not rows:
+        return Ledger([])
+    zero = explained.new_zeros(explained.shape)
+
+    def as_row(v):
+        if torch.is_tensor(v):
+            return v
+        return zero if v == 0 else torch.full_like(explained, float(v))
+
+    columns = [as_row(v) for _, r_out, r_in, a in rows
+               for v in (r_out, r_in, a.bias, a.stabilizer, a.dropped, a.constant)]
+    block = selected.arrange(torch.stack(columns, 1).view(explained.shape[0], len(rows), 6))
+    return Ledger([LedgerRow(step.path, step.kind, step.rule_name(composite), *block[..., i, :].unbind(-1))
+                   for i, (step, *_) in enumerate(rows)])
 
 
 #: elements of the largest tensor of one relevance walk when the targets are chunked automatically:

@@ -27,7 +27,17 @@ innvestigate; the worker's own resident-set high-water mark (absolute: it includ
 itself) is recorded beside it (worker_memory(); bench.md lists it).
 
 The targets are the argmax logit for the classifiers and the centre output pixel for the
-radar encoder-decoder. Inputs and models are drawn from fixed seeds.
+radar encoder-decoder and the radar transformer. Inputs and models are drawn from fixed seeds
+(untrained weights: the time of a rule does not depend on what the network learned).
+
+Models: the three reference shapes (ENSO, convection, radar N=3) with every LRP method, and two
+larger ones with the methods that have targets (TARGET_METHODS): torchvision's resnet50 at
+3x128x128 and the radar transformer of the reference cases (radar_vit). Each runs at every
+thread count asked for (the `threads` column); ERF-map rows compare several output pixels in one
+call against a loop of single-pixel calls (radar only).
+
+The targets of issue 18 are checked in a second table, bench_targets.csv/.md (targets()): each
+row a model, a thread count, a target, its limit, the measured value and whether it is met.
 """
 
 from __future__ import annotations
@@ -52,13 +62,23 @@ from xaibench.io import write_csv, write_text
 from xaibench.studies import sweep
 from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
 
-COLUMNS = ["model", "method", "backend", "device", "batch", "median_s", "ratio_to_gradient",
+COLUMNS = ["model", "method", "backend", "device", "threads", "batch", "median_s", "ratio_to_gradient",
            "peak_mem_mb"]
-MODEL_NAMES = ("enso", "convection", "radar")
+MODEL_NAMES = ("enso", "convection", "radar", "resnet50", "vit")
+#: the methods the targets name; the models beyond the three reference shapes run these only
+#: (every method on resnet50 would take about 20 minutes per thread count on two cores)
+TARGET_METHODS = ("lrp.epsilon", "lrp.epsilon_plus", "lrp.alpha2beta1")
+MODEL_METHODS = {"resnet50": TARGET_METHODS, "vit": TARGET_METHODS}
+#: the targets (issue 18): ratio to one gradient per method, native over zennit, memory over the gradient's
+GRADIENT_LIMITS = {"lrp.epsilon": 1.2, "lrp.epsilon_plus": 2.0, "lrp.alpha2beta1": 3.0}
+ZENNIT_LIMIT = 0.8
+MEMORY_LIMIT = 1.5
+ERF_LIMIT = 3.0   # batched ERF maps at least 3x faster than the pixel loop ("never loses": at least 1x)
+TARGET_COLUMNS = ["model", "threads", "target", "limit", "value", "met"]
 #: the innvestigate worker's memory, apart from bench.csv (another process: see the module docstring)
 WORKER_COLUMNS = ["model", "method", "batch", "worker_peak_rss_mb"]
 #: batch sizes of the quick configuration (minutes on two CPU cores); --batch-scale multiplies them
-QUICK_BATCH = {"enso": 64, "convection": 4, "radar": 2}
+QUICK_BATCH = {"enso": 64, "convection": 4, "radar": 2, "resnet50": 2, "vit": 2}
 QUICK_REPEATS = 3
 
 
@@ -106,6 +126,21 @@ def make_case(name: str, batch: int, device: torch.device, seed: int = 0) -> Cas
         x = torch.rand((batch, 4, 256, 256), generator=generator)  # scaled BT and lightning
         target = 128 * 256 + 128  # the centre output pixel
         description = "encoder-decoder N=3, 4x256x256"
+    elif name == "resnet50":
+        import torchvision
+
+        model = torchvision.models.resnet50(weights=None)
+        x = torch.randn((batch, 3, 128, 128), generator=generator)
+        target, description = None, "torchvision resnet50, 3x128x128"
+    elif name == "vit":
+        from xaibench.studies.models.radar_vit import RadarViT
+        from xaibench.studies.models.setups import MODELS as SETUPS
+
+        # the reference case's transformer (its setup) at the quick configuration's size, 64x64
+        model = RadarViT(4, 64, 64, **SETUPS["radar_vit"][1])
+        x = torch.rand((batch, 4, 64, 64), generator=generator)
+        target = 32 * 64 + 32  # the centre output pixel
+        description = "radar_vit: 8x8 patches of 4x64x64, width 64, 3 blocks, 4 heads"
     else:
         raise ValueError(f"unknown model '{name}'; models: {', '.join(MODEL_NAMES)}")
     model = model.to(device).eval()
@@ -212,14 +247,17 @@ def _options(method: str, x: torch.Tensor) -> dict:
 
 def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterable[str] = MODEL_NAMES,
                   batch_scale: float = 1.0, batches: dict | None = None, repeats: int = QUICK_REPEATS,
-                  threads: int | None = None, seed: int = 0, methods: Iterable[str] | None = None,
+                  threads: int | Iterable[int] | None = None, seed: int = 0, methods: Iterable[str] | None = None,
                   backends: Iterable[str] = ("native", "zennit"), device: str | None = None,
                   log: Callable[[str], None] | None = print) -> pd.DataFrame:
-    """Run the benchmark, write bench.csv and bench.md to out_dir (if given; bench_cuda.* on CUDA,
-    table_stem), return the table.
+    """Run the benchmark, write bench.csv and bench.md, and the targets' check bench_targets.csv and
+    .md, to out_dir (if given; bench_cuda*.* on CUDA, table_stem), return the table.
 
     batches: batch size per model (default QUICK_BATCH), each multiplied by batch_scale.
-    threads: torch.set_num_threads (None or 0: leave torch's default).
+    threads: a thread count or several, each a full pass over the models (torch.set_num_threads;
+    None or 0: torch's default, all the cores).
+    methods: the LRP methods of every model (default: all of them for the three reference shapes,
+    TARGET_METHODS for the larger models, MODEL_METHODS).
     """
     log = log or (lambda message: None)
     models = list(models)
@@ -230,6 +268,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if batch_scale <= 0:
         raise ValueError(f"batch_scale must be positive, got {batch_scale}")
+    thread_counts = _thread_counts(threads)
     backends = list(backends)
     known = sweep.backends()   # the one list: xaibench.api.BACKENDS
     for backend in backends:
@@ -241,43 +280,61 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
         from xaibench.backends import innvestigate_backend
 
         innvestigate_backend.check_available()
-    if threads:
-        torch.set_num_threads(int(threads))
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here (torch.cuda.is_available() "
                          "is False)")
     batch_sizes = {**QUICK_BATCH, **(batches or {})}
     all_methods = lrp_methods("native")
-    methods = all_methods if methods is None else list(methods)
-    bad = [m for m in methods if m not in all_methods]
+    chosen = None if methods is None else list(methods)
+    bad = [m for m in (chosen or []) if m not in all_methods]
     if bad:
         raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
-    available = set(sweep.pairs(methods, backends))   # (method, backend) for every backend that has the method
 
-    log(f"engine benchmark on {device} ({torch.get_num_threads()} threads), repeats {repeats}")
     rows, failures, worker_rows = [], [], []
     started = time.perf_counter()
-    for name in models:
-        batch = max(1, round(batch_sizes[name] * batch_scale))
-        case = make_case(name, batch, device, seed)
-        log(f"{name}: {case.description}, batch {batch}")
-        rows += _measure_model(case, methods, backends, available, device, repeats, failures, log, worker_rows)
+    default_threads = torch.get_num_threads()
+    try:
+        for count in thread_counts:
+            torch.set_num_threads(count or default_threads)
+            log(f"engine benchmark on {device} ({torch.get_num_threads()} threads), repeats {repeats}")
+            for name in models:
+                batch = max(1, round(batch_sizes[name] * batch_scale))
+                case = make_case(name, batch, device, seed)
+                model_methods = chosen if chosen is not None else list(MODEL_METHODS.get(name, all_methods))
+                available = set(sweep.pairs(model_methods, backends))   # (method, backend) where the backend has it
+                log(f"{name}: {case.description}, batch {batch}")
+                rows += _measure_model(case, model_methods, backends, available, device, repeats, failures, log,
+                                       worker_rows)
+    finally:
+        torch.set_num_threads(default_threads)
     table = pd.DataFrame(rows, columns=COLUMNS)
     worker = pd.DataFrame(worker_rows, columns=WORKER_COLUMNS)
+    checked = targets(table)
     log(f"benchmark took {time.perf_counter() - started:.1f} s")
     if out_dir is not None:
-        write_tables(table, out_dir, worker, table_stem(device))
+        write_tables(table, out_dir, worker, table_stem(device), checked)
     log(summary(table))
     if failures:
         raise BenchmarkError(f"{len(failures)} benchmark run(s) failed:\n  " + "\n  ".join(failures))
     return table
 
 
+def _thread_counts(threads) -> list[int]:
+    counts = [threads] if threads is None or isinstance(threads, int) else list(threads)
+    counts = [0 if c is None else c for c in counts]
+    if not counts or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        raise ValueError(f"threads must be a count >= 0 (0: all the cores) or a list of them, got {threads!r}")
+    if len(set(counts)) != len(counts):
+        raise ValueError(f"threads lists a count twice: {counts}")
+    return counts
+
+
 def _measure_model(case: Case, methods, backends, available, device, repeats, failures, log,
                    worker_rows) -> list[dict]:
     """The rows of one model: the gradient floor, then every method on every backend."""
     rows = []
+    threads = torch.get_num_threads()
 
     def row(method, backend, function):
         try:
@@ -289,12 +346,12 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
             else:
                 memory = peak_memory_mb(function, device)
         except Exception as error:  # recorded, reported, and raised after the table is written
-            failures.append(f"{case.name} {method} {backend}: {type(error).__name__}: {error}")
+            failures.append(f"{case.name} {method} {backend} ({threads} threads): {type(error).__name__}: {error}")
             log(f"  FAILED {method} [{backend}]: {type(error).__name__}: {error}")
             median = memory = math.nan
         rows.append({"model": case.name, "method": method, "backend": backend, "device": device.type,
-                     "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": memory})
-        log(f"  {method:26s} {backend:8s} {median * 1e3:10.2f} ms {memory:9.1f} MiB")
+                     "threads": threads, "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": memory})
+        log(f"  {method:34s} {backend:8s} {median * 1e3:10.2f} ms {memory:9.1f} MiB")
         return median
 
     gradient_s = row("gradient", "autograd", case.gradient_floor)
@@ -308,18 +365,19 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
                 return api.explain(case.model, case.x, method, target=case.target, backend=backend, **options)
 
             row(method, backend, call)
-    if case.name == "radar":   # ERF maps of several output pixels in one call ([B, T] targets; issue 7)
+    if case.name == "radar":   # ERF maps of several output pixels in one call ([B, T] targets) against a loop
         from xaibench import receptive_field
         from xaibench.receptive_field import ERF_MAP_PIXELS, erf_map_call, erf_map_pixels
 
         pixels = erf_map_pixels(*case.x.shape[-2:])
         for method in ("gradient", "lrp.epsilon"):
-            row(f"erf_map.{method}[{ERF_MAP_PIXELS} pixels]", "native", erf_map_call(case.model, case.x, method=method))
+            row(f"{ERF_BATCHED}.{method}[{ERF_MAP_PIXELS} pixels]", "native",
+                erf_map_call(case.model, case.x, method=method))
 
-        def one_pixel_per_call():   # the same LRP maps, one pixel per call: what batching the targets saves
-            return receptive_field.effective_receptive_field_loop(case.model, case.x, pixels, "lrp.epsilon")
+            def one_pixel_per_call(method=method):   # the same maps, one pixel per call
+                return receptive_field.effective_receptive_field_loop(case.model, case.x, pixels, method)
 
-        row(f"erf_map_loop.lrp.epsilon[{ERF_MAP_PIXELS} pixels]", "native", one_pixel_per_call)
+            row(f"{ERF_LOOP}.{method}[{ERF_MAP_PIXELS} pixels]", "native", one_pixel_per_call)
     # The floor again after the methods: on a shared machine one contended window would
     # otherwise skew every ratio of the model; the lower of the two medians is the floor.
     try:
@@ -328,16 +386,61 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
         again = math.nan
     if again < gradient_s:
         gradient_s = rows[0]["median_s"] = again
-        log(f"  gradient (again)           autograd {again * 1e3:10.2f} ms")
+        log(f"  gradient (again)                   autograd {again * 1e3:10.2f} ms")
     for r in rows:
         r["ratio_to_gradient"] = r["median_s"] / gradient_s
     return rows
 
 
+ERF_BATCHED, ERF_LOOP = "erf_map", "erf_map_loop"
+
+
+def targets(table: pd.DataFrame) -> pd.DataFrame:
+    """The targets of issue 18 against one benchmark table: per model and thread count, each
+    method's time over one gradient (GRADIENT_LIMITS), the slowest native/zennit time ratio over
+    the methods both have (ZENNIT_LIMIT), lrp.epsilon's peak memory over the gradient's
+    (MEMORY_LIMIT), and on radar the pixel loop's time over the batched ERF maps' (ERF_LIMIT; a
+    value below 1 would mean batching loses). Only what was measured gets a row."""
+    out = []
+    for (model, threads), part in table.groupby(["model", "threads"], sort=False):
+        def value(method, backend, column):
+            hit = part[(part["method"] == method) & (part["backend"] == backend)][column]
+            return float(hit.iloc[0]) if len(hit) else math.nan
+
+        def add(target, limit, measured, met):
+            if not math.isnan(measured):
+                out.append({"model": model, "threads": threads, "target": target, "limit": limit,
+                            "value": measured, "met": bool(met)})
+
+        for method, limit in GRADIENT_LIMITS.items():
+            measured = value(method, "native", "ratio_to_gradient")
+            add(f"{method} / one gradient", f"<= {limit:g}", measured, measured <= limit)
+        native = part[part["backend"] == "native"].set_index("method")["median_s"]
+        zennit = part[part["backend"] == "zennit"].set_index("method")["median_s"]
+        both = native.index.intersection(zennit.index)
+        if len(both):
+            ratios = native[both] / zennit[both]
+            worst = ratios.idxmax()
+            add(f"slowest native / zennit ({worst}, of {len(both)} methods)", f"<= {ZENNIT_LIMIT:g}",
+                float(ratios.max()), float(ratios.max()) <= ZENNIT_LIMIT)
+        memory = value("lrp.epsilon", "native", "peak_mem_mb") / value("gradient", "autograd", "peak_mem_mb")
+        add("lrp.epsilon peak memory / gradient's", f"<= {MEMORY_LIMIT:g}", memory, memory <= MEMORY_LIMIT)
+        for method in ("gradient", "lrp.epsilon"):
+            batched = part[part["method"].str.startswith(f"{ERF_BATCHED}.{method}[")]
+            loop = part[part["method"].str.startswith(f"{ERF_LOOP}.{method}[")]
+            if len(batched) and len(loop):
+                speedup = float(loop["median_s"].iloc[0] / batched["median_s"].iloc[0])
+                label = batched["method"].iloc[0].split("[")[1].rstrip("]")
+                add(f"ERF maps of {label}, {method}: loop / batched time", f">= {ERF_LIMIT:g} (>= 1: never loses)",
+                    speedup, speedup >= ERF_LIMIT)
+    return pd.DataFrame(out, columns=TARGET_COLUMNS)
+
+
 def comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model and method: native / zennit (and native / innvestigate) time and memory ratios."""
+    """Per model, thread count and method: native / zennit (and native / innvestigate) time and
+    memory ratios."""
     lrp = table[table["backend"].isin(["native", "zennit", "innvestigate"])]
-    wide = lrp.pivot_table(index=["model", "method"], columns="backend",
+    wide = lrp.pivot_table(index=["model", "threads", "method"], columns="backend",
                            values=["median_s", "peak_mem_mb", "ratio_to_gradient"], dropna=False)
     out = pd.DataFrame(index=wide.index)
     out["native_ratio_to_gradient"] = wide[("ratio_to_gradient", "native")]
@@ -351,7 +454,7 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
         out["time_native_over_innvestigate"] = wide[("median_s", "native")] / wide[("median_s", "innvestigate")]
     order = {m: i for i, m in enumerate(MODEL_NAMES)}
     out = out.reset_index()
-    return out.sort_values(["model", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
+    return out.sort_values(["model", "threads", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
                            kind="stable").reset_index(drop=True)
 
 
@@ -362,18 +465,23 @@ def table_stem(device: torch.device) -> str:
 
 
 def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame | None = None,
-                 stem: str = "bench"):
+                 stem: str = "bench", checked: pd.DataFrame | None = None):
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / f"{stem}.csv")
+    checked = targets(table) if checked is None else checked
+    write_csv(checked, out / f"{stem}_targets.csv")
+    write_text(out / f"{stem}_targets.md", targets_markdown(checked))
     device = ", ".join(sorted(table["device"].unique()))
+    threads = ", ".join(str(t) for t in sorted(table["threads"].unique()))
     text = [
         "# Engine benchmark",
         "",
-        f"Device: {device}; torch {torch.__version__}, {torch.get_num_threads()} threads. "
+        f"Device: {device}; torch {torch.__version__}; threads: {threads}. "
         "median_s: median wall time of one call; ratio_to_gradient: over one plain autograd "
-        "gradient of the same model (forward + backward); peak_mem_mb: peak memory added by one "
-        "call (CPU: resident-set growth).",
+        "gradient of the same model at the same thread count (forward + backward); peak_mem_mb: peak "
+        "memory added by one call (CPU: resident-set growth). The targets met and missed: "
+        f"{stem}_targets.md.",
         "",
         table.to_markdown(index=False, floatfmt=".4g"),
         "",
@@ -400,13 +508,29 @@ def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame 
     write_text(out / f"{stem}.md", "\n".join(text))
 
 
+def targets_markdown(checked: pd.DataFrame) -> str:
+    met = int(checked["met"].sum())
+    return "\n".join([
+        "# Engine benchmark: the targets",
+        "",
+        f"{met} of {len(checked)} met. Each value is a ratio measured in one run (bench.csv): a method's median time "
+        "over one plain gradient of the same model at the same thread count, native over zennit on the same work, "
+        "peak memory over the gradient's, and for ERF maps the time of a loop of single-pixel calls over one "
+        "call with every pixel as a [B, T] target. Where a target is missed, README.md (\"The fast engine\") "
+        "says what the profile shows against the floor.",
+        "",
+        checked.to_markdown(index=False, floatfmt=".3g") if len(checked) else "(nothing measured)",
+        "",
+    ])
+
+
 def summary(table: pd.DataFrame) -> str:
     lines = ["summary (ratio to one gradient; native/zennit time and memory):"]
     compared = comparison(table)
-    for name in table["model"].unique():
-        part = compared[compared["model"] == name]
+    for (name, threads), part in compared.groupby(["model", "threads"], sort=False):
         native = part["native_ratio_to_gradient"]
-        line = (f"  {name:10s} lrp.epsilon x{_value(part, 'lrp.epsilon', 'native_ratio_to_gradient'):.2f}, "
+        line = (f"  {name:10s} {threads:2d} threads: lrp.epsilon "
+                f"x{_value(part, 'lrp.epsilon', 'native_ratio_to_gradient'):.2f}, "
                 f"native range x{native.min():.2f}-x{native.max():.2f}")
         if "time_native_over_zennit" in part:
             line += (f"; native/zennit time median {part['time_native_over_zennit'].median():.2f} "
