@@ -3,7 +3,7 @@ import fails here and not in a reader's head:
 
 - the library (xaibench/ outside xaibench/studies/) never imports a study;
 - a study never imports another room's private names (a leading underscore), and only the
-  shared rooms (data, models, report, sweep, networks, arguments) and its own room's modules
+  shared rooms (data, models, report, sweep, chunks, networks, arguments) and its own room's modules
   from the studies;
 - cli.py is the one assembly point: it reaches the studies only through COMMAND_MODULES.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "xaibench"
-SHARED = {"data", "models", "report", "sweep", "networks", "arguments"}
+SHARED = {"data", "models", "report", "sweep", "chunks", "networks", "arguments"}
 
 
 def _module_name(path: Path) -> str:

@@ -29,6 +29,12 @@ class InputError(XaibenchError, ValueError):
     """The input, its shape or the target does not fit the model."""
 
 
+class ChunkError(InputError):
+    """A chunk of a scattered explanation step that is malformed (not I/N with 1 <= I <= N) or
+    that does not gather into one whole (a chunk missing or given twice, chunks of different
+    runs); the message names the chunk."""
+
+
 class OneInputOnlyError(InputError):
     """Several input tensors given to a method or backend that explains models with one."""
 

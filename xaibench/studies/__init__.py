@@ -2,11 +2,12 @@
 
 Each study is one room (a package) with its run, scores, figures and its `xaibench` commands
 (commands.py). Studies may import the library and the shared rooms (data, models, report,
-sweep, networks, arguments); a study never imports another study's modules (tests/test_architecture.py).
+sweep, chunks, networks, arguments); a study never imports another study's modules (tests/test_architecture.py).
 
     data/              seeded generators of the reference data sets, the shipped Natural Earth land
     models/            the reference architectures and their seeded training
     sweep.py           the one method x backend runner (options per backend, skip/error policy, Outcome)
+    chunks.py          chunks of an explanation step's samples (scatter jobs) and what their gather checks
     networks.py        the named small test networks of the census, the conformance table and the tests
     arguments.py       argparse types shared by the commands
     cases/             the reference cases (ENSO, convection, radar N = 1-3) explained and scored

@@ -33,3 +33,15 @@ def json_object(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
     return value
+
+
+def chunk_spec(text: str):
+    """An argparse type: 'I/N' (or 'I-of-N', Snakemake's scatter item), chunk I of N
+    (xaibench.studies.chunks.Chunk); a bad one is a usage error naming it."""
+    from xaibench.errors import ChunkError
+    from xaibench.studies.chunks import Chunk
+
+    try:
+        return Chunk.parse(text)
+    except ChunkError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
