@@ -6,7 +6,7 @@ xaibench.studies.COMMAND_MODULES (docs/architecture.md, "Rooms"). `xaibench --he
 
     xaibench methods [--markdown docs/methods.md]                    the method names per backend
     xaibench validate MODULE:FACTORY --weights FILE --inputs FILE.nc  check your own model
-    xaibench data | train | explain-case | metrics-case | figure | table   the reference-case pipeline
+    xaibench data | train | explain-case | gather-case | metrics-case | figure | table   the cases
     xaibench conformance | census | bench                            the engine's tables
     xaibench groundtruth | adjoint | adjoint-figure | receptive-field the studies' commands
     xaibench regression check|update                                 the regression gate (CI)

@@ -1,7 +1,9 @@
-"""`xaibench explain-case | metrics-case | figure | table`: the steps of the reference-case pipeline
-(workflows/cases.smk)."""
+"""`xaibench explain-case | gather-case | metrics-case | figure | table`: the steps of the
+reference-case pipeline (workflows/cases.smk). `explain-case --chunk I/N` explains one chunk of
+the samples (a scatter job); `gather-case` merges the N chunk folders into the folder one
+`explain-case` without --chunk writes (xaibench.studies.chunks)."""
 
-from xaibench.studies.arguments import positive_int
+from xaibench.studies.arguments import chunk_spec, positive_int
 
 
 def add_commands(commands) -> dict:
@@ -17,6 +19,15 @@ def add_commands(commands) -> dict:
     explain.add_argument("--methods", nargs="+", default=None, metavar="M", help="default: xaibench.studies.cases'")
     explain.add_argument("--eval-data", dest="eval_data", action="extend", nargs="+", default=[],
                          metavar="NAME=FILE.nc", help="the extra evaluation sets training used")
+    explain.add_argument("--batch-size", dest="batch_size", type=positive_int, default=None, metavar="B",
+                         help="samples per explanation call (default: all at once); chunks are whole batches")
+    explain.add_argument("--chunk", type=chunk_spec, default=None, metavar="I/N",
+                         help="explain only chunk I of N (from 1) into --out, for gather-case")
+
+    gather = commands.add_parser("gather-case", help="merge the folders of explain-case --chunk 1/N ... N/N")
+    gather.add_argument("case")
+    gather.add_argument("--chunks", required=True, nargs="+", metavar="DIR", help="every chunk's folder, any order")
+    gather.add_argument("--out", required=True, metavar="DIR")
 
     metrics = commands.add_parser("metrics-case", help="metrics of a case's explanations (CSV)")
     metrics.add_argument("case")
@@ -37,7 +48,8 @@ def add_commands(commands) -> dict:
     table.add_argument("inputs", nargs="+", metavar="FILE.csv")
     table.add_argument("--out", required=True, metavar="FILE.csv")
     table.add_argument("--markdown", required=True, metavar="FILE.md")
-    return {"explain-case": _explain_case, "metrics-case": _metrics_case, "figure": _figure, "table": _table}
+    return {"explain-case": _explain_case, "gather-case": _gather_case, "metrics-case": _metrics_case,
+            "figure": _figure, "table": _table}
 
 
 def _eval_data(items) -> dict:
@@ -56,8 +68,16 @@ def _explain_case(args) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()] if args.backends else None
     written = explain_case(args.case, args.model, args.data, args.out, methods=args.methods, backends=backends,
                            n_samples=args.samples, evaluation=_eval_data(args.eval_data) or None,
-                           log=lambda line: print(line, flush=True))
+                           batch_size=args.batch_size, chunk=args.chunk, log=lambda line: print(line, flush=True))
     print(f"wrote {len(written)} files to {args.out}")
+    return 0
+
+
+def _gather_case(args) -> int:
+    from xaibench.studies.cases.pipeline import gather_case
+
+    written = gather_case(args.case, args.chunks, args.out, log=lambda line: print(line, flush=True))
+    print(f"wrote {len(written)} files to {args.out} from {len(args.chunks)} chunks")
     return 0
 
 

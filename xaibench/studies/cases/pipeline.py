@@ -3,6 +3,8 @@ backend that has it, the explanations written as netCDF with the input's dimensi
 coordinates, and the metrics per method x backend.
 
     explain_case(case, model_dir, data_path, out_dir, ...) -> [written files]
+    explain_case(..., batch_size=B, chunk="I/N")  one chunk of the samples (a scatter job)
+    gather_case(case, chunk_dirs, out_dir)   the chunks merged: the files of one unchunked run
     metrics_case(case, explanations_dir, data_path, out_csv, ...) -> pandas.DataFrame
 
 One case per reference network (registry.CASES: enso, convection, radar1, radar2, radar3,
@@ -41,6 +43,16 @@ File format (out_dir/<method>__<backend>.nc, written atomically by data.write_da
     attrs: Conventions, title, case, model, model_dir, method, backend, lrp, options (JSON),
            known_differences ('; '-joined), dtype, dtype_note, data, data_hash, subsets (JSON),
            stripped, gradient_fallback (zennit: where it gave the plain gradient, else ""), xaibench_version
+
+Chunks (xaibench.studies.chunks: why they are whole batches of batch_size samples): a chunk's
+folder holds the same files for its rows of the selection (the sample coordinate keeps the
+rows' numbers in the whole selection) and chunk.json, written last: {case, chunk "I/N",
+samples, batch_size, rows [start, stop], pairs [[method, backend], ...] in run order,
+data_hash}. An empty chunk (more chunks than batches) holds chunk.json only. gather_case
+concatenates each file along sample (everything else must be identical in every chunk, the
+attributes included; a chunk that holds every sample has the unchunked files, copied as they
+are) and writes a pair as skipped when any chunk skipped it, with the reason the first of them
+gave: where an unchunked run would stop at the same batch with the same error.
 """
 
 from __future__ import annotations
@@ -63,11 +75,12 @@ import xarray as xr
 from xaibench import metrics as M
 from xaibench.backends import table
 from xaibench.backends.zennit_backend import fallback_note
-from xaibench.errors import ExportError, InputError
-from xaibench.io import read_dataset, write_csv, write_dataset, write_text
-from xaibench.studies import sweep
+from xaibench.errors import ChunkError, ExportError, InputError
+from xaibench.io import read_dataset, write_bytes, write_csv, write_dataset, write_json, write_text
+from xaibench.studies import chunks, sweep
 from xaibench.studies.cases.case import Case
 from xaibench.studies.cases.registry import CASES, get_case
+from xaibench.studies.chunks import Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +95,7 @@ DEFAULT_OPTIONS = {
 #: methods whose relevance is per unit of input (no conservation residual)
 PER_INPUT_UNIT = ("gradient", "smoothgrad")
 SKIPPED_FILE = "skipped.csv"
+CHUNK_FILE = "chunk.json"
 SKIPPED_COLUMNS = ["case", "method", "backend", "status", "reason"]
 #: the extra measures a case may give (Case.shares); empty where it gives none
 SHARE_COLUMNS = ("share_visible", "share_ir", "share_static", "share_temporal")
@@ -215,7 +229,8 @@ def _dtype(dtype) -> torch.dtype:
 def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Iterable[str] | None = None,
                  backends: Iterable[str] | None = None, n_samples: int = 16, dtype="float32", *,
                  evaluation: Mapping[str, object] | None = None, options: Mapping[str, Mapping] | None = None,
-                 batch_size: int | None = None, log: Callable[[str], None] | None = None) -> list[Path]:
+                 batch_size: int | None = None, chunk: Chunk | str | None = None,
+                 log: Callable[[str], None] | None = None) -> list[Path]:
     """Explain the case's samples with every method on every backend that has it.
 
     model_dir: a folder written by xaibench.studies.models.training (model.json + model.safetensors).
@@ -226,9 +241,12 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
     n_samples: per subset (module docstring); dtype: "float32" or "float64".
     evaluation: {subset name: path or Dataset} of extra sets (default: the case's default_evaluation).
     options: {method: {option: value}} overriding DEFAULT_OPTIONS.
-    batch_size: explain at most this many samples per call (None: all at once; chunks change
-        SmoothGrad's native noise draws, nothing else).
-    Returns the files written, skipped.csv last."""
+    batch_size: explain at most this many samples per call (None: all at once). The batches
+        change float rounding (BLAS picks kernels by batch size) and SmoothGrad's noise draws.
+    chunk: "I/N": explain only chunk I of N, whole batches of the selection
+        (xaibench.studies.chunks), into out_dir with chunk.json (module docstring); gather_case
+        merges the N folders into what one run without chunk writes.
+    Returns the files written, skipped.csv last (chunk.json after it for a chunk)."""
     from xaibench import __version__
     from xaibench.studies.data import data_hash
     from xaibench.studies.models.training import load_trained
@@ -239,8 +257,8 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
     methods = list(DEFAULT_METHODS if methods is None else methods)
     backends = list(sweep.backends() if backends is None else backends)
     pairs = sweep.pairs(methods, backends)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise InputError(f"batch_size must be None or a positive integer, got {batch_size!r}")
+    chunks.batches(0, batch_size)   # a bad batch_size or chunk fails before any work
+    chunk = None if chunk is None else Chunk.parse(chunk)
 
     model, metadata = load_trained(model_dir)
     if metadata.get("model", case.model) != case.model:
@@ -255,10 +273,22 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
     bounds = zbox_bounds(case, data, samples)
     x = model_input(case, samples["input"].values)
     target = torch.from_numpy(np.asarray(samples["target"].values, dtype=np.int64))
-    say(f"{case.name}: {samples.sizes['sample']} samples ({_counts(samples)}), {len(pairs)} explanations")
+    n = samples.sizes["sample"]
+    every = chunks.batches(n, batch_size)
+    mine, (start, stop) = (every, (0, n)) if chunk is None else (chunk.batches(n, batch_size),
+                                                                  chunk.rows(n, batch_size))
+    part = samples.isel(sample=slice(start, stop))
+    say(f"{case.name}: {n} samples ({_counts(samples)}), {len(pairs)} explanations"
+        + ("" if chunk is None else f"; chunk {chunk}: samples {start}:{stop} in {len(mine)} of {len(every)} batches"))
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    manifest = None if chunk is None else {
+        "case": case.name, "chunk": str(chunk), "samples": n, "batch_size": batch_size, "rows": [start, stop],
+        "pairs": [list(pair) for pair in pairs], "data_hash": digest}
+    if chunk is not None and not mine:
+        say(f"chunk {chunk} is empty: {len(every)} batches of {n} samples fill the chunks before it")
+        return [write_json(out / CHUNK_FILE, manifest, indent=1)]
     written, skipped = [], []
     runner = sweep.Sweep(native_failure="raise")
     common = {"case": case.name, "model": str(metadata.get("model", case.model)), "model_dir": str(model_dir),
@@ -268,9 +298,13 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
         chosen = method_options(case, method, backend, bounds, options)
         known_unavailable = backend in runner.unavailable
 
-        def run(method=method, backend=backend, chosen=chosen):
-            explanation, used, note = _explain(model, x, target, method, backend, dtype, chosen, batch_size)
-            return explanation, (used, note)
+        # a pair that depends on the calls before it runs on every batch, as unchunked (chunks.py)
+        whole = chunk is not None and chunks.runs_whole(method, backend)
+
+        def run(method=method, backend=backend, chosen=chosen, whole=whole):
+            explanation, used, note = _explain(model, x, target, method, backend, dtype, chosen,
+                                               every if whole else mine)
+            return (chunks.take_rows(explanation, start, stop) if whole else explanation), (used, note)
 
         outcome = runner.run(method, backend, run)
         if not outcome.ok:
@@ -280,12 +314,14 @@ def explain_case(case: str | Case, model_dir, data_path, out_dir, methods: Itera
             continue
         explanation, (used, note) = outcome.explanation, outcome.extra
         known = table.known_differences(backend, method, chosen, model)
-        dataset = explanation_dataset(case, samples, explanation, method, backend, chosen, known, used, note, common)
+        dataset = explanation_dataset(case, part, explanation, method, backend, chosen, known, used, note, common)
         path = out / f"{method}__{backend}.nc"
         write_dataset(dataset, path)
         written.append(path)
         say(f"  {method:22s} {backend:12s} -> {path.name}")
     written.append(_write_skipped(out / SKIPPED_FILE, skipped))
+    if manifest is not None:   # last: a folder with chunk.json is a finished chunk
+        written.append(write_json(out / CHUNK_FILE, manifest, indent=1))
     return written
 
 
@@ -294,24 +330,16 @@ def _counts(samples) -> str:
     return ", ".join(f"{name} {count}" for name, count in zip(names, counts))
 
 
-def _explain(model, x, target, method, backend, dtype, options, batch_size):
-    """(Explanation, dtype used, note): the whole batch or chunks of batch_size concatenated.
-    innvestigate falls back to float32 where TensorFlow has no float64 kernel."""
+def _explain(model, x, target, method, backend, dtype, options, spans):
+    """(Explanation, dtype used, note) of the rows in `spans`: one call per batch [(start, stop)],
+    concatenated (chunks.explain_in_batches). innvestigate falls back to float32 where TensorFlow
+    has no float64 kernel."""
     import xaibench
 
     def run(model, x, dtype):
-        if batch_size is None or x.shape[0] <= batch_size:
-            return xaibench.explain(model, x, method, target=target, backend=backend, dtype=dtype, **options)
-        parts = [xaibench.explain(model, x[s:s + batch_size], method, target=target[s:s + batch_size],
-                                  backend=backend, dtype=dtype, **options) for s in range(0, x.shape[0], batch_size)]
-        first = parts[0]
-        first.relevance = torch.cat([p.relevance for p in parts])
-        first.output = torch.cat([p.output for p in parts])
-        first.target = torch.cat([torch.as_tensor(p.target) for p in parts])
-        if first.conservation_error is not None:
-            first.conservation_error = torch.cat([p.conservation_error for p in parts])
-        first.ledger = None   # one ledger per chunk: none for the whole (conservation_error is kept)
-        return first
+        return chunks.explain_in_batches(
+            lambda first, last: xaibench.explain(model, x[first:last], method, target=target[first:last],
+                                                 backend=backend, dtype=dtype, **options), spans)
 
     try:
         return run(model, x, dtype), dtype, ""
@@ -390,6 +418,103 @@ def _write_skipped(path: Path, rows) -> Path:
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
     return path
+
+
+# =====================================================================================================
+# Gathering chunks
+# =====================================================================================================
+def gather_case(case: str | Case, chunk_dirs: Iterable, out_dir,
+                log: Callable[[str], None] | None = None) -> list[Path]:
+    """Merge the folders of explain_case(..., chunk="I/N"), I = 1..N in any order, into out_dir:
+    the files one explain_case run without chunk (and the same batch_size) writes, bit for bit.
+
+    Refused with ChunkError naming the folder: a folder without chunk.json (not a finished
+    chunk), a chunk missing or given twice, chunks of another case or of different runs (other
+    samples, batches, pairs or data), an explanation file missing from a chunk that did not skip
+    the pair, and files that do not fit together (anything but the per-sample variables differs,
+    attributes included). Returns the files written, skipped.csv last."""
+    case = get_case(case)
+    say = log or logger.info
+    folders = [Path(folder) for folder in chunk_dirs]
+    manifests = [_read_manifest(folder) for folder in folders]
+    order = chunks.in_order([Chunk.parse(manifest["chunk"]) for manifest in manifests], [str(f) for f in folders])
+    folders, manifests = [folders[i] for i in order], [manifests[i] for i in order]
+    first = manifests[0]
+    for folder, manifest in zip(folders, manifests):
+        if manifest["case"] != case.name:
+            raise ChunkError(f"{folder} is a chunk of case {manifest['case']!r}, not {case.name}")
+        for key in ("samples", "batch_size", "pairs", "data_hash"):
+            if manifest[key] != first[key]:
+                raise ChunkError(f"{folder} and {folders[0]} are chunks of different runs: their {key} differ "
+                                 f"({manifest[key]!r} and {first[key]!r})")
+        expected = list(Chunk.parse(manifest["chunk"]).rows(first["samples"], first["batch_size"]))
+        if manifest["rows"] != expected:
+            raise ChunkError(f"{folder}: chunk {manifest['chunk']} holds samples {manifest['rows']}, not {expected} "
+                             f"of {first['samples']} samples in batches of {first['batch_size']}")
+    filled = [folder for folder, manifest in zip(folders, manifests) if manifest["rows"][0] < manifest["rows"][1]]
+
+    skipped: dict[tuple[str, str], list[str]] = {}   # (method, backend) -> the first chunk's row
+    for folder in filled:
+        for row in _read_skipped(folder / SKIPPED_FILE):
+            skipped.setdefault((row[1], row[2]), row)
+    explained = [(method, backend) for method, backend in map(tuple, first["pairs"])
+                 if (method, backend) not in skipped]
+    for method, backend in explained:   # before anything is written
+        missing = [folder for folder in filled if not (folder / f"{method}__{backend}.nc").is_file()]
+        if missing:
+            raise ChunkError(f"{missing[0] / f'{method}__{backend}.nc'} is missing: that chunk neither explained "
+                             f"nor skipped {method} on {backend}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for method, backend in explained:
+        name = f"{method}__{backend}.nc"
+        if len(filled) == 1:   # one chunk holds every sample: its files are the unchunked run's, copied
+            written.append(write_bytes(out / name, (filled[0] / name).read_bytes()))
+        else:
+            merged = _concat_samples([read_explanation(folder / name, case) for folder in filled], name)
+            written.append(write_dataset(merged, out / name))
+        say(f"  {method:22s} {backend:12s} -> {name} ({len(filled)} of {len(folders)} chunks)")
+    rows = [skipped[tuple(pair)] for pair in first["pairs"] if tuple(pair) in skipped]
+    written.append(_write_skipped(out / SKIPPED_FILE, rows))
+    return written
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / CHUNK_FILE
+    if not path.is_file():
+        raise ChunkError(f"{folder} is not a finished chunk: it has no {CHUNK_FILE} "
+                         "(written last by explain-case --chunk I/N)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ChunkError(f"cannot read {path} ({type(error).__name__}: {error})") from None
+    keys = {"case", "chunk", "samples", "batch_size", "rows", "pairs", "data_hash"}
+    if not isinstance(manifest, dict) or not keys <= set(manifest):
+        raise ChunkError(f"{path} is not a chunk manifest (it needs {', '.join(sorted(keys))})")
+    return manifest
+
+
+def _read_skipped(path: Path) -> list[list[str]]:
+    if not path.is_file():
+        raise ChunkError(f"{path} is missing: every chunk with samples writes it")
+    rows = list(csv.reader(path.read_text().splitlines()))
+    if not rows or rows[0] != SKIPPED_COLUMNS:
+        raise ChunkError(f"{path} does not start with the columns {','.join(SKIPPED_COLUMNS)}")
+    return rows[1:]
+
+
+def _concat_samples(datasets: list[xr.Dataset], name: str) -> xr.Dataset:
+    """The chunks' files of one explanation as one: the per-sample variables concatenated in
+    chunk order, everything else (the region of ENSO, coordinates, attributes) identical in every
+    chunk. The encoding read from the chunks is dropped, so the file is written as the unchunked
+    run writes it."""
+    try:
+        merged = xr.concat(datasets, dim="sample", data_vars="minimal", coords="minimal", compat="identical",
+                           join="exact", combine_attrs="identical")
+    except (ValueError, xr.MergeError) as error:
+        raise ChunkError(f"the chunks of {name} do not fit together: {' '.join(str(error).split())[:400]}") from None
+    return merged[list(datasets[0].variables)].drop_encoding()   # the unchunked file's variable order
 
 
 # =====================================================================================================
