@@ -7,6 +7,8 @@ C_i(X_i), so cell i contributes exactly C_i(X_i)/D (xaibench.studies.data.ground
 heat map is scored per sample against the ground truth.
 
     explain_benchmark(model_dir, data, out, n_samples, methods, backends)   -> relevance.nc
+    explain_benchmark(..., batch_size=B, chunk="I/N")   one chunk of the samples (a scatter job)
+    gather_benchmark(chunk_files, out)   the chunks merged: the relevance.nc of one unchunked run
     score_benchmark(relevance, model_dir, out_dir)   -> correlations.csv, faithfulness.csv, .md
     true_response_network(ds)   F written exactly as a one-hidden-layer ReLU network
 
@@ -41,8 +43,10 @@ import torch
 import xarray as xr
 from torch import nn
 
-from xaibench.errors import InputError
+from xaibench.errors import ChunkError, InputError
 from xaibench.io import read_dataset, write_csv, write_dataset, write_text
+from xaibench.studies import chunks
+from xaibench.studies.chunks import Chunk
 from xaibench.studies.data.common import generator_name
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,8 @@ OPTIONS = {
 MODELS = ("trained", "true_function")
 TOP_GROUP_WIDTH = 0.05   # methods within this of the best mean correlation share first place
 RELEVANCE_FILE = "relevance.nc"
+#: the attributes only a chunk's file has (gather_benchmark drops them)
+CHUNK_ATTRS = ("chunk", "chunk_samples", "chunk_batch_size", "chunk_rows", "chunk_runs")
 CORRELATION_COLUMNS = ["method", "backend", "mean_pearson", "median_pearson", "mean_spearman", "n_samples",
                        "model", "reference", "q05_pearson", "q25_pearson", "q75_pearson", "q95_pearson",
                        "median_spearman", "deletion_aopc", "faithfulness_relative", "options"]
@@ -135,7 +141,8 @@ def benchmark_samples(ds: xr.Dataset, n_samples: int) -> xr.Dataset:
 
 def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, methods: Iterable[str] | None = None,
                       backends: Iterable[str] | None = None, true_function: bool = True,
-                      log: Callable[[str], None] | None = None) -> Path:
+                      log: Callable[[str], None] | None = None, *, batch_size: int | None = None,
+                      chunk: Chunk | str | None = None) -> Path:
     """Explain the first n_samples test samples with every (method, backend) pair on the trained
     network (and with native methods on the true function) in float64, and write one netCDF file:
     relevance [explanation, sample, cell] with coordinates method/backend/model/options per
@@ -143,7 +150,15 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
 
     Failures follow xaibench.studies.sweep (native_failure="raise"): a native failure raises
     (every score needs it); a backend that cannot run a pair (not installed, cannot mirror the
-    network, ...) or fails otherwise is left out and listed in the file's `skipped` attribute."""
+    network, ...) or fails otherwise is left out and listed in the file's `skipped` attribute.
+
+    batch_size: samples per explanation call (None: all at once); batches change float rounding
+    (BLAS picks kernels by batch size) and SmoothGrad's noise.
+    chunk: "I/N": only chunk I of N, whole batches of the samples (xaibench.studies.chunks); the
+    file then holds those samples and the attributes chunk ("I/N"), chunk_samples (all of them),
+    chunk_batch_size, chunk_rows ([start, stop]) and chunk_runs (JSON [[model, method, backend,
+    skipped line or ""], ...] in run order); an empty chunk holds only attributes.
+    gather_benchmark merges the N files into what one run without chunk writes."""
     from xaibench import api
     from xaibench.studies import sweep
     from xaibench.studies.data import data_hash
@@ -153,6 +168,8 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
     say = log or logger.info
     methods = list(METHODS if methods is None else methods)
     backends = list(api.BACKENDS if backends is None else backends)
+    chunks.batches(0, batch_size)   # a bad batch_size or chunk fails before any work
+    chunk = None if chunk is None else Chunk.parse(chunk)
     model, metadata = load_trained(model_dir)
     if metadata.get("model") != "groundtruth":
         raise InputError(f"{model_dir} holds the {metadata.get('model')} network, not the ground-truth benchmark's")
@@ -165,28 +182,48 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
         raise InputError(f"{model_dir} was trained on other data than {data_path}; the test split needs the "
                          "training data")
     samples = benchmark_samples(data, n_samples)
+    n = samples.sizes["sample"]
+    every = chunks.batches(n, batch_size)
+    mine, (start, stop) = (every, (0, n)) if chunk is None else (chunk.batches(n, batch_size),
+                                                                  chunk.rows(n, batch_size))
     x = torch.from_numpy(np.asarray(samples["sst_anomaly"].values, dtype=np.float64))
-    truth = attribution(samples)
     network = model.double().eval()
     runs = [("trained", network, pair) for pair in sweep.pairs(methods, backends)]
     if true_function:
         runs += [("true_function", true_response_network(data), pair) for pair in sweep.pairs(methods, ["native"])]
+    common = {"model_dir": str(model_dir), "data": str(data_path), "data_hash": data_hash(data),
+              "test_skill_r2": float(((metadata.get("skill") or {}).get("test") or {}).get("skill", np.nan))}
+    chunk_attrs = {} if chunk is None else {
+        "chunk": str(chunk), "chunk_samples": n, "chunk_batch_size": batch_size or 0, "chunk_rows": [start, stop]}
+    if chunk is not None:
+        say(f"chunk {chunk}: samples {start}:{stop} of {n} in {len(mine)} of {len(every)} batches")
+    if chunk is not None and not mine:
+        say(f"chunk {chunk} is empty: {len(every)} batches of {n} samples fill the chunks before it")
+        runs_listed = [[name, method, backend, ""] for name, _, (method, backend) in runs]
+        return write_dataset(xr.Dataset(attrs={**common, **chunk_attrs, "chunk_runs": json.dumps(runs_listed)}),
+                             out_path)
+    part = samples.isel(sample=slice(start, stop))
+    truth = attribution(samples)[start:stop]
 
-    relevances, rows, skipped = [], [], []
+    relevances, rows, skipped, runs_listed = [], [], [], []
     runner = sweep.Sweep(native_failure="raise")
     for model_name, explained_model, (method, backend) in runs:
         options = sweep.options_for(method, backend, OPTIONS.get(method, {}))
+        # a pair that depends on the calls before it runs on every batch, as unchunked (chunks.py)
+        whole = chunk is not None and chunks.runs_whole(method, backend)
         started = time.perf_counter()
-        outcome = runner.run(method, backend, partial(api.explain, explained_model, x, method, target=0,
-                                                      backend=backend, dtype=torch.float64, **options))
+        outcome = runner.run(method, backend, partial(_explain_rows, explained_model, x, method, backend, options,
+                                                      every if whole else mine, (start, stop) if whole else None))
         if not outcome.ok:
             prefix = "" if outcome.status == sweep.SKIPPED else f"{outcome.status}: "
             skipped.append(f"{method}/{backend}: {prefix}{outcome.reason}")
+            runs_listed.append([model_name, method, backend, skipped[-1]])
             say(f"{outcome.status} {method} on {backend}: {outcome.reason}")
             continue
+        runs_listed.append([model_name, method, backend, ""])
         explanation = outcome.explanation
         seconds = time.perf_counter() - started
-        relevance = explanation.relevance.detach().double().reshape(x.shape).numpy()
+        relevance = explanation.relevance.detach().double().reshape((stop - start,) + tuple(x.shape[1:])).numpy()
         if not np.all(np.isfinite(relevance)):
             raise FloatingPointError(f"{method} on {backend} ({model_name}) gave NaN or Inf relevance")
         relevances.append(relevance)
@@ -204,26 +241,109 @@ def explain_benchmark(model_dir, data_path, out_path, n_samples: int = 500, meth
                        {"long_name": "the explained output", "units": "1"}),
             "seconds": (explanation_dim, np.array([row["seconds"] for row in rows]),
                         {"long_name": "wall time of the explanation", "units": "s"}),
-            "sst_anomaly": samples["sst_anomaly"],
+            "sst_anomaly": part["sst_anomaly"],
             "attribution": (("sample", "cell"), truth,
                             {"long_name": "exact contribution C_i(X_i)/D (ground truth)", "units": "1"}),
-            "response": samples["response"],
+            "response": part["response"],
         },
         coords={
             "method": (explanation_dim, [row["method"] for row in rows]),
             "backend": (explanation_dim, [row["backend"] for row in rows]),
             "model": (explanation_dim, [row["model"] for row in rows]),
             "options": (explanation_dim, [row["options"] for row in rows]),
-            "sample": samples["sample"], "lat": samples["lat"], "lon": samples["lon"],
-            "lat_grid": samples["lat_grid"], "lon_grid": samples["lon_grid"],
+            "sample": part["sample"], "lat": part["lat"], "lon": part["lon"],
+            "lat_grid": part["lat_grid"], "lon_grid": part["lon_grid"],
         },
         attrs={"title": "Explanations of the ground-truth benchmark network and of the true function",
-               "model_dir": str(model_dir), "data": str(data_path), "data_hash": data_hash(data),
-               "test_skill_r2": float(((metadata.get("skill") or {}).get("test") or {}).get("skill", np.nan)),
-               "skipped": json.dumps(skipped), "synthetic": "true",
-               "source": data.attrs.get("source", ""), "data_config": data.attrs.get("config", "")},
+               **common, "skipped": json.dumps(skipped), "synthetic": "true",
+               "source": data.attrs.get("source", ""), "data_config": data.attrs.get("config", ""),
+               **chunk_attrs, **({} if chunk is None else {"chunk_runs": json.dumps(runs_listed)})},
     )
     return write_dataset(ds, out_path)
+
+
+def _explain_rows(model, x, method, backend, options, spans, rows):
+    """The explanation of the samples in `spans` (one call per batch, concatenated), cut to
+    `rows` (start, stop) when given (a pair a chunk runs on every batch)."""
+    from xaibench import api
+
+    explanation = chunks.explain_in_batches(
+        lambda first, last: api.explain(model, x[first:last], method, target=0, backend=backend, dtype=torch.float64,
+                                        **options), spans)
+    return explanation if rows is None else chunks.take_rows(explanation, *rows)
+
+
+def gather_benchmark(chunk_files: Iterable, out_path) -> Path:
+    """Merge the files of explain_benchmark(..., chunk="I/N"), I = 1..N in any order, into the
+    relevance.nc one run without chunk (and the same batch_size) writes: the same arrays and
+    attributes bit for bit, except `seconds`, each explanation's wall time, which is the sum over
+    the chunks (a time, never the same twice).
+
+    An explanation is kept when every chunk with samples made it; one that any chunk skipped is
+    left out and listed in `skipped` with the first such chunk's line (where an unchunked run
+    would stop at the same batch with the same error). Refused with ChunkError naming the file:
+    a file that is not a chunk, a chunk missing or given twice, chunks of different runs (other
+    samples, batches, runs or data), and files that do not fit together."""
+    paths = [Path(path) for path in chunk_files]
+    files = [read_dataset(path) for path in paths]
+    for path, ds in zip(paths, files):
+        missing = [key for key in CHUNK_ATTRS if key not in ds.attrs]
+        if missing:
+            raise ChunkError(f"{path} is not a chunk of `groundtruth explain --chunk I/N` (no attribute "
+                             f"{', '.join(missing)})")
+    order = chunks.in_order([Chunk.parse(ds.attrs["chunk"]) for ds in files], [str(path) for path in paths])
+    paths, files = [paths[i] for i in order], [files[i] for i in order]
+    first = files[0]
+    runs = [json.loads(ds.attrs["chunk_runs"]) for ds in files]
+    for path, ds, listed in zip(paths, files, runs):
+        for key in ("chunk_samples", "chunk_batch_size", "data_hash"):
+            if ds.attrs[key] != first.attrs[key]:
+                raise ChunkError(f"{path} and {paths[0]} are chunks of different runs: their {key} differ "
+                                 f"({ds.attrs[key]!r} and {first.attrs[key]!r})")
+        if ds.sizes.get("sample", 0) and first.sizes.get("sample", 0):
+            differ = [key for key in set(ds.attrs) | set(first.attrs) if key not in (*CHUNK_ATTRS, "skipped")
+                      and repr(ds.attrs.get(key)) != repr(first.attrs.get(key))]
+            if differ:
+                raise ChunkError(f"{path} and {paths[0]} are chunks of different runs: their attributes "
+                                 f"{', '.join(sorted(differ))} differ")
+        if [run[:3] for run in listed] != [run[:3] for run in runs[0]]:
+            raise ChunkError(f"{path} and {paths[0]} are chunks of different runs: they explain other "
+                             "methods, backends or models")
+        n, batch_size = int(ds.attrs["chunk_samples"]), int(ds.attrs["chunk_batch_size"]) or None
+        expected = list(Chunk.parse(ds.attrs["chunk"]).rows(n, batch_size))
+        if [int(row) for row in np.atleast_1d(ds.attrs["chunk_rows"])] != expected:
+            raise ChunkError(f"{path}: chunk {ds.attrs['chunk']} holds samples {ds.attrs['chunk_rows']}, not "
+                             f"{expected} of {n} samples in batches of {batch_size}")
+    filled = [(ds, listed) for ds, listed in zip(files, runs) if ds.sizes.get("sample", 0)]
+    if not filled:
+        raise ChunkError(f"every chunk is empty ({', '.join(map(str, paths))}): there are no samples to gather")
+
+    kept, skipped = [], []
+    for position, run in enumerate(runs[0]):
+        lines = [listed[position][3] for _, listed in filled if listed[position][3]]
+        if lines:
+            skipped.append(lines[0])
+        else:
+            kept.append(tuple(run[:3]))
+    parts = []
+    for ds, _ in filled:
+        index = {key: i for i, key in enumerate(zip(*(ds[name].values.tolist() for name in ("model", "method",
+                                                                                             "backend"))))}
+        parts.append(ds.isel(explanation=[index[key] for key in kept]))
+    seconds = parts[0]["seconds"].copy(data=sum(part["seconds"].values for part in parts))
+    try:
+        # the files' attributes differ in chunk* and skipped: checked above, set below
+        merged = xr.concat([part.drop_vars("seconds").drop_attrs(deep=False) for part in parts], dim="sample",
+                           data_vars="minimal",
+                           coords="minimal", compat="identical", join="exact", combine_attrs="identical")
+    except (ValueError, xr.MergeError) as error:
+        raise ChunkError(f"the chunks {', '.join(map(str, paths))} do not fit together: "
+                         f"{' '.join(str(error).split())[:400]}") from None
+    merged["seconds"] = seconds
+    merged = merged[list(filled[0][0].variables)].drop_encoding()   # the unchunked file's order
+    merged.attrs = {key: value for key, value in filled[0][0].attrs.items() if key not in CHUNK_ATTRS}
+    merged.attrs["skipped"] = json.dumps(skipped)
+    return write_dataset(merged, out_path)
 
 
 # ---------------------------------------------------------------------------------------------
