@@ -1,5 +1,6 @@
 """The SLURM profile (workflows/profiles/slurm): it parses, asks for GPUs where the workflow trains
-and explains, plans the real workflow, and makes the sbatch calls we mean with the installed plugin.
+and explains, plans the real workflow (the paper-scale one with its explanations scattered into
+chunks, one GPU job each), and makes the sbatch calls we mean with the installed plugin.
 
 No cluster here. The last test runs Snakemake with the profile for real against a toy workflow,
 with a fake `sbatch` first on PATH that records its command line and refuses the job: what it
@@ -74,19 +75,67 @@ def test_dry_run_of_the_workflow_with_the_profile():
     for rule in ("conformance", "census", "bench"):
         assert re.search(rf"^{rule}\s+1$", out, re.MULTILINE), f"{rule} not planned:\n{out[-2000:]}"
     assert "This was a dry-run" in out
-    # the resources each planned job would be submitted with, as Snakemake evaluated them
-    planned, rule = [], None
+    planned = planned_jobs(out)
+    assert planned
+    for rule, job in planned:
+        gpu = "gres=gpu:1" in job["resources"]
+        assert gpu == rule.startswith(GPU_PREFIXES), f"{rule}: {job['resources']}"
+
+
+def planned_jobs(out: str) -> list[tuple[str, dict]]:
+    """(rule, {"wildcards": ..., "resources": ...}) of every job a dry run prints: the wildcards
+    and the resources each would be submitted with, as Snakemake evaluated them."""
+    planned = []
     for line in out.splitlines():
         match = re.match(r"^(?:local)?rule (\w+):", line)
         if match:
-            rule = match.group(1)
-        elif rule and line.strip().startswith("resources:"):
-            planned.append((rule, line))
-            rule = None
-    assert planned
-    for rule, resources in planned:
-        gpu = "gres=gpu:1" in resources
-        assert gpu == rule.startswith(GPU_PREFIXES), f"{rule}: {resources}"
+            planned.append((match.group(1), {"wildcards": "", "resources": ""}))
+        elif planned and line.strip().startswith(("wildcards:", "resources:")):
+            key, _, value = line.strip().partition(":")
+            planned[-1][1][key] = value.strip()
+    return planned
+
+
+def job_counts(out: str) -> dict[str, int]:
+    """{rule: jobs} from the "Job stats" table of a dry run."""
+    table = out[out.index("Job stats:"):]
+    return {fields[0]: int(fields[1]) for fields in map(str.split, table.splitlines()[3:])
+            if len(fields) == 2 and fields[1].isdigit() and fields[0] != "total"}
+
+
+def test_dry_run_of_the_paper_scale_workflow_scatters_the_explanations_into_gpu_jobs():
+    """default.yaml with the profile: each model's explanations and the ground truth's are N chunk jobs
+    (the configuration's chunks), every one a GPU job, gathered by one CPU job each."""
+    config = yaml.safe_load((ROOT / "workflows" / "config" / "default.yaml").read_text())
+    models = list(config["cases"]["training"])
+    case_chunks, groundtruth_chunks = config["cases"]["explain"]["chunks"], config["groundtruth"]["explain"]["chunks"]
+    assert case_chunks > 1 and groundtruth_chunks > 1   # the paper scale scatters
+    result = snakemake("-n", "--forceall", "--nolock", "--profile", "workflows/profiles/slurm",
+                       "--configfile", "workflows/config/default.yaml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    counts = job_counts(out)
+    assert counts["explain_model_chunk"] == len(models) * case_chunks, counts
+    assert counts["gather_explanations"] == len(models), counts
+    assert counts["explain_groundtruth_chunk"] == groundtruth_chunks, counts
+    assert counts["groundtruth_gather"] == 1, counts
+    assert "explain_model" not in counts and "groundtruth_explain" not in counts   # no unchunked rule is left
+    jobs = planned_jobs(out)
+    items = {f"{index}-of-{case_chunks}" for index in range(1, case_chunks + 1)}
+    for model in models:
+        scattered = {re.search(r"scatteritem=([\w-]+)", job["wildcards"]).group(1) for rule, job in jobs
+                     if rule == "explain_model_chunk" and f"model={model}," in job["wildcards"]}
+        assert scattered == items, (model, scattered)
+    for rule, job in jobs:
+        if rule in ("explain_model_chunk", "explain_groundtruth_chunk"):
+            assert "gres=gpu:1" in job["resources"], (rule, job)
+        if rule in ("gather_explanations", "groundtruth_gather"):
+            assert "gpu" not in job["resources"], (rule, job)
+    # the chunk jobs' commands: each explains its chunk in the configured batches
+    assert re.search(r"xaibench explain-case enso .*--batch-size "
+                     rf"{config['cases']['explain']['batch_size']} --chunk 2-of-{case_chunks}", out)
+    assert re.search(r"xaibench groundtruth explain .*--batch-size "
+                     rf"{config['groundtruth']['explain']['batch_size']} --chunk 1-of-{groundtruth_chunks}", out)
 
 
 TOY_WORKFLOW = """

@@ -50,7 +50,9 @@ def test_quick_configuration_plans_the_whole_reproduction(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     plan = result.stdout
     # six networks: enso, convection, radar1-3 and the transformer radar_vit (four radar figures)
-    for rule, count in (("data", 4), ("train_model", 6), ("explain_model", 6), ("metrics_model", 6),
+    # quick: one explanation chunk per network and the ground truth (cases.explain.chunks = 1), each gathered
+    for rule, count in (("data", 4), ("train_model", 6), ("explain_model_chunk", 6), ("gather_explanations", 6),
+                        ("explain_groundtruth_chunk", 1), ("groundtruth_gather", 1), ("metrics_model", 6),
                         ("figure_radar", 4), ("receptive_field_measure", 4), ("conformance", 1), ("census", 1),
                         ("bench", 1)):
         assert any(line.split() == [rule, str(count)] for line in plan.splitlines()), (rule, plan[-3000:])

@@ -2,6 +2,17 @@
 # encoder-decoder N = 1, 2, 3): data -> training -> explanations on every backend -> metrics
 # -> figures. Everything is synthetic except the real HadISST winters (data set enso_real).
 # Rules named train_* and explain_* ask for a GPU in the SLURM profile (workflows/profiles/).
+#
+# The explanations are scattered: explain_model_chunk explains chunk I of N of a model's samples
+# (cases.explain.chunks; Snakemake's scatter item I-of-N), whole batches of cases.explain.batch_size
+# samples, and gather_explanations merges the N chunk folders into results/explanations/{model},
+# the files one unchunked job writes, bit for bit (xaibench/studies/chunks.py says why batches make
+# that hold). On a cluster each chunk is one GPU job; the gather is a CPU job. With one chunk the
+# gather only copies (the quick configuration).
+
+scattergather:
+    explain_case=CASES["explain"]["chunks"],
+
 
 rule data:
     output:
@@ -45,15 +56,15 @@ rule train_model:
         "{params.evaluation} > {log} 2>&1"
 
 
-rule explain_model:
+rule explain_model_chunk:
     input:
         weights="results/models/{model}/model.safetensors",
         data=lambda wildcards: _data_file(wildcards.model),
         evaluation=lambda wildcards: list(_eval_files(wildcards.model).values()),
     output:
-        directory("results/explanations/{model}"),
+        temp(directory("results/chunks/explanations/{model}/{scatteritem}")),
     log:
-        "results/logs/explain/{model}.log",
+        "results/logs/explain/{model}_{scatteritem}.log",
     conda:
         "envs/xaibench.yaml"
     wildcard_constraints:
@@ -62,10 +73,27 @@ rule explain_model:
         model_dir=subpath(input.weights, parent=True),
         samples=CASES["explain"]["samples"],
         backends=",".join(CASES["explain"]["backends"]),
+        batch_size=_batch_option(CASES["explain"]),
         evaluation=lambda wildcards: _eval_option(wildcards.model),
     shell:
         "xaibench explain-case {wildcards.model} --model {params.model_dir} --data {input.data} --out {output} "
-        "--samples {params.samples} --backends {params.backends} {params.evaluation} > {log} 2>&1"
+        "--samples {params.samples} --backends {params.backends} {params.batch_size} "
+        "--chunk {wildcards.scatteritem} {params.evaluation} > {log} 2>&1"
+
+
+rule gather_explanations:
+    input:
+        gather.explain_case("results/chunks/explanations/{{model}}/{scatteritem}"),
+    output:
+        directory("results/explanations/{model}"),
+    log:
+        "results/logs/explain/{model}_gather.log",
+    conda:
+        "envs/xaibench.yaml"
+    wildcard_constraints:
+        model="|".join(MODELS),
+    shell:
+        "xaibench gather-case {wildcards.model} --chunks {input} --out {output} > {log} 2>&1"
 
 
 rule metrics_model:

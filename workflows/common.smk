@@ -24,6 +24,11 @@ def _eval_option(model):
     return ("--eval-data " + " ".join(f"{name}={path}" for name, path in files.items())) if files else ""
 
 
+def _batch_option(explain):
+    """--batch-size for the explain commands (a null batch_size: every sample in one call)."""
+    return "" if explain["batch_size"] is None else f"--batch-size {explain['batch_size']}"
+
+
 def case_outputs():
     """The targets the cases add to the reproduction: the metrics table and every figure."""
     figures = []

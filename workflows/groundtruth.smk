@@ -3,8 +3,18 @@
 # every backend (and of the true function) -> correlation with the ground truth and deletion
 # faithfulness -> table and figures. All data are synthetic; the input correlation comes from
 # the real HadISST sample. Logic: xaibench/studies/groundtruth/benchmark.py and xaibench/studies/data/groundtruth.py.
+#
+# The explanations are scattered like the cases' (workflows/cases.smk): explain_groundtruth_chunk
+# explains chunk I of N of the samples (groundtruth.explain.chunks), whole batches of
+# groundtruth.explain.batch_size; on a cluster each is one GPU job (its name starts with explain_
+# for the SLURM profile). groundtruth_gather, a CPU job, merges them into relevance.nc, the file one
+# unchunked job writes (the same arrays and attributes; `seconds`, the wall time, is summed).
 
 GROUNDTRUTH = config["groundtruth"]
+
+
+scattergather:
+    groundtruth=GROUNDTRUTH["explain"]["chunks"],
 
 
 rule groundtruth_data:
@@ -41,14 +51,14 @@ rule groundtruth_train:
         "--threads {threads} > {log} 2>&1"
 
 
-rule groundtruth_explain:
+rule explain_groundtruth_chunk:
     input:
         weights="results/groundtruth/model/model.safetensors",
         data="results/groundtruth/data.nc",
     output:
-        "results/groundtruth/relevance.nc",
+        temp("results/chunks/groundtruth/relevance_{scatteritem}.nc"),
     log:
-        "results/logs/groundtruth/explain.log",
+        "results/logs/groundtruth/explain_{scatteritem}.log",
     conda:
         "envs/xaibench.yaml"
     params:
@@ -56,9 +66,24 @@ rule groundtruth_explain:
         samples=GROUNDTRUTH["explain"]["samples"],
         backends=",".join(GROUNDTRUTH["explain"]["backends"]),
         methods=" ".join(GROUNDTRUTH["explain"]["methods"]),
+        batch_size=_batch_option(GROUNDTRUTH["explain"]),
     shell:
         "xaibench groundtruth explain --model {params.model_dir} --data {input.data} --out {output} "
-        "--samples {params.samples} --backends {params.backends} --methods {params.methods} > {log} 2>&1"
+        "--samples {params.samples} --backends {params.backends} --methods {params.methods} "
+        "{params.batch_size} --chunk {wildcards.scatteritem} > {log} 2>&1"
+
+
+rule groundtruth_gather:
+    input:
+        gather.groundtruth("results/chunks/groundtruth/relevance_{scatteritem}.nc"),
+    output:
+        "results/groundtruth/relevance.nc",
+    log:
+        "results/logs/groundtruth/gather.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench groundtruth gather --chunks {input} --out {output} > {log} 2>&1"
 
 
 rule groundtruth_score:
