@@ -65,6 +65,8 @@ MISSING = object()   # the key left out
     (("cases", "training", "enso", "epochs"), 0, "epochs"),
     (("cases", "explain", "backends"), ["native", "lxt"], "lxt"),
     (("bench", "repeats"), "three", "repeats"),
+    (("cases", "explain", "chunks"), 0, "chunks"),
+    (("groundtruth", "explain", "batch_size"), MISSING, "batch_size"),
     # default.yaml sets it (cosine): a merge into default.yaml would run the paper-scale value
     (("groundtruth", "training", "lr_schedule"), MISSING, "lr_schedule"),
     (("adjoint", "bogus"), 1, "bogus"),
