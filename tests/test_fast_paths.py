@@ -175,3 +175,35 @@ def test_several_gradient_targets_are_the_single_target_gradients(method):
         torch.testing.assert_close(several.relevance[:, t], alone.relevance, rtol=0, atol=0)
         torch.testing.assert_close(several.output[:, t], alone.output, rtol=0, atol=0)
     assert torch.equal(x, x_before) and not x.requires_grad
+
+
+# --- lean forward: activations recomputed from their input, not held ----------------------------
+def test_a_lean_forward_holds_activations_as_recipes_that_recompute_them_exactly():
+    from xaibench.lrp.graph import LeanValues, _Recipe
+
+    model = _unet_like()
+    x = torch.rand(2, 2, 8, 8, dtype=torch.float64)
+    graph = prepare(model, x).graph
+    with torch.no_grad():
+        full = graph.forward(x, {"composite": None})
+        lean = graph.forward(x, {"composite": None}, lean=True)
+    assert isinstance(lean, LeanValues) and set(lean) == set(full)
+    held = {name for name in lean if isinstance(dict.__getitem__(lean, name), _Recipe)}
+    relus = {step.name for step in graph.steps if step.kind == "ReLU"}
+    assert held == relus   # both ReLUs; the input, the convolutions, pooling and the output stay
+    for name in full:
+        assert torch.equal(lean[name], full[name]), name
+
+
+def test_explain_gives_the_same_map_and_ledger_with_and_without_the_lean_forward(monkeypatch):
+    from xaibench.lrp.graph import Graph
+
+    model = _unet_like()
+    x = torch.rand(3, 2, 8, 8, dtype=torch.float64)
+    lean = xaibench.explain(model, x, "lrp.epsilon_plus_flat", target=[[1, 40]] * 3)
+    forward = Graph.forward
+    monkeypatch.setattr(Graph, "forward", lambda self, x, state, until=None, lean=False: forward(self, x, state, until))
+    full = xaibench.explain(model, x, "lrp.epsilon_plus_flat", target=[[1, 40]] * 3)
+    assert torch.equal(lean.relevance, full.relevance)
+    for a, b in zip(lean.ledger, full.ledger):
+        assert torch.equal(a.relevance_in, b.relevance_in) and torch.equal(a.absorbed, b.absorbed)

@@ -314,7 +314,7 @@ def explain_lrp(model: nn.Module, x, composite: Composite, target=None, dtype=No
     x, graph = prepared.x, prepared.graph
     state = {"composite": composite}
     with torch.no_grad():
-        values = graph.forward(x, state)
+        values = graph.forward(x, state, lean=True)
         explained_output = values[graph.explained_name]
         if composite.needs_bounds():
             _set_bounds(graph, composite, prepared.inputs, values, state)

@@ -170,7 +170,11 @@ class Epsilon(Rule):
         if has_bias and not self.bias:
             z = z - op.bias_like_output(op.bias, z.shape)
         denominator, shift = stabilize(z, self.stabilizer)
-        s = per_target_divide(relevance, denominator)
+        if relevance.shape == denominator.shape:   # one target: s takes the denominator's memory (made here)
+            s = torch.div(relevance, denominator, out=denominator)
+        else:
+            s = per_target_divide(relevance, denominator)
+        del denominator
         relevance_in = per_target_(op.adjoint(s, op.weight, x.shape), x)  # the adjoint's output is new
         absorbed = Absorbed(stabilizer=row_dot(s, shift))
         if has_bias and self.bias:

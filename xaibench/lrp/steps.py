@@ -115,11 +115,15 @@ class LinearStep(Step):
 
 
 class PassStep(UnaryStep):
-    """Elementwise activations and identities: relevance passes through unchanged."""
+    """Elementwise activations and identities: relevance passes through unchanged.
 
-    def __init__(self, name, path, kind, inputs, function, transparent=False):
+    recompute: an elementwise activation, cheap to recompute from its input, so a lean forward
+    pass keeps its input only (Graph.forward(lean=True))."""
+
+    def __init__(self, name, path, kind, inputs, function, transparent=False, recompute=False):
         super().__init__(name, path, kind, inputs, function)
         self.transparent = transparent
+        self.recompute = recompute
 
     def relevance(self, values, output, relevance, state):
         return self._first_only(relevance, values), Absorbed()

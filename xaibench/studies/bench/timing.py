@@ -9,14 +9,18 @@ called once to warm up (the native engine traces and caches the model's graph th
 The floor is timed before and after a model's methods and the lower median kept, so that
 one window of contention on a shared machine does not skew every ratio of a model.
 
-Peak memory is measured in a separate call after the timed ones:
+Peak memory is measured after every timing of the run (all models, all thread counts), one
+separate call per row, so that no timed call runs under the measurement's allocator setting:
 - CUDA: torch.cuda max_memory_allocated minus the memory allocated before the call;
-- CPU: growth of the resident set. Writing "5" to /proc/self/clear_refs resets the
-  high-water mark VmHWM to the current RSS; VmHWM after the call minus VmRSS before it is
-  the growth. glibc's malloc keeps blocks freed by earlier calls inside its heap, where a
-  new call would reuse them without growing the RSS; malloc_trim(0) before the call hands
-  those free pages back, so the growth counts every page the call touches. The timed calls
-  run with the allocator untouched. NaN where /proc is not available.
+- CPU: the peak of live memory, read from the resident set. glibc's malloc is first told
+  (mallopt M_MMAP_THRESHOLD = 64 KiB) to give every block of 64 KiB or more its own mapping,
+  returned to the system when freed, so the resident set follows the live tensors. Writing
+  "5" to /proc/self/clear_refs resets the high-water mark VmHWM to the current RSS; VmHWM
+  after the call minus VmRSS before it is the peak. Under the default allocator the growth
+  of the resident set also counts pages the heap kept from blocks freed earlier in the call,
+  which depends on the order of allocations more than on what is live: radar N=3's
+  lrp.epsilon grew it by 151 MiB and the gradient by 103, against live peaks of 100 and 90.
+  NaN where /proc or glibc is not available.
 
 innvestigate runs in a worker process in the TF environment (backends/innvestigate_backend.py);
 it is timed end to end through xaibench.explain, so its time includes exporting the model's
@@ -189,8 +193,25 @@ def _status_kb(field: str) -> float:
     raise KeyError(field)
 
 
+M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
+MAPPED_BLOCK = 64 * 1024
+
+
+def map_every_large_block() -> bool:
+    """mallopt(M_MMAP_THRESHOLD, 64 KiB) for the rest of the process (see the module
+    docstring); False where glibc is not there."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MAPPED_BLOCK))
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_memory_mb(function: Callable[[], object], device: torch.device) -> float:
-    """Peak memory added by one call, in MiB (NaN where it cannot be measured)."""
+    """Peak memory added by one call, in MiB (NaN where it cannot be measured). On CPU it is
+    the live memory's peak once map_every_large_block() has been called, else the resident
+    set's growth."""
     if device.type == "cuda":
         _synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -291,7 +312,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     if bad:
         raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
 
-    rows, failures, worker_rows = [], [], []
+    rows, failures, worker_rows, memory_calls = [], [], [], []
     started = time.perf_counter()
     default_threads = torch.get_num_threads()
     try:
@@ -305,7 +326,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
                 available = set(sweep.pairs(model_methods, backends))   # (method, backend) where the backend has it
                 log(f"{name}: {case.description}, batch {batch}")
                 rows += _measure_model(case, model_methods, backends, available, device, repeats, failures, log,
-                                       worker_rows)
+                                       memory_calls)
+        _measure_memory(memory_calls, device, failures, log, worker_rows)
     finally:
         torch.set_num_threads(default_threads)
     table = pd.DataFrame(rows, columns=COLUMNS)
@@ -331,27 +353,24 @@ def _thread_counts(threads) -> list[int]:
 
 
 def _measure_model(case: Case, methods, backends, available, device, repeats, failures, log,
-                   worker_rows) -> list[dict]:
-    """The rows of one model: the gradient floor, then every method on every backend."""
+                   memory_calls) -> list[dict]:
+    """The rows of one model: the gradient floor, then every method on every backend. Each
+    timed row's call goes to memory_calls, for _measure_memory."""
     rows = []
     threads = torch.get_num_threads()
 
     def row(method, backend, function):
         try:
             median = time_call(function, device, repeats)
-            if backend == "innvestigate":   # its memory is in another process
-                memory = math.nan
-                worker_rows.append({"model": case.name, "method": method, "batch": case.x.shape[0],
-                                    "worker_peak_rss_mb": worker_memory(function)})
-            else:
-                memory = peak_memory_mb(function, device)
         except Exception as error:  # recorded, reported, and raised after the table is written
             failures.append(f"{case.name} {method} {backend} ({threads} threads): {type(error).__name__}: {error}")
             log(f"  FAILED {method} [{backend}]: {type(error).__name__}: {error}")
-            median = memory = math.nan
+            median = math.nan
         rows.append({"model": case.name, "method": method, "backend": backend, "device": device.type,
-                     "threads": threads, "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": memory})
-        log(f"  {method:34s} {backend:8s} {median * 1e3:10.2f} ms {memory:9.1f} MiB")
+                     "threads": threads, "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": math.nan})
+        if not math.isnan(median):   # measured after every timing of the run (_measure_memory)
+            memory_calls.append((rows[-1], function))
+        log(f"  {method:34s} {backend:8s} {median * 1e3:10.2f} ms")
         return median
 
     gradient_s = row("gradient", "autograd", case.gradient_floor)
@@ -393,6 +412,26 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
 
 
 ERF_BATCHED, ERF_LOOP = "erf_map", "erf_map_loop"
+
+
+def _measure_memory(memory_calls, device, failures, log, worker_rows):
+    """Peak memory of every timed row, one call each, after all the timings (module docstring),
+    at the row's thread count; innvestigate's in its worker."""
+    if device.type == "cpu" and not map_every_large_block():
+        log("  (glibc's mallopt is not available: CPU memory is the resident set's growth)")
+    log("peak memory (MiB), one call per row:")
+    for row, function in memory_calls:
+        torch.set_num_threads(row["threads"])
+        try:
+            if row["backend"] == "innvestigate":   # its memory is in another process
+                worker_rows.append({"model": row["model"], "method": row["method"], "batch": row["batch"],
+                                    "worker_peak_rss_mb": worker_memory(function)})
+            else:
+                row["peak_mem_mb"] = peak_memory_mb(function, device)
+        except Exception as error:
+            failures.append(f"{row['model']} {row['method']} {row['backend']} (memory): {type(error).__name__}: {error}")
+        log(f"  {row['model']:10s} {row['threads']:2d} threads {row['method']:34s} {row['backend']:8s} "
+            f"{row['peak_mem_mb']:9.1f}")
 
 
 def targets(table: pd.DataFrame) -> pd.DataFrame:
