@@ -46,3 +46,14 @@ def float64():
     return torch.float64
 
 
+
+
+def train_small_radar1(root):
+    """A radar1 network trained for one epoch on 16 synthetic 16x16 scenes, in root/model (data in
+    root/data.nc): the small trained radar case the case and scatter tests explain."""
+    from xaibench.studies.data import make_radar, write_dataset
+    from xaibench.studies.models.training import train
+
+    write_dataset(make_radar(n_samples=16, size=16, footprint_radius=2, seed=0), root / "data.nc")
+    train("radar1", root / "data.nc", {"epochs": 1, "batch_size": 4}, out=root / "model")
+    return root

@@ -205,3 +205,23 @@ def test_the_larger_models_are_explained_with_the_target_methods(name):
     scale = float(explanation.output.abs().max())
     assert float(explanation.conservation_error.max()) <= 1e-4 * max(scale, 1.0)
     assert explanation.relevance.shape == case.x.shape
+
+
+def test_a_library_that_cannot_take_the_model_is_not_timed_and_said_so(tmp_path, monkeypatch):
+    """innvestigate has no twin of resnet50's padded max pooling: an ExportError of another
+    backend leaves that pair out of the table, names it in bench.md, and fails nothing."""
+    from xaibench import api
+    from xaibench.errors import ExportError
+
+    explain = api.explain
+
+    def refusing(model, x, method, backend="native", **options):
+        if backend == "zennit":
+            raise ExportError("zennit", "pool", "MaxPool2d", "padding")
+        return explain(model, x, method, backend=backend, **options)
+    monkeypatch.setattr(api, "explain", refusing)
+    table = bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 2}, repeats=1, threads=1,
+                                methods=["lrp.epsilon"], backends=["native", "zennit"], log=None)
+    assert list(table["backend"]) == ["autograd", "native"]
+    text = (tmp_path / "bench.md").read_text()
+    assert "## Not timed" in text and "cannot mirror layer 'pool'" in text

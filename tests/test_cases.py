@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_small_radar1
 
 import xaibench
 from xaibench.errors import BackendUnavailableError, ExportError, InputError
@@ -15,7 +16,7 @@ from xaibench.studies import sweep
 from xaibench.studies.cases import pipeline as cases
 from xaibench.studies.cases import registry
 from xaibench.studies.cases.case import INTERFACE, Case
-from xaibench.studies.data import make_convection, make_enso, make_radar, read_dataset, split, write_dataset
+from xaibench.studies.data import make_convection, make_enso, read_dataset, split, write_dataset
 from xaibench.studies.models.training import load_trained, train
 
 
@@ -47,9 +48,7 @@ def convection(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def radar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("radar")
-    write_dataset(make_radar(n_samples=16, size=16, footprint_radius=2, seed=0), root / "data.nc")
-    train("radar1", root / "data.nc", {"epochs": 1, "batch_size": 4}, out=root / "model")
+    root = train_small_radar1(tmp_path_factory.mktemp("radar"))
     cases.explain_case("radar1", root / "model", root / "data.nc", root / "explanations",
                        methods=["lrp.epsilon", "integrated_gradients"], backends=["native"], n_samples=3)
     return root

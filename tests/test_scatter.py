@@ -14,13 +14,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import train_small_radar1
 
 from xaibench.cli import main as cli_main
 from xaibench.errors import ChunkError, InputError, XaibenchError
 from xaibench.studies import chunks
 from xaibench.studies.cases import pipeline as cases
 from xaibench.studies.chunks import Chunk
-from xaibench.studies.data import make_enso, make_groundtruth, make_radar, read_dataset, write_dataset
+from xaibench.studies.data import make_enso, make_groundtruth, read_dataset, write_dataset
 from xaibench.studies.groundtruth.benchmark import explain_benchmark, gather_benchmark
 from xaibench.studies.models.training import train
 
@@ -41,10 +42,7 @@ def enso(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def radar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("radar")
-    write_dataset(make_radar(n_samples=16, size=16, footprint_radius=2, seed=0), root / "data.nc")
-    train("radar1", root / "data.nc", {"epochs": 1, "batch_size": 4}, out=root / "model")
-    return root
+    return train_small_radar1(tmp_path_factory.mktemp("radar"))
 
 
 @pytest.fixture(scope="module")
