@@ -225,3 +225,11 @@ def test_a_library_that_cannot_take_the_model_is_not_timed_and_said_so(tmp_path,
     assert list(table["backend"]) == ["autograd", "native"]
     text = (tmp_path / "bench.md").read_text()
     assert "## Not timed" in text and "cannot mirror layer 'pool'" in text
+
+
+def test_the_allocator_setting_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="allocator must be one of steady, default"):
+        bench.run_benchmark(tmp_path, models=["enso"], repeats=1, allocator="jemalloc", log=None)
+    bench.run_benchmark(tmp_path, models=["enso"], batches={"enso": 2}, repeats=1, threads=1,
+                        methods=["lrp.epsilon"], backends=["native"], log=None)
+    assert "steady_allocator" in (tmp_path / "bench.md").read_text()

@@ -30,6 +30,9 @@ def add_commands(commands) -> dict:
     bench.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs")
     bench.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                        help="where to run (default: %(default)s); cuda writes OUT/bench_cuda.csv and .md")
+    bench.add_argument("--allocator", choices=("steady", "default"), default="steady",
+                       help="CPU timings with glibc's malloc held in a settled process's state (steady, reproducible "
+                            "from run to run) or as the process finds it (default); see xaibench/studies/bench/timing.py")
     bench.add_argument("--backends", default="native,zennit",
                        help="comma-separated backends to time beside the gradient: native, zennit, innvestigate "
                             "(default: %(default)s)")
@@ -88,7 +91,8 @@ def _bench(args) -> int:
     started = time.perf_counter()
     bench.run_benchmark(args.out, models=args.models or bench.MODEL_NAMES, batch_scale=args.batch_scale,
                         batches=args.batches, repeats=args.repeats, threads=args.threads,
-                        seed=args.seed, methods=args.methods, backends=backends, device=args.device)
+                        seed=args.seed, methods=args.methods, backends=backends, device=args.device,
+                        allocator=args.allocator)
     stem = bench.table_stem(torch.device(args.device))
     print(f"wrote {args.out}/{stem}.csv, {stem}.md and {stem}_targets.csv/.md in "
           f"{time.perf_counter() - started:.1f} s")

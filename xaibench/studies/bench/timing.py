@@ -195,8 +195,27 @@ def _status_kb(field: str) -> float:
     raise KeyError(field)
 
 
-M_MMAP_THRESHOLD = -3   # glibc's mallopt parameter
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3   # glibc's mallopt parameters
 MAPPED_BLOCK = 64 * 1024
+ALLOCATORS = ("steady", "default")
+
+
+def steady_allocator() -> bool:
+    """glibc's malloc in the state a long-running process settles into, fixed for the whole run:
+    blocks up to 32 MiB (the most its own dynamic threshold reaches) come from the heap, and
+    freed memory stays there (trim threshold 1 GiB), so a call reuses what the call before it
+    freed instead of faulting fresh pages in. Under the default settings the threshold moves
+    with the history of the process, and with it the floor: one ENSO gradient took 1.7 ms in
+    one process and 5.5 ms in the next, so no ratio to it was reproducible. False where glibc
+    is not there (the allocator is then left as it is)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all(libc.mallopt(parameter, value) for parameter, value in (
+            (M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 64 * 2**20)))
+    except (OSError, AttributeError):
+        return False
 
 
 def map_every_large_block() -> bool:
@@ -272,7 +291,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
                   batch_scale: float = 1.0, batches: dict | None = None, repeats: int = QUICK_REPEATS,
                   threads: int | Iterable[int] | None = None, seed: int = 0, methods: Iterable[str] | None = None,
                   backends: Iterable[str] = ("native", "zennit"), device: str | None = None,
-                  log: Callable[[str], None] | None = print) -> pd.DataFrame:
+                  allocator: str = "steady", log: Callable[[str], None] | None = print) -> pd.DataFrame:
     """Run the benchmark, write bench.csv and bench.md, and the targets' check bench_targets.csv and
     .md, to out_dir (if given; bench_cuda*.* on CUDA, table_stem), return the table.
 
@@ -281,6 +300,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     None or 0: torch's default, all the cores).
     methods: the LRP methods of every model (default: all of them for the three reference shapes,
     TARGET_METHODS for the larger models, MODEL_METHODS).
+    allocator: "steady" (steady_allocator(): the CPU timings of a settled process, reproducible
+    from run to run) or "default" (glibc as the process found it; for comparison).
     """
     log = log or (lambda message: None)
     models = list(models)
@@ -292,6 +313,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     if batch_scale <= 0:
         raise ValueError(f"batch_scale must be positive, got {batch_scale}")
     thread_counts = _thread_counts(threads)
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
     backends = list(backends)
     known = sweep.backends()   # the one list: xaibench.api.BACKENDS
     for backend in backends:
@@ -315,6 +338,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
         raise ValueError(f"not native LRP methods: {bad}; methods: {', '.join(all_methods)}")
 
     rows, failures, worker_rows, memory_calls, skipped = [], [], [], [], []
+    if allocator == "steady" and device.type == "cpu" and not steady_allocator():
+        log("glibc's mallopt is not available: timings under the allocator as it is")
     started = time.perf_counter()
     default_threads = torch.get_num_threads()
     try:
@@ -527,7 +552,9 @@ def write_tables(table: pd.DataFrame, out_dir: str | Path, worker: pd.DataFrame 
     text = [
         "# Engine benchmark",
         "",
-        f"Device: {device}; torch {torch.__version__}; threads: {threads}. "
+        f"Device: {device}; torch {torch.__version__}; threads: {threads}. On CPU the timings run with glibc's "
+        "malloc held in a long-running process's state (timing.steady_allocator: freed memory reused, not "
+        "faulted in again), unless the run says --allocator default. "
         "median_s: median wall time of one call; ratio_to_gradient: over one plain autograd "
         "gradient of the same model at the same thread count (forward + backward); peak_mem_mb: peak "
         "memory added by one call (CPU: resident-set growth). The targets met and missed: "
