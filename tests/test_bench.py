@@ -158,7 +158,7 @@ def test_targets_are_met_or_missed_by_the_stated_limits():
         _row("radar", "erf_map.gradient[8 pixels]", "native", 2.0),
         _row("radar", "erf_map_loop.gradient[8 pixels]", "native", 6.0),   # 3x: met
         _row("radar", "erf_map.lrp.epsilon[8 pixels]", "native", 5.0),
-        _row("radar", "erf_map_loop.lrp.epsilon[8 pixels]", "native", 7.5),   # 1.5x: missed (never loses)
+        _row("radar", "erf_map_loop.lrp.epsilon[8 pixels]", "native", 7.5),   # 1.5x: met (never loses)
     ], columns=bench.COLUMNS)
     checked = bench.targets(table).set_index("target")
     assert bool(checked.loc["lrp.epsilon / one gradient", "met"])
@@ -170,7 +170,10 @@ def test_targets_are_met_or_missed_by_the_stated_limits():
     assert memory["value"] == pytest.approx(1.51) and not bool(memory["met"])
     erf = checked.loc["ERF maps of 8 pixels, gradient: loop / batched time"]
     assert erf["value"] == pytest.approx(3.0) and bool(erf["met"])
-    assert not bool(checked.loc["ERF maps of 8 pixels, lrp.epsilon: loop / batched time", "met"])
+    assert bool(checked.loc["ERF maps of 8 pixels, lrp.epsilon: loop / batched time", "met"])
+    slower = bench.targets(table.assign(median_s=table["median_s"].where(
+        table["method"] != "erf_map_loop.lrp.epsilon[8 pixels]", 4.0))).set_index("target")
+    assert not bool(slower.loc["ERF maps of 8 pixels, lrp.epsilon: loop / batched time", "met"])   # batching lost
 
 
 @pytest.mark.parametrize("threads", [[], [-1], [1, 1], [1.5], "2"])
