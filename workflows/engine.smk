@@ -54,9 +54,8 @@ rule bench:
         batch_scale=config["bench"]["batch_scale"],
         repeats=config["bench"]["repeats"],
         seed=config["bench"]["seed"],
-        # 0 stands for all the cores the rule gets (with one core, [1, 0] is one pass)
-        thread_counts=lambda wildcards, threads: ",".join(
-            dict.fromkeys(str(n or threads) for n in config["bench"]["threads"])),
+        # 0: all the cores the rule gets (torch's default in the job); the table's threads_asked says "all"
+        thread_counts=",".join(str(n) for n in config["bench"]["threads"]),
     # All the cores (unless the configuration's counts are all given and smaller), so no other job
     # runs beside it: timings taken beside another job are not comparable.
     threads: workflow.cores if 0 in config["bench"]["threads"] else max(config["bench"]["threads"])

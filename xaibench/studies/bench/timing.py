@@ -66,7 +66,7 @@ from xaibench.io import write_csv, write_text
 from xaibench.studies import sweep
 from xaibench.studies.models import ConvectionCNN, EnsoDense, RadarEncoderDecoder
 
-COLUMNS = ["model", "method", "backend", "device", "threads", "batch", "median_s", "ratio_to_gradient",
+COLUMNS = ["model", "method", "backend", "device", "threads_asked", "threads", "batch", "median_s", "ratio_to_gradient",
            "peak_mem_mb"]
 MODEL_NAMES = ("enso", "convection", "radar", "resnet50", "vit")
 #: the methods the targets name; the models beyond the three reference shapes run these only
@@ -78,9 +78,9 @@ GRADIENT_LIMITS = {"lrp.epsilon": 1.2, "lrp.epsilon_plus": 2.0, "lrp.alpha2beta1
 ZENNIT_LIMIT = 0.8
 MEMORY_LIMIT = 1.5
 ERF_LIMIT = 3.0   # batched ERF maps 3x faster than the pixel loop, or (chunked) never slower
-TARGET_COLUMNS = ["model", "threads", "target", "limit", "value", "met"]
+TARGET_COLUMNS = ["model", "threads_asked", "threads", "target", "limit", "value", "met"]
 #: (model, method, backend) pairs another library could not run on the model, with its reason (bench.md)
-SKIPPED_COLUMNS = ["model", "method", "backend", "threads", "reason"]
+SKIPPED_COLUMNS = ["model", "method", "backend", "threads_asked", "threads", "reason"]
 #: the innvestigate worker's memory, apart from bench.csv (another process: see the module docstring)
 WORKER_COLUMNS = ["model", "method", "batch", "worker_peak_rss_mb"]
 #: batch sizes of the quick configuration (minutes on two CPU cores); --batch-scale multiplies them
@@ -353,7 +353,7 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
                 available = set(sweep.pairs(model_methods, backends))   # (method, backend) where the backend has it
                 log(f"{name}: {case.description}, batch {batch}")
                 rows += _measure_model(case, model_methods, backends, available, device, repeats, failures, log,
-                                       memory_calls, skipped)
+                                       memory_calls, skipped, thread_label(count))
         _measure_memory(memory_calls, device, failures, log, worker_rows)
     finally:
         torch.set_num_threads(default_threads)
@@ -379,8 +379,14 @@ def _thread_counts(threads) -> list[int]:
     return counts
 
 
+def thread_label(count: int) -> str:
+    """The threads_asked column: the count asked for, 'all' for 0 (torch's default, all the cores).
+    The regression baseline is keyed by it, so that it holds on a machine with more cores."""
+    return "all" if count == 0 else str(count)
+
+
 def _measure_model(case: Case, methods, backends, available, device, repeats, failures, log,
-                   memory_calls, skipped) -> list[dict]:
+                   memory_calls, skipped, asked: str) -> list[dict]:
     """The rows of one model: the gradient floor, then every method on every backend. Each
     timed row's call goes to memory_calls, for _measure_memory."""
     rows = []
@@ -395,6 +401,7 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
             # another library that cannot take this model (innvestigate has no twin of resnet50's
             # padded max pooling): not timed, said in bench.md, not a failure of the benchmark
             skipped.append({"model": case.name, "method": method, "backend": backend, "threads": threads,
+                            "threads_asked": asked,
                             "reason": sweep.one_line(error)})
             log(f"  {method:34s} {backend:8s} not timed: {sweep.one_line(error)}")
             return math.nan
@@ -403,7 +410,8 @@ def _measure_model(case: Case, methods, backends, available, device, repeats, fa
             log(f"  FAILED {method} [{backend}]: {type(error).__name__}: {error}")
             median = math.nan
         rows.append({"model": case.name, "method": method, "backend": backend, "device": device.type,
-                     "threads": threads, "batch": case.x.shape[0], "median_s": median, "peak_mem_mb": math.nan})
+                     "threads_asked": asked, "threads": threads, "batch": case.x.shape[0], "median_s": median,
+                     "peak_mem_mb": math.nan})
         if not math.isnan(median):   # measured after every timing of the run (_measure_memory)
             memory_calls.append((rows[-1], function))
         log(f"  {method:34s} {backend:8s} {median * 1e3:10.2f} ms")
@@ -477,14 +485,15 @@ def targets(table: pd.DataFrame) -> pd.DataFrame:
     (MEMORY_LIMIT), and on radar the pixel loop's time over the batched ERF maps' (ERF_LIMIT; a
     value below 1 would mean batching loses). Only what was measured gets a row."""
     out = []
-    for (model, threads), part in table.groupby(["model", "threads"], sort=False):
+    for (model, asked), part in table.groupby(["model", "threads_asked"], sort=False):
+        threads = int(part["threads"].iloc[0])
         def value(method, backend, column):
             hit = part[(part["method"] == method) & (part["backend"] == backend)][column]
             return float(hit.iloc[0]) if len(hit) else math.nan
 
         def add(target, limit, measured, met):
             if not math.isnan(measured):
-                out.append({"model": model, "threads": threads, "target": target, "limit": limit,
+                out.append({"model": model, "threads_asked": asked, "threads": threads, "target": target, "limit": limit,
                             "value": measured, "met": bool(met)})
 
         for method, limit in GRADIENT_LIMITS.items():
@@ -517,7 +526,7 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
     """Per model, thread count and method: native / zennit (and native / innvestigate) time and
     memory ratios."""
     lrp = table[table["backend"].isin(["native", "zennit", "innvestigate"])]
-    wide = lrp.pivot_table(index=["model", "threads", "method"], columns="backend",
+    wide = lrp.pivot_table(index=["model", "threads_asked", "method"], columns="backend",
                            values=["median_s", "peak_mem_mb", "ratio_to_gradient"], dropna=False)
     out = pd.DataFrame(index=wide.index)
     out["native_ratio_to_gradient"] = wide[("ratio_to_gradient", "native")]
@@ -531,7 +540,7 @@ def comparison(table: pd.DataFrame) -> pd.DataFrame:
         out["time_native_over_innvestigate"] = wide[("median_s", "native")] / wide[("median_s", "innvestigate")]
     order = {m: i for i, m in enumerate(MODEL_NAMES)}
     out = out.reset_index()
-    return out.sort_values(["model", "threads", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
+    return out.sort_values(["model", "threads_asked", "method"], key=lambda s: s.map(order) if s.name == "model" else s,
                            kind="stable").reset_index(drop=True)
 
 
@@ -609,9 +618,9 @@ def targets_markdown(checked: pd.DataFrame) -> str:
 def summary(table: pd.DataFrame) -> str:
     lines = ["summary (ratio to one gradient; native/zennit time and memory):"]
     compared = comparison(table)
-    for (name, threads), part in compared.groupby(["model", "threads"], sort=False):
+    for (name, threads), part in compared.groupby(["model", "threads_asked"], sort=False):
         native = part["native_ratio_to_gradient"]
-        line = (f"  {name:10s} {threads:2d} threads: lrp.epsilon "
+        line = (f"  {name:10s} threads {threads}: lrp.epsilon "
                 f"x{_value(part, 'lrp.epsilon', 'native_ratio_to_gradient'):.2f}, "
                 f"native range x{native.min():.2f}-x{native.max():.2f}")
         if "time_native_over_zennit" in part:
