@@ -54,7 +54,8 @@ def test_epsilon_rule_leaves_its_arguments_unchanged():
     for original, copy in zip((x, z, relevance), copies):
         assert torch.equal(original, copy)
     # the in-place product is the plain one: x * (W^T s), per target
-    s = (relevance.view(3, 2, 4, 6, 6) / (z + torch.copysign(torch.tensor(0.1, dtype=torch.float64), z))).view(6, 4, 6, 6)
+    eps = torch.tensor(0.1, dtype=torch.float64)
+    s = (relevance.view(3, 2, 4, 6, 6) / (z + torch.copysign(eps, z))).view(6, 4, 6, 6)
     c = torch.nn.grad.conv2d_input((6, 3, 6, 6), conv.weight.detach(), s, padding=1)
     torch.testing.assert_close(r_in, (c.view(3, 2, 3, 6, 6) * x).view(6, 3, 6, 6))
 

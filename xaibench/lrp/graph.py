@@ -13,7 +13,6 @@ linear layer), so the user's model is never modified and float64 runs on request
 
 from __future__ import annotations
 
-import math
 import operator
 from dataclasses import dataclass, field
 

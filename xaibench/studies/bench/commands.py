@@ -32,7 +32,8 @@ def add_commands(commands) -> dict:
                        help="where to run (default: %(default)s); cuda writes OUT/bench_cuda.csv and .md")
     bench.add_argument("--allocator", choices=("steady", "default"), default="steady",
                        help="CPU timings with glibc's malloc held in a settled process's state (steady, reproducible "
-                            "from run to run) or as the process finds it (default); see xaibench/studies/bench/timing.py")
+                            "from run to run) or as the process finds it (default); "
+                            "see xaibench/studies/bench/timing.py")
     bench.add_argument("--backends", default="native,zennit",
                        help="comma-separated backends to time beside the gradient: native, zennit, innvestigate "
                             "(default: %(default)s)")

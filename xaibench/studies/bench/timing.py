@@ -47,6 +47,7 @@ row a model, a thread count, a target, its limit, the measured value and whether
 from __future__ import annotations
 
 import ctypes
+import functools
 import gc
 import math
 import statistics
@@ -362,7 +363,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
     checked = targets(table)
     log(f"benchmark took {time.perf_counter() - started:.1f} s")
     if out_dir is not None:
-        write_tables(table, out_dir, worker, table_stem(device), checked, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
+        write_tables(table, out_dir, worker, table_stem(device), checked,
+                     pd.DataFrame(skipped, columns=SKIPPED_COLUMNS))
     log(summary(table))
     if failures:
         raise BenchmarkError(f"{len(failures)} benchmark run(s) failed:\n  " + "\n  ".join(failures))
@@ -473,7 +475,8 @@ def _measure_memory(memory_calls, device, failures, log, worker_rows):
             else:
                 row["peak_mem_mb"] = peak_memory_mb(function, device)
         except Exception as error:
-            failures.append(f"{row['model']} {row['method']} {row['backend']} (memory): {type(error).__name__}: {error}")
+            failures.append(f"{row['model']} {row['method']} {row['backend']} (memory): "
+                            f"{type(error).__name__}: {error}")
         log(f"  {row['model']:10s} {row['threads']:2d} threads {row['method']:34s} {row['backend']:8s} "
             f"{row['peak_mem_mb']:9.1f}")
 
@@ -486,15 +489,9 @@ def targets(table: pd.DataFrame) -> pd.DataFrame:
     value below 1 would mean batching loses). Only what was measured gets a row."""
     out = []
     for (model, asked), part in table.groupby(["model", "threads_asked"], sort=False):
-        threads = int(part["threads"].iloc[0])
-        def value(method, backend, column):
-            hit = part[(part["method"] == method) & (part["backend"] == backend)][column]
-            return float(hit.iloc[0]) if len(hit) else math.nan
-
-        def add(target, limit, measured, met):
-            if not math.isnan(measured):
-                out.append({"model": model, "threads_asked": asked, "threads": threads, "target": target, "limit": limit,
-                            "value": measured, "met": bool(met)})
+        where = {"model": model, "threads_asked": asked, "threads": int(part["threads"].iloc[0])}
+        value = functools.partial(_measured, part)
+        add = functools.partial(_add_target, out, where)
 
         for method, limit in GRADIENT_LIMITS.items():
             measured = value(method, "native", "ratio_to_gradient")
@@ -520,6 +517,16 @@ def targets(table: pd.DataFrame) -> pd.DataFrame:
                 add(f"ERF maps of {label}, {method}: loop / batched time",
                     f">= {ERF_LIMIT:g}, or >= 1 (never loses: chunked)", speedup, speedup >= 1.0)
     return pd.DataFrame(out, columns=TARGET_COLUMNS)
+
+
+def _measured(part: pd.DataFrame, method: str, backend: str, column: str) -> float:
+    hit = part[(part["method"] == method) & (part["backend"] == backend)][column]
+    return float(hit.iloc[0]) if len(hit) else math.nan
+
+
+def _add_target(out: list, where: dict, target: str, limit: str, measured: float, met: bool):
+    if not math.isnan(measured):   # only what was measured gets a row
+        out.append({**where, "target": target, "limit": limit, "value": measured, "met": bool(met)})
 
 
 def comparison(table: pd.DataFrame) -> pd.DataFrame:
