@@ -219,6 +219,20 @@ def steady_allocator() -> bool:
         return False
 
 
+def settled_allocator():
+    """After a benchmark: glibc's malloc as a warmed-up process has it by itself (mmap threshold
+    32 MiB, trim threshold twice that), neither mapping every block (the memory measurement) nor
+    holding a GiB of freed memory (steady_allocator), so the rest of the process (a test session,
+    say) runs as usual. mallopt cannot hand the thresholds back to glibc's own adjustment."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+            for parameter, value in ((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 64 * 2**20), (M_TOP_PAD, 0)):
+                libc.mallopt(parameter, value)
+        except (OSError, AttributeError):
+            pass
+
+
 def map_every_large_block() -> bool:
     """mallopt(M_MMAP_THRESHOLD, 64 KiB) for the rest of the process (see the module
     docstring); False where glibc is not there."""
@@ -358,6 +372,8 @@ def run_benchmark(out_dir: str | Path | None = "results/engine", models: Iterabl
         _measure_memory(memory_calls, device, failures, log, worker_rows)
     finally:
         torch.set_num_threads(default_threads)
+        if device.type == "cpu":
+            settled_allocator()
     table = pd.DataFrame(rows, columns=COLUMNS)
     worker = pd.DataFrame(worker_rows, columns=WORKER_COLUMNS)
     checked = targets(table)
