@@ -385,10 +385,11 @@ def _walk_in_chunks(graph: Graph, values: dict, seed: torch.Tensor, state: dict,
     if per_walk >= count:
         return graph.relevance(values, seed, state, release=True)
     batch = seed.shape[0] // count
-    parts = []
+    parts, sizes = [], []
     for start in range(0, count, per_walk):
         stop = min(start + per_walk, count)
         parts.append(graph.relevance(values, seed[start * batch:stop * batch], state, release=stop == count))
+        sizes.append((stop - start) * batch)
     relevances = [part[0] if isinstance(part[0], tuple) else (part[0],) for part in parts]
     joined = tuple(torch.cat(pieces) for pieces in zip(*relevances))
     walks = [part[1] for part in parts]
@@ -396,18 +397,17 @@ def _walk_in_chunks(graph: Graph, values: dict, seed: torch.Tensor, state: dict,
         raise RuntimeError("the chunked relevance walks visited different steps (an engine bug: the steps a walk "
                            "reaches depend on the graph, not on the targets)")
 
-    def rows_of(values_per_walk, sizes):
+    def rows_of(values_per_walk):
         return torch.cat([v if torch.is_tensor(v) else seed.new_full((n,), float(v))
                           for v, n in zip(values_per_walk, sizes)])
 
-    sizes = [(min(start + per_walk, count) - start) * batch for start in range(0, count, per_walk)]
     rows = []
     for per_step in zip(*walks):
         step = per_step[0][0]
-        absorbed = Absorbed(*(rows_of([getattr(a, field) for *_, a in per_step], sizes)
+        absorbed = Absorbed(*(rows_of([getattr(a, field) for *_, a in per_step])
                               for field in ("bias", "stabilizer", "dropped", "constant")))
-        rows.append((step, rows_of([r_out for _, r_out, _, _ in per_step], sizes),
-                     rows_of([r_in for _, _, r_in, _ in per_step], sizes), absorbed))
+        rows.append((step, rows_of([r_out for _, r_out, _, _ in per_step]),
+                     rows_of([r_in for _, _, r_in, _ in per_step]), absorbed))
     return (joined if len(joined) > 1 else joined[0]), rows
 
 

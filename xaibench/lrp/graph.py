@@ -13,6 +13,7 @@ linear layer), so the user's model is never modified and float64 runs on request
 
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 
@@ -161,7 +162,7 @@ class Graph:
                              f"({', '.join(self.input_names)}) but got {len(model_inputs)}")
         values = LeanValues(state) if lean else {}
         values.update(zip(self.input_names, model_inputs))
-        last_reader, recipes = self._recipes() if lean else ({}, {})
+        last_reader, recipes = self._recipes if lean else ({}, {})
         x = model_inputs[0]
         for index, step in enumerate(self.steps):
             inputs = [values[n] for n in step.inputs]
@@ -189,17 +190,21 @@ class Graph:
                 break
         return values
 
+    @functools.cached_property
+    def _kept(self) -> set:
+        """The nodes whose values a lean forward pass and a releasing walk always keep."""
+        return set(self.input_names) | {self.output_name, self.explained_name}
+
+    @functools.cached_property
     def _recipes(self):
-        """For lean forward passes: node -> index of the last step reading it, and the nodes an
-        elementwise activation computes (not the inputs, the output or the explained node) ->
-        their recipe."""
+        """For lean forward passes, once per graph: node -> index of the last step reading it,
+        and the nodes an elementwise activation computes (not the _kept ones) -> their recipe."""
         last_reader = {}
         for index, step in enumerate(self.steps):
             for name in step.inputs:
                 last_reader[name] = index
-        kept = set(self.input_names) | {self.output_name, self.explained_name}
         recipes = {step.name: _Recipe(step) for step in self.steps
-                   if getattr(step, "recompute", False) and step.name not in kept}
+                   if getattr(step, "recompute", False) and step.name not in self._kept}
         return last_reader, recipes
 
     def map_bounds(self, low: torch.Tensor, high: torch.Tensor, values: dict) -> dict:
@@ -244,7 +249,6 @@ class Graph:
         pending = {self.explained_name: seed}
         pending_total = {self.explained_name: total(seed)}  # each relevance tensor is summed once
         rows = []
-        kept = set(self.input_names) | {self.explained_name, self.output_name}
         for step in reversed(self.steps):
             if step.name not in pending:
                 continue
@@ -252,7 +256,7 @@ class Graph:
             relevance_total = pending_total.pop(step.name)
             inputs = [values[n] for n in step.inputs]
             relevance_in, absorbed = step.relevance(inputs, values[step.name], relevance, state)
-            if release and step.name not in kept:
+            if release and step.name not in self._kept:
                 del values[step.name]
             passed = 0.0
             for name, r in zip(step.inputs, relevance_in):

@@ -201,6 +201,17 @@ MAPPED_BLOCK = 64 * 1024
 ALLOCATORS = ("steady", "default")
 
 
+def _mallopt(*settings) -> bool:
+    """glibc's mallopt(parameter, value) for each pair; False where glibc is not there or refuses."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return all([bool(libc.mallopt(parameter, value)) for parameter, value in settings])
+    except (OSError, AttributeError):
+        return False
+
+
 def steady_allocator() -> bool:
     """glibc's malloc in the state a long-running process settles into, fixed for the whole run:
     blocks up to 32 MiB (the most its own dynamic threshold reaches) come from the heap, and
@@ -209,39 +220,21 @@ def steady_allocator() -> bool:
     with the history of the process, and with it the floor: one ENSO gradient took 1.7 ms in
     one process and 5.5 ms in the next, so no ratio to it was reproducible. False where glibc
     is not there (the allocator is then left as it is)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return all(libc.mallopt(parameter, value) for parameter, value in (
-            (M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 64 * 2**20)))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 2**30), (M_TOP_PAD, 64 * 2**20))
 
 
-def settled_allocator():
+def settled_allocator() -> bool:
     """After a benchmark: glibc's malloc as a warmed-up process has it by itself (mmap threshold
     32 MiB, trim threshold twice that), neither mapping every block (the memory measurement) nor
     holding a GiB of freed memory (steady_allocator), so the rest of the process (a test session,
     say) runs as usual. mallopt cannot hand the thresholds back to glibc's own adjustment."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            for parameter, value in ((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 64 * 2**20), (M_TOP_PAD, 0)):
-                libc.mallopt(parameter, value)
-        except (OSError, AttributeError):
-            pass
+    return _mallopt((M_MMAP_THRESHOLD, 32 * 2**20), (M_TRIM_THRESHOLD, 64 * 2**20), (M_TOP_PAD, 0))
 
 
 def map_every_large_block() -> bool:
     """mallopt(M_MMAP_THRESHOLD, 64 KiB) for the rest of the process (see the module
     docstring); False where glibc is not there."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, MAPPED_BLOCK))
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, MAPPED_BLOCK))
 
 
 def peak_memory_mb(function: Callable[[], object], device: torch.device) -> float:
