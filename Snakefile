@@ -29,6 +29,7 @@ include: "workflows/cases.smk"
 include: "workflows/groundtruth.smk"
 include: "workflows/adjoint.smk"
 include: "workflows/receptive_fields.smk"
+include: "workflows/evaluation.smk"
 include: "workflows/regression.smk"
 
 
@@ -42,4 +43,5 @@ rule all:
         expand("results/figures/groundtruth_{kind}.png", kind=["histograms", "maps", "faithfulness"]),
         receptive_field_outputs(),
         adjoint_outputs(),
+        evaluation_outputs(),
     default_target: True

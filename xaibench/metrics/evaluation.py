@@ -170,3 +170,106 @@ def skill_score(value: float, random_value: float, optimum: float) -> float:
     if denominator == 0 or denominator != denominator:
         return float("nan")
     return (value - random_value) / denominator
+
+
+# --- scoring one map with every metric -------------------------------------------------------------
+#: errors of a backend that cannot re-explain here (not a wrong map): the value is NaN with the reason
+CANNOT_EXPLAIN = ("BackendUnavailableError", "ExportError", "UnsupportedLayerError")
+
+
+@dataclass
+class Score:
+    """One metric of one map: its mean over the samples, the random map's, and the skill score."""
+
+    metric: str
+    category: str
+    value: float                 # mean over the samples with a value
+    random_value: float          # the same metric for a uniform random map (Bommer et al.'s reference)
+    skill_score: float           # (value - random_value) / (optimum - random_value)
+    optimum: float
+    higher_is_better: bool
+    samples: int                 # samples with a value
+    seconds: float               # time of the metric on the map
+    note: str = ""               # why a value is missing
+
+
+def _mean(values: torch.Tensor) -> tuple[float, int]:
+    values = values.double()
+    finite = values[torch.isfinite(values)]
+    return (float(finite.mean()) if finite.numel() else float("nan")), int(finite.numel())
+
+
+#: categories whose random reference ignores the model: the same random map on every call
+FIXED_REFERENCE = ("randomization",)
+
+
+def fixed_random_explain(seed: int) -> Explain:
+    """An Explain returning random_relevance(x, seed) whatever the model and target: a uniform
+    random map that does not depend on the model (the reference of the randomization metrics)."""
+    def explain(model, x, target):
+        return random_relevance(x, seed)
+
+    return explain
+
+
+def random_reference(setting: Setting, names: list[str] | None = None) -> dict[str, float]:
+    """{metric: mean value of a uniform random map on the same samples}; NaN where the metric is
+    not available for the setting.
+
+    The random map under evaluation is random_relevance(x, seed). What the metrics that re-explain
+    get differs by category, so that the reference is the uninformative map each one is meant to
+    catch, and never one that attains the optimum by construction (which leaves the skill score
+    undefined): robustness gets a fresh random map on every call (noise, maximally unstable);
+    randomization (FIXED_REFERENCE) gets the same random map on every call, a map independent of
+    the model's weights and of the explained output: the failure the model parameter
+    randomization test and the random logit test exist to detect (Adebayo et al. 2018; Sixt et al.
+    2020). A fresh draw there would give a similarity near 0, the optimum, for a map that explains
+    nothing."""
+    registry = metrics()
+    relevance = random_relevance(setting.x, setting.seed)
+    redrawn = setting.with_relevance(relevance, random_explain(setting.seed))
+    fixed = setting.with_relevance(relevance, fixed_random_explain(setting.seed))
+    values = {}
+    for name in names or list(registry):
+        metric = registry[name]
+        random_setting = fixed if metric.category in FIXED_REFERENCE else redrawn
+        values[name] = _mean(metric(random_setting))[0] if metric.available(random_setting) else float("nan")
+    return values
+
+
+def evaluate(setting: Setting, names: list[str] | None = None, reference: dict[str, float] | None = None,
+             missing_explain: str = "") -> list[Score]:
+    """Score one map with the named metrics (default every one). reference: random_reference of
+    the same samples (computed when not given; pass it to share it between maps). A metric whose
+    needs the setting lacks, or whose re-explanation the backend cannot do here, is a NaN with
+    the reason (missing_explain: the reason when setting.explain is None)."""
+    import time
+
+    registry = metrics()
+    names = list(registry) if names is None else list(names)
+    unknown = [name for name in names if name not in registry]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; metrics: {', '.join(registry)}")
+    reference = random_reference(setting, names) if reference is None else reference
+    scores = []
+    for name in names:
+        metric = registry[name]
+        value, samples, seconds, note = float("nan"), 0, float("nan"), ""
+        lacking = [need for need in metric.needs if getattr(setting, need) is None]
+        if lacking:
+            note = missing_explain if lacking == ["explain"] and missing_explain else \
+                f"needs {' and '.join(lacking)}, which this setting lacks"
+        else:
+            start = time.perf_counter()
+            try:
+                value, samples = _mean(metric(setting))
+                seconds = time.perf_counter() - start
+            except Exception as error:
+                if type(error).__name__ not in CANNOT_EXPLAIN:
+                    raise
+                note = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
+        random_value = reference.get(name, float("nan"))
+        skill = skill_score(value, random_value, metric.optimum) if value == value else float("nan")
+        scores.append(Score(name, metric.category, value, random_value, skill, metric.optimum,
+                            metric.higher_is_better, samples, seconds, note))
+    return scores

@@ -17,6 +17,7 @@ sweep, chunks, networks, arguments); a study never imports another study's modul
     groundtruth/       the ground-truth attribution benchmark (Mamalakis et al. 2022)
     adjoint/           relevance against the adjoint of a linear ocean model (with the model)
     receptive_fields/  the radar networks' theoretical and effective receptive fields
+    evaluation/        evaluation metrics as skill scores on every case, checked against Quantus
     validate/          `xaibench validate`: the checks for a researcher's own model
     regression/        the regression gate against results/baseline/
     report/            figures, maps and tables of the report
@@ -35,6 +36,7 @@ COMMAND_MODULES = (
     "xaibench.studies.groundtruth.commands",
     "xaibench.studies.adjoint.commands",
     "xaibench.studies.receptive_fields.commands",
+    "xaibench.studies.evaluation.commands",
     "xaibench.studies.regression.commands",
 )
 

@@ -116,7 +116,7 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
              methods=DEFAULT_METHODS, target=None, tolerances: dict | None = None, dtype="auto",
              seed: int = 0, cascade: int | None = None, samples: int | None = None, backends=None,
              factory_kwargs: dict | None = None, method_options: dict | None = None, out=None,
-             output=None) -> Report:
+             output=None, metrics: bool | list[str] = False) -> Report:
     """Run the checks of `xaibench validate` (see the module docstring) and return the Report.
 
     model_or_factory: an nn.Module (never modified), a factory called with factory_kwargs, or
@@ -132,7 +132,9 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
     from the top (None: all). samples: use only the first N samples. backends: the backends
     compared with native (None: every other one in api.BACKENDS). method_options: per method,
     options passed to explain (e.g. {"lrp.epsilon": {"epsilon": 0.01}}). out: also write the
-    verdict files there (Report.write).
+    verdict files there (Report.write). metrics: also measure the evaluation metrics of each
+    method's native map (True: every one; a list: those names), as skill scores against a random
+    map (quality.py; Report.metrics, metrics.csv). They are measurements, not verdicts.
     """
     from xaibench import api
     # the cheap checks of the arguments first, then loading (which may take a while)
@@ -155,6 +157,14 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
     if unknown:
         raise InputError(f"unknown tolerance(s) {', '.join(unknown)}; known: "
                          f"{', '.join(DEFAULT_TOLERANCES[torch.float64])}")
+
+    if metrics and metrics is not True:
+        from xaibench.metrics.evaluation import metrics as registered
+
+        wrong = [name for name in metrics if name not in registered()]
+        if wrong or not list(metrics):
+            raise InputError(f"unknown evaluation metric(s) {', '.join(wrong) or '(none given)'}; "
+                             f"metrics: {', '.join(registered())}")
 
     model, model_name = build_model(model_or_factory, factory_kwargs)
     # everything below runs on copies: the user's weights, hooks and train/eval mode stay as they are
@@ -220,6 +230,11 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
         report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
                                            method_options.get(method, {}), others, labels, randomized,
                                            report, output))
+    if metrics:
+        from xaibench.studies.validate.quality import quality_rows
+
+        names = None if metrics is True else list(metrics)
+        report.metrics = quality_rows(working, x, report.explanations, chosen, seed, method_options, output, names)
     if out is not None:
         report.write(out)
     return report

@@ -64,6 +64,11 @@ def add_commands(commands) -> dict:
     validate.add_argument("--seed", type=int, default=0, help="seed of the re-initialized weights")
     validate.add_argument("--backends", default=None, metavar="B1,B2",
                           help="comma-separated backends compared with native (default: all others)")
+    validate.add_argument("--metrics", nargs="?", const="all", default=None, metavar="NAME1,NAME2",
+                          help="also measure the evaluation metrics (faithfulness, robustness, randomization, "
+                               "complexity, axiomatic) of each method's map as skill scores against a random map: "
+                               "every one, or the named ones (`xaibench evaluation metrics` lists them). Slower; "
+                               "measurements, not verdicts; written to metrics.csv")
     validate.add_argument("--factory-kwargs", type=json_object, default=None, metavar="JSON",
                           help="keyword arguments of the factory as a JSON object")
     return {"validate": _validate}
@@ -80,6 +85,15 @@ def _tolerance(text: str) -> tuple[str, float]:
     return name.strip(), number
 
 
+def _metric_names(text):
+    """--metrics: None (not asked), True (every metric) or the named ones."""
+    if text is None:
+        return False
+    if text == "all":
+        return True
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _validate(args) -> int:
     from xaibench.errors import InputError
     from xaibench.studies.validate.checks import DEFAULT_METHODS, validate
@@ -91,6 +105,7 @@ def _validate(args) -> int:
                           methods=args.methods or DEFAULT_METHODS, target=args.target,
                           tolerances=dict(args.tolerances), dtype=args.dtype, seed=args.seed,
                           cascade=args.cascade, samples=args.samples, factory_kwargs=args.factory_kwargs,
+                          metrics=_metric_names(args.metrics),
                           backends=None if args.backends is None
                           else [b.strip() for b in args.backends.split(",") if b.strip()])
         print(report.table())

@@ -46,6 +46,8 @@ class Report:
     explanations: dict = field(default_factory=dict, repr=False)
     #: the inputs as read (xarray.DataArray, sample first; a tuple of them for a model with several)
     inputs: object = field(default=None, repr=False)
+    #: validate --metrics: one dict per method x evaluation metric (quality.py); no verdict
+    metrics: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -67,6 +69,7 @@ class Report:
             "exit_code": self.exit_code,
             "settings": self.settings,
             "checks": [{k: clean(v) for k, v in asdict(c).items()} for c in self.checks],
+            "metrics": [{k: clean(v) for k, v in row.items()} for row in self.metrics],
         }
 
     def table(self) -> str:
@@ -117,7 +120,27 @@ class Report:
                 f"(Spearman {_number(first.value)}, not below {_number(first.tolerance)}). This map does not "
                 "show what those weights learned; do not read it as evidence of what the model uses for "
                 "this output (Adebayo et al. 2018).")
+        if self.metrics:
+            lines += ["", *self.metrics_table()]
         return "\n".join(lines)
+
+    def metrics_table(self) -> list[str]:
+        """validate --metrics: skill score per method (rows) and metric (columns), 1 the metric's
+        optimum, 0 a uniform random map; measurements, not verdicts."""
+        methods = list(dict.fromkeys(row["method"] for row in self.metrics))
+        names = list(dict.fromkeys(row["metric"] for row in self.metrics if row["metric"]))
+        skill = {(row["method"], row["metric"]): row.get("skill_score") for row in self.metrics}
+        width = max([len(m) for m in methods] + [6])
+        lines = ["evaluation metrics: skill score against a uniform random map (1 optimum, 0 random; "
+                 "not a verdict; values in metrics.csv, definitions in docs/metrics/)",
+                 "  " + " " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in names)]
+        for method in methods:
+            cells = [_number(skill.get((method, name))) if skill.get((method, name)) is not None else "-"
+                     for name in names]
+            lines.append(f"  {method:<{width}}  " + "  ".join(f"{cell[:12]:>12}" for cell in cells))
+        notes = sorted({row["note"] for row in self.metrics if row.get("note")})
+        lines += [f"  not computed: {note}" for note in notes]
+        return lines
 
     def write(self, out_dir) -> list[Path]:
         """verdict.csv, relevance_<method>.nc per method and verdict.json (last: its presence means
@@ -140,6 +163,14 @@ class Report:
         for check in self.checks:
             writer.writerow(asdict(check))
         write_text(out / "verdict.csv", buffer.getvalue())
+        if self.metrics:
+            columns = list(dict.fromkeys(key for row in self.metrics for key in row))
+            buffer = io.StringIO()
+            writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(self.metrics)
+            write_text(out / "metrics.csv", buffer.getvalue())
+            written.append(out / "metrics.csv")
         write_json(out / "verdict.json", self.to_dict(), indent=2)
         return written + [out / "verdict.csv", out / "verdict.json"]
 

@@ -1,0 +1,187 @@
+"""The evaluation study (xaibench/studies/evaluation/): scoring a case's files, the random
+reference and the skill score, the summary (trade-off, ranking against the ground truth, figures),
+the commands, and `xaibench validate --metrics`."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from xaibench.cli import main as cli_main
+from xaibench.metrics import evaluation as E
+from xaibench.studies.data import make_enso, write_dataset
+from xaibench.studies.evaluation import figures, scoring
+from xaibench.studies.models.training import train
+
+METHODS = ["gradient", "input_x_gradient", "lrp.epsilon"]
+#: metrics cheap enough for the tests, one or more of each category
+CHEAP = ["faithfulness_correlation", "pixel_flipping_aopc", "average_sensitivity", "mprt_cascading", "sparseness",
+         "complexity", "relevance_mass_accuracy", "top_k_intersection", "completeness"]
+
+
+@pytest.fixture(scope="module")
+def enso(tmp_path_factory):
+    """A small trained ENSO case explained by three methods on native and zennit (4 samples)."""
+    from xaibench.studies.cases import pipeline
+
+    root = tmp_path_factory.mktemp("enso_evaluation")
+    write_dataset(make_enso(n_samples=300, seed=0), root / "data.nc")
+    train("enso", root / "data.nc", {"epochs": 6, "lr": 0.01}, out=root / "model")
+    pipeline.explain_case("enso", root / "model", root / "data.nc", root / "explanations", methods=METHODS,
+                          backends=["native", "zennit"], n_samples=2)
+    return root
+
+
+def test_skill_score_is_one_at_the_optimum_zero_at_random_and_nan_when_random_is_optimal():
+    assert E.skill_score(1.0, 0.2, 1.0) == 1.0
+    assert E.skill_score(0.2, 0.2, 1.0) == 0.0
+    assert E.skill_score(0.6, 0.2, 1.0) == pytest.approx(0.5)
+    assert E.skill_score(0.5, 2.0, 0.0) == pytest.approx(0.75)    # lower is better: optimum 0
+    assert E.skill_score(3.0, 2.0, 0.0) == pytest.approx(-0.5)    # worse than random
+    assert math.isnan(E.skill_score(0.5, 1.0, 1.0))
+    assert math.isnan(E.skill_score(0.5, math.nan, 1.0))
+
+
+def test_score_case_writes_one_row_per_map_and_metric_with_its_reasons(enso, tmp_path):
+    table = scoring.score_case(enso / "explanations", enso / "model", tmp_path / "scores.csv", metrics=CHEAP,
+                               explain_backends=["native"])
+    written = pd.read_csv(tmp_path / "scores.csv")
+    assert list(written.columns) == list(scoring.SCORE_COLUMNS)
+    assert len(written) == len(table) == 2 * len(METHODS) * len(CHEAP)
+    assert set(written["case"]) == {"enso"}
+    native = written[written["backend"] == "native"]
+    # every metric has a value on native: the Nino3.4 box is the localization mask, native re-explains
+    assert native["value"].notna().all(), native[native["value"].isna()][["method", "metric", "note"]]
+    assert native["random_value"].notna().all()
+    # zennit does not re-explain here: its robustness and randomization rows say why, the others have values
+    zennit = written[written["backend"] == "zennit"]
+    reexplaining = zennit["metric"].isin(["average_sensitivity", "mprt_cascading"])
+    assert zennit[reexplaining]["value"].isna().all()
+    assert zennit[reexplaining]["note"].str.contains("explain_backends").all()
+    assert zennit[~reexplaining]["value"].notna().all()
+    # the random reference is shared: one value per metric whatever the map
+    assert (written.groupby("metric")["random_value"].nunique() == 1).all()
+
+
+def test_a_map_equal_to_the_random_reference_has_skill_zero(enso):
+    """The random reference is the same draw as E.random_relevance(x, seed): scoring that very map
+    gives value == random value, skill 0, on every deterministic metric."""
+    from xaibench.studies.models.training import load_trained
+
+    _, setting = scoring.case_setting(enso / "explanations", enso / "model", "lrp.epsilon")
+    model, _ = load_trained(enso / "model")
+    random_map = E.random_relevance(setting.x, setting.seed)
+    entry = scoring.Entry("random", "native", setting.x, setting.target, random_map, None, "no explain")
+    table = scoring.score("enso", model, [entry], mask=setting.mask,
+                          metrics=["sparseness", "complexity", "relevance_mass_accuracy", "pixel_flipping_aopc"])
+    finite = table[np.isfinite(table["skill_score"])]
+    assert len(finite) >= 3
+    assert np.allclose(finite["skill_score"], 0.0, atol=1e-12)
+
+
+def test_an_unknown_metric_is_refused_naming_it(enso, tmp_path, capsys):
+    code = cli_main(["evaluation", "case", "--explanations", str(enso / "explanations"), "--model",
+                     str(enso / "model"), "--out", str(tmp_path / "s.csv"), "--metrics", "sparseness,flatness"])
+    assert code == 1   # the CLI's status for a refused input: one line, no traceback
+    err = capsys.readouterr().err
+    assert "unknown metric(s) flatness" in err and "Traceback" not in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_the_metrics_command_lists_every_category(capsys):
+    assert cli_main(["evaluation", "metrics"]) == 0
+    out = capsys.readouterr().out
+    for category in E.CATEGORIES:
+        assert category in out
+
+
+def _frame(rows):
+    columns = list(scoring.SCORE_COLUMNS)
+    base = {column: math.nan for column in columns}
+    return pd.DataFrame([{**base, **row} for row in rows], columns=columns)
+
+
+def test_the_tradeoff_compares_the_two_families_per_category():
+    rows = []
+    for method, faithful, random_ in (("lrp.epsilon", 0.8, 0.1), ("integrated_gradients", 0.6, 0.3),
+                                      ("gradient", 0.2, 0.7), ("smoothgrad", 0.0, 0.9)):
+        rows.append({"case": "c", "method": method, "backend": "native", "metric": "f", "category": "faithfulness",
+                     "skill_score": faithful})
+        rows.append({"case": "c", "method": method, "backend": "native", "metric": "r",
+                     "category": "randomization", "skill_score": random_})
+    # another backend does not enter the trade-off
+    rows.append({"case": "c", "method": "gradient", "backend": "zennit", "metric": "f", "category": "faithfulness",
+                 "skill_score": 5.0})
+    trade = figures.tradeoff(_frame(rows)).set_index("category")
+    assert trade.loc["faithfulness", "salience"] == pytest.approx(0.7)
+    assert trade.loc["faithfulness", "sensitivity"] == pytest.approx(0.1)
+    assert trade.loc["faithfulness", "holds"] == "yes"
+    assert trade.loc["randomization", "difference"] == pytest.approx(0.2 - 0.8)
+    assert trade.loc["randomization", "holds"] == "yes"
+    rows[1]["skill_score"] = 2.0    # lrp.epsilon now beats the sensitivity methods on randomization
+    assert figures.tradeoff(_frame(rows)).set_index("category").loc["randomization", "holds"] == "no"
+
+
+def test_the_groundtruth_ranking_is_the_spearman_of_metric_and_truth(tmp_path):
+    truth = pd.DataFrame({"method": ["a", "b", "c", "d"], "backend": "native", "model": "trained",
+                          "reference": "ground_truth", "mean_pearson": [0.9, 0.5, 0.1, -0.2]})
+    truth.to_csv(tmp_path / "correlations.csv", index=False)
+    rows = []
+    for method, faithful, inverse in (("a", 4.0, 0.1), ("b", 3.0, 0.2), ("c", 2.0, 0.3), ("d", 1.0, 0.4)):
+        rows.append({"case": "groundtruth", "method": method, "backend": "native", "metric": "up",
+                     "category": "faithfulness", "value": faithful, "higher_is_better": True})
+        rows.append({"case": "groundtruth", "method": method, "backend": "native", "metric": "down",
+                     "category": "faithfulness", "value": inverse, "higher_is_better": False})
+        rows.append({"case": "groundtruth", "method": method, "backend": "native", "metric": "flip",
+                     "category": "faithfulness", "value": -faithful, "higher_is_better": True})
+    ranking = figures.groundtruth_ranking(_frame(rows), tmp_path / "correlations.csv").set_index("metric")
+    assert ranking.loc["up", "spearman_with_truth"] == pytest.approx(1.0)
+    assert ranking.loc["down", "spearman_with_truth"] == pytest.approx(1.0)   # lower is better: oriented
+    assert ranking.loc["flip", "spearman_with_truth"] == pytest.approx(-1.0)
+    assert ranking.loc["up", "best_by_metric"] == "a/native"
+
+
+def test_summary_writes_the_tables_the_markdown_and_a_figure_per_case(enso, tmp_path):
+    scoring.score_case(enso / "explanations", enso / "model", tmp_path / "enso.csv", metrics=CHEAP)
+    written = figures.summary([tmp_path / "enso.csv"], tmp_path / "out")
+    names = {path.name for path in written}
+    assert {"scores.csv", "skills.csv", "tradeoff.csv", "summary.md", "enso.png"} <= names
+    text = (tmp_path / "out" / "summary.md").read_text()
+    assert "## enso" in text and "trade-off" in text
+    assert (tmp_path / "out" / "enso.png").stat().st_size > 1000
+
+
+def test_validate_metrics_adds_skill_scores_and_metrics_csv_without_touching_the_model(tmp_path):
+    from xaibench.studies.validate.checks import validate
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = np.random.default_rng(0).normal(size=(4, 3, 4))
+    report = validate(model, inputs=x, methods=["lrp.epsilon", "gradient"], backends=[],
+                      metrics=["sparseness", "average_sensitivity", "mprt_cascading", "top_k_intersection"],
+                      out=tmp_path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    rows = {(row["method"], row["metric"]): row for row in report.metrics}
+    assert len(rows) == 2 * 4
+    assert math.isfinite(rows[("lrp.epsilon", "sparseness")]["skill_score"])
+    assert math.isfinite(rows[("gradient", "mprt_cascading")]["value"])
+    assert math.isnan(rows[("gradient", "top_k_intersection")]["value"])       # no region in a user's file
+    assert "mask" in rows[("gradient", "top_k_intersection")]["note"]
+    assert (tmp_path / "metrics.csv").exists()
+    assert "evaluation metrics: skill score" in report.table()
+    # measurements, not verdicts: the checks and the exit status are those of a run without --metrics
+    plain = validate(model, inputs=x, methods=["lrp.epsilon", "gradient"], backends=[])
+    assert [(c.check, c.status) for c in plain.checks] == [(c.check, c.status) for c in report.checks]
+    assert plain.exit_code == report.exit_code
+
+
+def test_validate_refuses_an_unknown_metric_before_any_work():
+    from xaibench.errors import InputError
+    from xaibench.studies.validate.checks import validate
+
+    with pytest.raises(InputError, match="flatness"):
+        validate(nn.Linear(3, 2), inputs=np.zeros((2, 3)), metrics=["flatness"])
