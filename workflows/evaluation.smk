@@ -6,20 +6,7 @@
 # truth, a figure per case, and the agreement and timing of ours against Quantus.
 # All inputs are synthetic data of the papers' setups (README, "Data").
 
-import os
-
-EVALUATION = config["evaluation"]
-EVALUATED_CASES = [model for model in EVALUATION["cases"] if model in MODELS]
-
-
-def _evaluation_options(case):
-    """The command-line options every scoring job shares."""
-    options = (f"--samples {EVALUATION['samples']} --seed {EVALUATION['seed']} "
-               f"--backends {','.join(EVALUATION['backends'])} "
-               f"--explain-backends {','.join(EVALUATION['explain_backends'])}")
-    if case in EVALUATION["quantus"]["cases"]:
-        options += " --quantus"
-    return options
+include: "evaluation_helpers.smk"
 
 
 rule evaluate_case:
@@ -61,13 +48,6 @@ rule evaluate_groundtruth:
     shell:
         "xaibench evaluation groundtruth --relevance {input.relevance} --model {params.model_dir} "
         "--mask-fraction {params.mask_fraction} --out {output} {params.options} > {log} 2>&1"
-
-
-def _scored():
-    files = expand("results/evaluation/cases/{model}.csv", model=EVALUATED_CASES)
-    if "groundtruth" in EVALUATION["cases"]:
-        files.append("results/evaluation/cases/groundtruth.csv")
-    return files
 
 
 rule evaluation_summary:
@@ -122,8 +102,3 @@ rule evaluation_quantus:
     shell:
         "xaibench evaluation quantus {params.cases} {params.groundtruth} --samples {params.samples} "
         "--seed {params.seed} --out {params.out} > {log} 2>&1"
-
-
-def evaluation_outputs():
-    """The targets the evaluation adds to the reproduction."""
-    return [rules.evaluation_summary.output.scores, rules.evaluation_quantus.output.table]

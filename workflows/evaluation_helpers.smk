@@ -1,0 +1,29 @@
+# Helpers of workflows/evaluation.smk (snakemake --lint wants functions apart from rules).
+
+import os
+
+EVALUATION = config["evaluation"]
+EVALUATED_CASES = [model for model in EVALUATION["cases"] if model in MODELS]
+
+
+def _evaluation_options(case):
+    """The command-line options every scoring job shares."""
+    options = (f"--samples {EVALUATION['samples']} --seed {EVALUATION['seed']} "
+               f"--backends {','.join(EVALUATION['backends'])} "
+               f"--explain-backends {','.join(EVALUATION['explain_backends'])}")
+    if case in EVALUATION["quantus"]["cases"]:
+        options += " --quantus"
+    return options
+
+
+def _scored():
+    """The per-case score tables the summary concatenates (the ground truth last, when scored)."""
+    files = expand("results/evaluation/cases/{model}.csv", model=EVALUATED_CASES)
+    if "groundtruth" in EVALUATION["cases"]:
+        files.append("results/evaluation/cases/groundtruth.csv")
+    return files
+
+
+def evaluation_outputs():
+    """The targets the evaluation adds to the reproduction."""
+    return [rules.evaluation_summary.output.scores, rules.evaluation_quantus.output.table]
