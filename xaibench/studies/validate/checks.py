@@ -85,14 +85,14 @@ from torch import nn
 from xaibench import targets as targets_module
 from xaibench.backends import table as method_table
 from xaibench.errors import InputError, OneInputOnlyError
-from xaibench.metrics import agreement_per_sample, spearman_per_sample
+from xaibench.metrics import agreement_per_sample, randomization, spearman_per_sample
+from xaibench.metrics.randomization import randomized_copy
 from xaibench.studies import sweep
 from xaibench.studies.sweep import one_line
 from xaibench.studies.validate.inputs import (
     apply_weights,
     build_model,
     choose_dtype,
-    first_rows,
     fit_input_set,
     fit_inputs,
     forward,
@@ -430,53 +430,11 @@ def _absorbed(explanation):
 
 
 def parameterized_layers(model: nn.Module, x, output=None) -> list[str]:
-    """Paths of the modules that own parameters, in the order of their last call in a forward
-    pass (the last one is the top layer), found with hooks on a copy of the model. x: a tensor
-    or a tuple of them. output: for a model with several outputs, the one explained; only the
-    layers it depends on (whose parameters get a gradient from it) are listed, since
-    re-initializing another output's head cannot change its relevance."""
-    probe = copy.deepcopy(model).eval()
-    calls = []
-    handles = [module.register_forward_hook(lambda m, i, o, name=name: calls.append(name))
-               for name, module in probe.named_modules()
-               if name and any(True for _ in module.parameters(recurse=False))]
-    try:
-        if output is None:
-            with torch.no_grad():
-                forward(probe, first_rows(x, 1))
-        else:
-            for parameter in probe.parameters():
-                parameter.requires_grad_(True)
-                parameter.grad = None
-            with torch.enable_grad():
-                chosen = resolve_output(forward(probe, first_rows(x, 1)), output)[0]
-                chosen.sum().backward()
-    finally:
-        for handle in handles:
-            handle.remove()
-    last = {name: index for index, name in enumerate(calls)}
-    if output is not None:
-        last = {name: index for name, index in last.items()
-                if any(p.grad is not None for p in probe.get_submodule(name).parameters(recurse=False))}
-    return sorted(last, key=last.get)
-
-
-def randomized_copy(model: nn.Module, layers: list[str], seed: int) -> nn.Module:
-    """A deep copy with the given layers re-initialized; layers[i] gets seed + i, so the top
-    layer is re-initialized the same way at every level of the cascade. The global random state
-    is left as it was."""
-    randomized = copy.deepcopy(model)
-    for index, path in enumerate(layers):
-        module = randomized.get_submodule(path)
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed + index)
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-            else:  # a custom module: normal values at the scale of its current weights
-                for parameter in module.parameters(recurse=False):
-                    scale = float(parameter.std()) if parameter.numel() > 1 else float(parameter.abs().mean())
-                    parameter.normal_(0.0, scale or 1.0)
-    return randomized
+    """Paths of the modules that own parameters, in the order of their last call (the last is the
+    top layer; xaibench.metrics.randomization.parameterized_layers). output: for a model with
+    several outputs, the one explained; only the layers it depends on are listed."""
+    select = None if output is None else (lambda result: resolve_output(result, output)[0])
+    return randomization.parameterized_layers(model, x, select)
 
 
 def _backend_methods(backend: str):
