@@ -177,3 +177,23 @@ def test_registered_entries():
     for metric in names.values():
         assert metric.category == "randomization" and metric.needs == ("explain",)
         assert not metric.higher_is_better and metric.optimum == 0.0 and metric.source
+
+
+def test_mprt_over_the_union_support_ignores_the_zeros_both_maps_share():
+    """A map non-zero on 10 of 1000 features (a small receptive field): maps that disagree completely
+    inside those 10 features have Spearman near 1 over all features (990 tied zeros agree) but -1
+    over the union of their supports, the features where either is non-zero."""
+    from xaibench.metrics.randomization import _compare
+
+    original = torch.zeros(1, 1000, dtype=torch.float64)
+    other = torch.zeros(1, 1000, dtype=torch.float64)
+    original[0, :10] = torch.arange(1.0, 11.0)
+    other[0, :10] = torch.arange(10.0, 0.0, -1.0)
+    assert float(_compare(original, other, "spearman", absolute=True, support="all")) > 0.99
+    assert float(_compare(original, other, "spearman", absolute=True, support="union")) == pytest.approx(-1.0)
+    # maps without zeros: the two supports are the same
+    dense, shuffled = original + 1.0, other + 1.0
+    assert torch.allclose(_compare(dense, shuffled, "spearman", True, "all"),
+                          _compare(dense, shuffled, "spearman", True, "union"))
+    with pytest.raises(ValueError, match="support"):
+        _compare(original, other, "spearman", True, "some")

@@ -59,7 +59,7 @@ def relative_difference(ours, theirs):
 @pytest.mark.parametrize("name", sorted(set(Q.QUANTUS) - {"sparseness"}))
 def test_agreement_on_a_float64_dense_network(name):
     case = dense_setting()
-    options = FAST.get(name, {})
+    options = {**FAST.get(name, {}), **Q.QUANTUS_FORM.get(name, {})}
     ours = REGISTRY[name](case, **options).numpy()
     assert relative_difference(ours, Q.QUANTUS[name](case, **options)) < 1e-6
 
@@ -76,7 +76,7 @@ def test_sparseness_agrees_on_maps_of_unit_scale():
                                   "mprt_cascading", "mprt_independent", "random_logit"])
 def test_agreement_on_a_float32_cnn_with_a_dense_output(name):
     case = cnn_setting()
-    options = FAST.get(name, {})
+    options = {**FAST.get(name, {}), **Q.QUANTUS_FORM.get(name, {})}
     assert relative_difference(REGISTRY[name](case, **options), Q.QUANTUS[name](case, **options)) < 1e-5
 
 
@@ -84,7 +84,8 @@ def test_agreement_on_a_float32_cnn_with_a_dense_output(name):
 @pytest.mark.parametrize("similarity", ["pearson", "ssim"])
 def test_mprt_per_layer_and_other_similarities_agree(order, similarity):
     case = dense_setting(seed=11)
-    names, ours = randomization.model_parameter_randomization(case, order=order, similarity=similarity)
+    names, ours = randomization.model_parameter_randomization(case, order=order, similarity=similarity,
+                                                              support="all")
     theirs = Q.quantus_mprt_layers(case, order=order, similarity=similarity)
     assert set(theirs) == set(names)
     for name, row in zip(names, ours):

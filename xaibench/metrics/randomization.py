@@ -15,6 +15,13 @@ A layer is a module that owns parameters, found and ordered by its last call in 
 reset_parameters() on a deep copy under torch.manual_seed(seed + 1), the seed Quantus's MPRT uses for
 every layer, so that its randomized weights equal Quantus's. The user's model and the global random
 state stay as they were. Definitions and defaults: docs/metrics/randomization.md.
+
+The MPRT similarity is taken, by default, over the features where either map is non-zero
+(support="union"): a network with a small receptive field (the radar CNNs: 1.3 % of the 64 x 64 x
+4 inputs for one output pixel) gives exact zeros elsewhere in every map, randomized or not, and
+Spearman over all features then reads those tied zeros as agreement: 0.9999 whatever the weights
+inside the receptive field do. support="all" is Adebayo et al.'s and Quantus's form (the one
+compared with Quantus). The two are the same for maps without exact zeros.
 """
 
 from __future__ import annotations
@@ -93,10 +100,28 @@ def similarity(a: torch.Tensor, b: torch.Tensor, kind: str = "spearman") -> torc
     return _ssim_rows(a, b)
 
 
-def _compare(original: torch.Tensor, other: torch.Tensor, kind: str, absolute: bool) -> torch.Tensor:
+SUPPORTS = ("union", "all")
+
+
+def _compare(original: torch.Tensor, other: torch.Tensor, kind: str, absolute: bool,
+             support: str = "all") -> torch.Tensor:
+    """similarity(original, other) per sample; support "union": over the features where either map
+    is non-zero only (module docstring: why), "all": over every feature (Adebayo et al., Quantus)."""
+    if support not in SUPPORTS:
+        raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
     if absolute:
         original, other = original.abs(), other.abs()
-    return similarity(original, other, kind)
+    if support == "all":
+        return similarity(original, other, kind)
+    a, b = _rows(original), _rows(other)
+    values = []
+    for row_a, row_b in zip(a, b):
+        kept = (row_a != 0) | (row_b != 0)
+        if int(kept.sum()) < 2:   # nothing, or one feature, to correlate
+            values.append(torch.tensor([float("nan")], dtype=torch.float64))
+            continue
+        values.append(similarity(row_a[kept][None], row_b[kept][None], kind))
+    return torch.cat(values)
 
 
 def parameterized_layers(model: nn.Module, x, select: Callable | None = None) -> list[str]:
@@ -168,7 +193,7 @@ def _randomized_models(model, x: torch.Tensor, order: str, seed: int):
 
 
 def model_parameter_randomization(setting: Setting, *, order: str = "cascading", similarity: str = "spearman",
-                                  absolute: bool = True) -> tuple[list[str], torch.Tensor]:
+                                  absolute: bool = True, support: str = "union") -> tuple[list[str], torch.Tensor]:
     """(layer names from the output side, [L, B] float64): the similarity of setting.relevance with
     the map explain() gives for each randomized model (Adebayo et al. 2018). order "cascading":
     step l has the top l + 1 layers re-initialized; "independent": only layer l. absolute compares
@@ -182,7 +207,7 @@ def model_parameter_randomization(setting: Setting, *, order: str = "cascading",
     for name, randomized in _randomized_models(setting.model, setting.x, order, setting.seed):
         maps = explain_in_chunks(setting.explain, randomized, setting.x, setting.target, setting.batch_size)
         names.append(name)
-        rows.append(_compare(setting.relevance, maps, similarity, absolute))
+        rows.append(_compare(setting.relevance, maps, similarity, absolute, support))
     return names, torch.stack(rows)
 
 
@@ -194,20 +219,20 @@ def _aggregate(per_layer: torch.Tensor, aggregate: str) -> torch.Tensor:
     raise ValueError(f"aggregate must be 'mean' or 'last', got {aggregate!r}")
 
 
-def mprt_cascading(setting: Setting, *, similarity: str = "spearman", absolute: bool = True,
+def mprt_cascading(setting: Setting, *, similarity: str = "spearman", absolute: bool = True, support: str = "union",
                    aggregate: str = "mean") -> torch.Tensor:
     """[B] float64: cascading MPRT's similarity averaged over the randomized layers (Bommer et al.
     2024), or that of the fully randomized model (aggregate="last")."""
     _, per_layer = model_parameter_randomization(setting, order="cascading", similarity=similarity,
-                                                 absolute=absolute)
+                                                 absolute=absolute, support=support)
     return _aggregate(per_layer, aggregate)
 
 
-def mprt_independent(setting: Setting, *, similarity: str = "spearman", absolute: bool = True,
+def mprt_independent(setting: Setting, *, similarity: str = "spearman", absolute: bool = True, support: str = "union",
                      aggregate: str = "mean") -> torch.Tensor:
     """[B] float64: independent MPRT's similarity averaged over the layers (each randomized alone)."""
     _, per_layer = model_parameter_randomization(setting, order="independent", similarity=similarity,
-                                                 absolute=absolute)
+                                                 absolute=absolute, support=support)
     return _aggregate(per_layer, aggregate)
 
 
@@ -231,7 +256,7 @@ def other_outputs(target: torch.Tensor, num_outputs: int, seed: int) -> torch.Te
 
 
 def random_logit(setting: Setting, *, similarity: str = "ssim", absolute: bool = False,
-                 num_outputs: int | None = None) -> torch.Tensor:
+                 num_outputs: int | None = None, support: str = "all") -> torch.Tensor:
     """[B] float64: the similarity of setting.relevance with the map of another output chosen at
     random (Sixt et al. 2020): a class-sensitive map differs, so lower is better. num_outputs: how
     many outputs to draw from (default: the model's output size per sample, e.g. every pixel of a
@@ -243,7 +268,7 @@ def random_logit(setting: Setting, *, similarity: str = "ssim", absolute: bool =
         num_outputs = output_count(setting.model, setting.x)
     other = other_outputs(setting.target, int(num_outputs), setting.seed).to(setting.target.device)
     maps = explain_in_chunks(setting.explain, setting.model, setting.x, other, setting.batch_size)
-    return _compare(setting.relevance, maps, similarity, absolute)
+    return _compare(setting.relevance, maps, similarity, absolute, support)
 
 
 SOURCE_MPRT = ("Adebayo, Gilmer, Muelly, Goodfellow, Hardt, Kim (2018), Sanity checks for saliency maps, "

@@ -39,6 +39,14 @@ def quantus_functions() -> dict[str, Callable]:
     return {**quantus_faithfulness.QUANTUS, **quantus_others.QUANTUS}
 
 
+def quantus_form() -> dict[str, dict]:
+    """{metric: options} under which our metric computes Quantus's definition, where our default
+    differs (MPRT: every feature instead of the maps' union support)."""
+    from xaibench.studies.evaluation import quantus_others
+
+    return dict(quantus_others.QUANTUS_FORM)
+
+
 def _best_time(function, repeats: int):
     best, result = math.inf, None
     for _ in range(repeats):
@@ -53,6 +61,7 @@ def compare_setting(case: str, setting: E.Setting, repeats: int = 3, names: Iter
     """Rows of COLUMNS for every metric Quantus has, on one Setting."""
     registry = E.metrics()
     functions = quantus_functions()
+    form = quantus_form()
     rows = []
     for name in (names or functions):
         metric = registry[name]
@@ -62,7 +71,9 @@ def compare_setting(case: str, setting: E.Setting, repeats: int = 3, names: Iter
             row["note"] = f"needs {'+'.join(metric.needs)}"
             rows.append(row)
             continue
-        ours_seconds, ours = _best_time(lambda metric=metric: metric(setting).numpy(), repeats)
+        options = form.get(name, {})
+        ours_seconds, ours = _best_time(lambda metric=metric, options=options: metric(setting, **options).numpy(),
+                                        repeats)
         try:
             quantus_seconds, theirs = _best_time(lambda name=name: np.asarray(functions[name](setting), float),
                                                  repeats)
@@ -82,7 +93,9 @@ def compare_setting(case: str, setting: E.Setting, repeats: int = 3, names: Iter
                    agrees=(same_nan and (worst <= TOLERANCE)) if metric.deterministic else "",
                    ours_seconds=ours_seconds, quantus_seconds=quantus_seconds,
                    quantus_over_ours=quantus_seconds / ours_seconds if ours_seconds > 0 else math.nan,
-                   note="" if same_nan else "NaN in different samples")
+                   note="; ".join(part for part in (
+                       "" if not options else "ours with " + ", ".join(f"{k}={v!r}" for k, v in options.items()),
+                       "" if same_nan else "NaN in different samples") if part))
         rows.append(row)
         if log:
             log(f"  {case:12s} {name:28s} max rel diff {worst:.2e}  ours {ours_seconds:.3f} s  "

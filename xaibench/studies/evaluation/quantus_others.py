@@ -171,13 +171,20 @@ def _quantus_mprt(setting: E.Setting, order: str, similarity: str, absolute: boo
     raise ValueError(f"aggregate must be 'mean' or 'last', got {aggregate!r}")
 
 
+def _only_all_features(support: str) -> None:
+    if support != "all":
+        raise ValueError(f"Quantus's MPRT correlates over every feature (support='all'), not support={support!r}")
+
+
 def quantus_mprt_cascading(setting: E.Setting, similarity: str = "spearman", absolute: bool = True,
-                           aggregate: str = "mean") -> np.ndarray:
+                           aggregate: str = "mean", support: str = "all") -> np.ndarray:
+    _only_all_features(support)
     return _quantus_mprt(setting, "cascading", similarity, absolute, aggregate)
 
 
 def quantus_mprt_independent(setting: E.Setting, similarity: str = "spearman", absolute: bool = True,
-                             aggregate: str = "mean") -> np.ndarray:
+                             aggregate: str = "mean", support: str = "all") -> np.ndarray:
+    _only_all_features(support)
     return _quantus_mprt(setting, "independent", similarity, absolute, aggregate)
 
 
@@ -253,6 +260,10 @@ def quantus_relevance_mass_accuracy(setting: E.Setting, relevance: str = "positi
     metric = quantus.RelevanceMassAccuracy(abs=False, normalise=False, disable_warnings=True)
     return _localization_run(metric, setting, relevance)
 
+
+#: the options under which our metric computes Quantus's definition, where our default differs:
+#: MPRT correlates over the union of the maps' supports by default (xaibench.metrics.randomization)
+QUANTUS_FORM = {"mprt_cascading": {"support": "all"}, "mprt_independent": {"support": "all"}}
 
 QUANTUS: dict[str, Callable[..., np.ndarray]] = {
     "average_sensitivity": quantus_average_sensitivity,
