@@ -185,3 +185,43 @@ def test_validate_refuses_an_unknown_metric_before_any_work():
 
     with pytest.raises(InputError, match="flatness"):
         validate(nn.Linear(3, 2), inputs=np.zeros((2, 3)), metrics=["flatness"])
+
+
+def test_the_quantus_table_agrees_on_every_metric_or_names_the_known_difference(tmp_path):
+    """quantus_check.compare on a float64 dense network: each metric Quantus has either agrees to
+    1e-6 (randomized ones too: the draws are replayed) or is one of the KNOWN_DIFFERENCES, with
+    the reason in the note; quantus.csv and quantus.md are written with both times."""
+    pytest.importorskip("quantus")
+    from xaibench.studies.evaluation import quantus_check
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(24, 8), nn.ReLU(), nn.Linear(8, 3)).double().eval()
+    x = torch.randn(4, 2, 12, dtype=torch.float64)
+    target = torch.tensor([0, 1, 2, 1])
+
+    def explain(model_, x_, target_):
+        import xaibench
+
+        return xaibench.explain(model_, x_, "input_x_gradient", target=target_).relevance
+
+    mask = torch.zeros(2, 12, dtype=torch.bool)
+    mask[0, :5] = True
+    options = {"faithfulness_correlation": {"runs": 10, "subset_size": 4},
+               "monotonicity_correlation": {"nr_samples": 3, "features_in_step": 4},
+               "non_sensitivity": {"nr_samples": 1, "features_in_step": 4},
+               "average_sensitivity": {"samples": 4}, "max_sensitivity": {"samples": 4},
+               "local_lipschitz_estimate": {"samples": 4}, "pixel_flipping_aopc": {"features_in_step": 4},
+               "region_perturbation_aopc": {"patch_size": 2}, "road": {"noise": 0.0}}
+    setting = E.Setting(model, x, target, explain(model, x, target), explain, mask=mask, seed=1, options=options)
+    table = quantus_check.compare(tmp_path, {"dense": setting}, repeats=1)
+    assert set(table["metric"]) == set(quantus_check.quantus_functions())
+    for row in table.itertuples(index=False):
+        if row.agrees is True:
+            assert row.max_relative_difference <= quantus_check.TOLERANCE, row
+        else:
+            assert row.agrees == "known difference", row
+            assert quantus_check.KNOWN_DIFFERENCES[row.metric] in row.note
+    assert (table["agrees"] == True).sum() >= 12  # noqa: E712
+    assert table["ours_seconds"].notna().all() and table["quantus_seconds"].notna().all()
+    text = (tmp_path / "quantus.md").read_text()
+    assert "Quantus 0.6.0" in text and "| dense | sparseness |" in text

@@ -98,7 +98,8 @@ rule evaluation_quantus:
         out=subpath(output.table, parent=True),
         samples=EVALUATION["quantus"]["samples"],
         seed=EVALUATION["seed"],
+        options=evaluation_metric_options(),
     threads: 1   # the timings are at one torch thread
     shell:
         "xaibench evaluation quantus {params.cases} {params.groundtruth} --samples {params.samples} "
-        "--seed {params.seed} --out {params.out} > {log} 2>&1"
+        "--seed {params.seed} {params.options} --out {params.out} > {log} 2>&1"

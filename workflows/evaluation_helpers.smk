@@ -8,12 +8,20 @@ EVALUATED_CASES = [model for model in EVALUATION["cases"] if model in MODELS]
 
 def _evaluation_options(case):
     """The command-line options every scoring job shares."""
-    options = (f"--samples {EVALUATION['samples']} --seed {EVALUATION['seed']} "
+    options = (f"--samples {EVALUATION['cases'][case]} --seed {EVALUATION['seed']} "
                f"--backends {','.join(EVALUATION['backends'])} "
                f"--explain-backends {','.join(EVALUATION['explain_backends'])}")
+    options += " " + evaluation_metric_options()
     if case in EVALUATION["quantus"]["cases"]:
         options += " --quantus"
     return options
+
+
+def evaluation_metric_options():
+    """--options '<JSON>' of evaluation.options, or "" when it is empty."""
+    if not EVALUATION["options"]:
+        return ""
+    return f"--options '{json.dumps(EVALUATION['options'], sort_keys=True)}'"
 
 
 def _scored():

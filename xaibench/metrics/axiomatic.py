@@ -49,12 +49,13 @@ def non_sensitivity(model: nn.Module, x: torch.Tensor, target: torch.Tensor, rel
                     perturbation: str = "uniform", nr_samples: int = 4, uniform_low: float = 0.0,
                     uniform_high: float = 1.0, baseline=None, features_in_step: int | None = 1,
                     attribution_eps: float = 1e-5, output_eps: float = 1e-5, fraction: bool = True, seed: int = 0,
-                    batch_size: int = 256) -> torch.Tensor:
+                    batch_size: int = 256, groups: int = 1024) -> torch.Tensor:
     """[B] float64: the number (fraction=False) or the fraction of feature groups where "zero
     attribution" and "no effect on the output" disagree: |A0 symmetric-difference F0|, the paper's
     non-sensitivity (Nguyen & Martinez 2020). Lower is better, 0 the optimum.
 
-    Groups: features_in_step consecutive features (input order; 1 = per feature, the paper).
+    Groups: features_in_step consecutive features (input order; 1 = per feature, the paper);
+    features_in_step=None: ceil(features / groups), at most `groups` groups (the registry's cost cap).
     A0: groups whose every |R_i| < attribution_eps * max |R| (relative to the map's largest value).
     F0: groups whose perturbation changes the output by less than output_eps (absolute) in every
     one of nr_samples draws. perturbation "uniform": each feature of the group independently
@@ -65,7 +66,8 @@ def non_sensitivity(model: nn.Module, x: torch.Tensor, target: torch.Tensor, rel
     if perturbation not in ("uniform", "baseline"):
         raise ValueError(f"perturbation must be 'uniform' or 'baseline', got {perturbation!r}")
     n_samples, n_features = x.shape[0], x[0].numel()
-    features_in_step = math.ceil(n_features / 1024) if features_in_step is None else features_in_step
+    if features_in_step is None:
+        features_in_step = math.ceil(n_features / positive_int(groups, "groups"))
     features_in_step = positive_int(features_in_step, "features_in_step", n_features)
     draws = 1 if perturbation == "baseline" else positive_int(nr_samples, "nr_samples")
     n_groups = math.ceil(n_features / features_in_step)

@@ -55,6 +55,8 @@ def add_commands(commands) -> dict:
     quantus.add_argument("--samples", type=positive_int, default=8)
     quantus.add_argument("--seed", type=non_negative_int, default=0)
     quantus.add_argument("--repeats", type=positive_int, default=3, help="timings: the best of this many")
+    quantus.add_argument("--options", type=json_object, default=None, metavar="JSON",
+                         help='per-metric options over the defaults, for both: {"metric": {"option": value}}')
     actions.add_parser("metrics", help="list the metrics with category, direction, optimum and source")
     return {"evaluation": _command}
 
@@ -90,6 +92,8 @@ def _command(args) -> int:
         if args.groundtruth:
             settings["groundtruth"] = groundtruth_setting(*args.groundtruth, args.method, samples=args.samples,
                                                           seed=args.seed)
+        for setting in settings.values():
+            setting.options = dict(args.options or {})
         table = compare(args.out, settings, repeats=args.repeats, log=say)
         say(table.to_string(index=False))
         return 0

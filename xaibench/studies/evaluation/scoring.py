@@ -77,16 +77,10 @@ def backend_explain(method: str, backend: str, options: dict, dtype: torch.dtype
 
 
 def _quantus_functions() -> dict[str, Callable]:
-    """{metric name: Quantus's version} (xaibench.studies.evaluation.quantus_*), or {} without Quantus."""
-    functions = {}
-    for name in ("quantus_faithfulness", "quantus_others"):
-        try:
-            module = __import__(f"xaibench.studies.evaluation.{name}", fromlist=["QUANTUS"])
-        except ImportError as error:   # quantus not installed: the column stays empty, with the reason
-            logger.warning("Quantus comparison unavailable: %s", error)
-            return {}
-        functions.update(module.QUANTUS)
-    return functions
+    """{metric name: Quantus's version} (xaibench.studies.evaluation.quantus_*)."""
+    from xaibench.studies.evaluation.quantus_check import quantus_functions
+
+    return quantus_functions()
 
 
 def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: torch.Tensor | None = None,
@@ -131,15 +125,20 @@ def _quantus(function, setting: E.Setting, metric: E.Metric, asked: bool) -> dic
     """{quantus_value, quantus_seconds} and, when Quantus fails, why (quantus_note)."""
     if not asked or function is None or not metric.available(setting):
         return {"quantus_value": math.nan, "quantus_seconds": math.nan}
+    from xaibench.studies.evaluation.quantus_check import quantus_form, quantus_options
+
     start = time.perf_counter()
     try:
-        values = np.asarray(function(setting), dtype=np.float64)
+        values = np.asarray(function(setting, **quantus_options(metric.name, setting)), dtype=np.float64)
     except Exception as error:   # Quantus's own limits (input layouts it cannot take) are a note, not an end
         return {"quantus_value": math.nan, "quantus_seconds": math.nan,
                 "quantus_note": f"Quantus failed: {sweep.one_line(error, 200)}"}
     finite = values[np.isfinite(values)]
+    form = quantus_form().get(metric.name, {})
     return {"quantus_value": float(finite.mean()) if finite.size else math.nan,
-            "quantus_seconds": time.perf_counter() - start}
+            "quantus_seconds": time.perf_counter() - start,
+            "quantus_note": ("Quantus's value is its own form: " + ", ".join(f"{k}={v!r}" for k, v in form.items()))
+            if form else ""}
 
 
 # --- the reference cases ----------------------------------------------------------------------------
