@@ -95,3 +95,32 @@ def test_a_model_on_cuda_with_a_cpu_input_is_named():
     model = nn.Sequential(nn.Linear(4, 3)).cuda()
     with pytest.raises(xaibench.InputError, match="model is on cuda"):
         xaibench.explain(model, torch.randn(2, 4), "lrp.epsilon")
+
+
+def test_every_evaluation_metric_gives_the_same_value_on_cuda_as_on_cpu():
+    """The evaluation metrics follow the model's and the input's device (float64: 1e-8 relative)."""
+    pytest.importorskip("scipy")
+    from xaibench.metrics import evaluation as E
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 3)).double()
+    x = torch.randn(3, 2, 8, 8, dtype=torch.float64)
+    target = torch.tensor([0, 2, 1])
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 2:5, 2:5] = True
+
+    def explain(model_, x_, target_):
+        return xaibench.explain(model_, x_, "lrp.epsilon", target=target_).relevance
+
+    options = {"monotonicity_correlation": {"nr_samples": 3}, "non_sensitivity": {"nr_samples": 1, "groups": 16},
+               "average_sensitivity": {"samples": 4}, "max_sensitivity": {"samples": 4},
+               "local_lipschitz_estimate": {"samples": 4}}
+    values = {}
+    for device in ("cpu", "cuda"):
+        moved = model.to(device)
+        setting = E.Setting(moved, x.to(device), target.to(device), explain(moved, x.to(device), target.to(device)),
+                            explain, mask=mask.to(device), options=options)
+        values[device] = {name: metric(setting) for name, metric in E.metrics().items()}
+        assert all(value.device.type == "cpu" for value in values[device].values())
+    for name in values["cpu"]:
+        assert torch.allclose(values["cpu"][name], values["cuda"][name], rtol=1e-8, atol=1e-12, equal_nan=True), name
