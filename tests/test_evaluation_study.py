@@ -225,3 +225,28 @@ def test_the_quantus_table_agrees_on_every_metric_or_names_the_known_difference(
     assert table["ours_seconds"].notna().all() and table["quantus_seconds"].notna().all()
     text = (tmp_path / "quantus.md").read_text()
     assert "Quantus 0.6.0" in text and "| dense | sparseness |" in text
+
+
+def test_a_method_that_refuses_the_perturbed_input_is_a_nan_with_its_reason_and_a_bug_still_raises():
+    """z^B refuses inputs outside its bounds, which robustness's noise produces: that metric is NaN
+    with the reason; an unexpected error of the explain function is not swallowed."""
+    from xaibench.errors import InputError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 2)).double().eval()
+    x = torch.rand(3, 6, dtype=torch.float64)
+    target = torch.zeros(3, dtype=torch.long)
+
+    def refusing(model_, x_, target_):
+        raise InputError("the input lies outside the z^B bounds low <= x <= high")
+
+    setting = E.Setting(model, x, target, x.clone(), refusing, options={"average_sensitivity": {"samples": 2}})
+    (score,) = E.evaluate(setting, ["average_sensitivity"])
+    assert math.isnan(score.value) and "z^B bounds" in score.note
+    assert math.isfinite(score.random_value)    # the random reference does not call the method
+
+    def broken(model_, x_, target_):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        E.evaluate(setting.with_relevance(x.clone(), broken), ["average_sensitivity"])

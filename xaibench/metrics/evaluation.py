@@ -173,8 +173,9 @@ def skill_score(value: float, random_value: float, optimum: float) -> float:
 
 
 # --- scoring one map with every metric -------------------------------------------------------------
-#: errors of a backend that cannot re-explain here (not a wrong map): the value is NaN with the reason
-CANNOT_EXPLAIN = ("BackendUnavailableError", "ExportError", "UnsupportedLayerError")
+#: errors of a backend that cannot re-explain here (not a wrong map): the value is NaN with the reason.
+#: InputError: the method refuses the perturbed input (z^B bounds exceeded by robustness's noise)
+CANNOT_EXPLAIN = ("BackendUnavailableError", "ExportError", "UnsupportedLayerError", "InputError")
 
 
 @dataclass
