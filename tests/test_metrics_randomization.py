@@ -197,3 +197,18 @@ def test_mprt_over_the_union_support_ignores_the_zeros_both_maps_share():
                           _compare(dense, shuffled, "spearman", True, "union"))
     with pytest.raises(ValueError, match="support"):
         _compare(original, other, "spearman", True, "some")
+
+
+def test_random_logit_over_the_union_support_sees_maps_of_distant_pixels_differ():
+    """A 3x3 convolution's map of one output pixel is non-zero on 9 inputs: the maps of two distant
+    pixels share no support. Over all 1024 features their SSIM is near 1 (the zeros agree); over
+    the union of their supports it is not."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1)).double().eval()
+    x = torch.randn(2, 1, 32, 32, dtype=torch.float64)
+    case = E.Setting(model, x, torch.tensor([33, 990]), gradient(model, x, torch.tensor([33, 990])), explain=gradient,
+                     seed=0)
+    everywhere = Z.random_logit(case, support="all")
+    on_support = Z.random_logit(case)
+    assert bool((everywhere > 0.9).all())
+    assert bool((on_support < 0.5).all())

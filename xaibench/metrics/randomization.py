@@ -16,12 +16,13 @@ reset_parameters() on a deep copy under torch.manual_seed(seed + 1), the seed Qu
 every layer, so that its randomized weights equal Quantus's. The user's model and the global random
 state stay as they were. Definitions and defaults: docs/metrics/randomization.md.
 
-The MPRT similarity is taken, by default, over the features where either map is non-zero
+The MPRT and random-logit similarities are taken, by default, over the features where either map is non-zero
 (support="union"): a network with a small receptive field (the radar CNNs: 1.3 % of the 64 x 64 x
 4 inputs for one output pixel) gives exact zeros elsewhere in every map, randomized or not, and
 Spearman over all features then reads those tied zeros as agreement: 0.9999 whatever the weights
-inside the receptive field do. support="all" is Adebayo et al.'s and Quantus's form (the one
-compared with Quantus). The two are the same for maps without exact zeros.
+inside the receptive field do; SSIM of the maps of two different radar pixels gave 0.98 for the
+same reason. support="all" is Adebayo et al.'s, Sixt et al.'s and Quantus's form (the one compared
+with Quantus). The two are the same for maps without exact zeros.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ def other_outputs(target: torch.Tensor, num_outputs: int, seed: int) -> torch.Te
 
 
 def random_logit(setting: Setting, *, similarity: str = "ssim", absolute: bool = False,
-                 num_outputs: int | None = None, support: str = "all") -> torch.Tensor:
+                 num_outputs: int | None = None, support: str = "union") -> torch.Tensor:
     """[B] float64: the similarity of setting.relevance with the map of another output chosen at
     random (Sixt et al. 2020): a class-sensitive map differs, so lower is better. num_outputs: how
     many outputs to draw from (default: the model's output size per sample, e.g. every pixel of a

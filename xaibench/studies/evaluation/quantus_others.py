@@ -173,7 +173,7 @@ def _quantus_mprt(setting: E.Setting, order: str, similarity: str, absolute: boo
 
 def _only_all_features(support: str) -> None:
     if support != "all":
-        raise ValueError(f"Quantus's MPRT correlates over every feature (support='all'), not support={support!r}")
+        raise ValueError(f"Quantus compares maps over every feature (support='all'), not support={support!r}")
 
 
 def quantus_mprt_cascading(setting: E.Setting, similarity: str = "spearman", absolute: bool = True,
@@ -189,11 +189,13 @@ def quantus_mprt_independent(setting: E.Setting, similarity: str = "spearman", a
 
 
 def quantus_random_logit(setting: E.Setting, similarity: str = "ssim", absolute: bool = False,
-                         num_outputs: int | None = None) -> np.ndarray:
+                         num_outputs: int | None = None, support: str = "all") -> np.ndarray:
     """Quantus RandomLogit(num_classes = the model's outputs, seed = setting.seed, normalise=False).
     One Quantus batch holds every sample: Quantus reseeds per batch, so samples b and b + batch_size
     would otherwise get the same draw."""
     import quantus
+
+    _only_all_features(support)
 
     if num_outputs is None:
         num_outputs = randomization.output_count(setting.model, setting.x)
@@ -262,8 +264,10 @@ def quantus_relevance_mass_accuracy(setting: E.Setting, relevance: str = "positi
 
 
 #: the options under which our metric computes Quantus's definition, where our default differs:
-#: MPRT correlates over the union of the maps' supports by default (xaibench.metrics.randomization)
-QUANTUS_FORM = {"mprt_cascading": {"support": "all"}, "mprt_independent": {"support": "all"}}
+#: MPRT and random logit compare the maps over the union of their supports by default
+#: (xaibench.metrics.randomization)
+QUANTUS_FORM = {"mprt_cascading": {"support": "all"}, "mprt_independent": {"support": "all"},
+                "random_logit": {"support": "all"}}
 
 QUANTUS: dict[str, Callable[..., np.ndarray]] = {
     "average_sensitivity": quantus_average_sensitivity,
