@@ -250,3 +250,27 @@ def test_a_method_that_refuses_the_perturbed_input_is_a_nan_with_its_reason_and_
 
     with pytest.raises(RuntimeError, match="a bug"):
         E.evaluate(setting.with_relevance(x.clone(), broken), ["average_sensitivity"])
+
+
+def test_a_metric_without_a_value_for_this_model_is_a_nan_with_its_reason():
+    """random logit of a one-output regression (the ground-truth network) has no other output."""
+    model = nn.Sequential(nn.Linear(5, 1)).double().eval()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    setting = E.Setting(model, x, torch.zeros(3, dtype=torch.long), x.clone(), lambda m, x_, t: x_.clone())
+    (score,) = E.evaluate(setting, ["random_logit"])
+    assert math.isnan(score.value) and math.isnan(score.skill_score)
+    assert "at least 2 outputs" in score.note
+
+
+def test_a_step_cap_above_the_number_of_patches_takes_every_patch():
+    """One configuration serves ENSO (12 patches of 8 x 8) and radar (256): steps is a cap."""
+    from xaibench.metrics import faithfulness
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16 * 16, 2)).double().eval()
+    x = torch.randn(2, 16, 16, dtype=torch.float64)
+    target = torch.tensor([0, 1])
+    relevance = torch.randn(2, 16, 16, dtype=torch.float64)
+    every = faithfulness.region_perturbation_aopc(model, x, target, relevance, patch_size=8)
+    capped = faithfulness.region_perturbation_aopc(model, x, target, relevance, patch_size=8, steps=20)
+    assert torch.equal(every, capped)

@@ -40,6 +40,11 @@ CATEGORIES = ("faithfulness", "robustness", "randomization", "complexity", "loca
 MODULES = {category: f"xaibench.metrics.{category}" for category in CATEGORIES}
 
 
+class NotApplicable(ValueError):
+    """A metric that has no value for this model, by definition (random logit of a one-output
+    regression): evaluate() reports NaN with this message instead of failing."""
+
+
 @dataclass
 class Setting:
     """One batch of explained samples and the map under evaluation.
@@ -234,7 +239,10 @@ def random_reference(setting: Setting, names: list[str] | None = None) -> dict[s
     for name in names or list(registry):
         metric = registry[name]
         random_setting = fixed if metric.category in FIXED_REFERENCE else redrawn
-        values[name] = _mean(metric(random_setting))[0] if metric.available(random_setting) else float("nan")
+        try:
+            values[name] = _mean(metric(random_setting))[0] if metric.available(random_setting) else float("nan")
+        except NotApplicable:
+            values[name] = float("nan")
     return values
 
 
@@ -266,7 +274,7 @@ def evaluate(setting: Setting, names: list[str] | None = None, reference: dict[s
                 value, samples = _mean(metric(setting))
                 seconds = time.perf_counter() - start
             except Exception as error:
-                if type(error).__name__ not in CANNOT_EXPLAIN:
+                if type(error).__name__ not in CANNOT_EXPLAIN and not isinstance(error, NotApplicable):
                     raise
                 note = f"{type(error).__name__}: {' '.join(str(error).split())}"[:300]
         random_value = reference.get(name, float("nan"))

@@ -209,7 +209,9 @@ def perturbation_curve(model: nn.Module, x: torch.Tensor, target: torch.Tensor, 
     else:
         patch_size = positive_int(patch_size, "patch_size", max(x.shape[-2:]) if x.ndim > 2 else x.shape[-1])
         step_of_feature, n_groups = region_steps(relevance, patch_size)
-    steps = n_groups if steps is None else positive_int(steps, "steps", n_groups)
+    # steps is a cap: the first `steps` groups, or every group when there are fewer (one setting
+    # serves inputs of 450 to 16384 features)
+    steps = n_groups if steps is None else min(positive_int(steps, "steps"), n_groups)
     flat_x = x.reshape(n_samples, -1)
     flat_baseline = baseline_for(x, baseline).reshape(n_samples, -1)
     curves = torch.empty(n_samples, steps, dtype=torch.float64)

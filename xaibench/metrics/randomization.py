@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .evaluation import Metric, Setting
+from .evaluation import Metric, NotApplicable, Setting
 from .robustness import _require_explain, explain_in_chunks
 
 SIMILARITIES = ("spearman", "pearson", "ssim")
@@ -249,7 +249,7 @@ def other_outputs(target: torch.Tensor, num_outputs: int, seed: int) -> torch.Te
     indexes the outputs without the target)."""
     target = target.detach().cpu().long()
     if num_outputs < 2:
-        raise ValueError(f"random_logit needs a model with at least 2 outputs, got {num_outputs}")
+        raise NotApplicable(f"random_logit needs a model with at least 2 outputs, got {num_outputs}")
     if bool(((target < 0) | (target >= num_outputs)).any()):
         raise ValueError(f"target must lie in [0, {num_outputs}), got {target.tolist()}")
     index = torch.from_numpy(np.random.RandomState(seed).randint(0, num_outputs - 1, target.shape[0])).long()
