@@ -45,14 +45,14 @@ def category_skills(scores: pd.DataFrame) -> pd.DataFrame:
 @default_style
 def case_figure(scores: pd.DataFrame, case: str, out_png) -> Path:
     """One case: rows method (backend), columns the categories, the mean skill score in each
-    cell (blue above the random map, red below; grey where not computed)."""
+    cell (blue above the random map, red below, saturated beyond +-1; grey where not computed)."""
     skills = category_skills(scores[scores["case"] == case])
     if skills.empty:
         raise InputError(f"no skill score for case {case!r}")
     skills["row"] = skills["method"] + " (" + skills["backend"] + ")"
     grid = skills.pivot(index="row", columns="category", values="skill")
     grid = grid.reindex(columns=[c for c in CATEGORIES if c in grid.columns])
-    limit = max(1.0, float(np.nanmax(np.abs(grid.values))))
+    limit = 1.0   # the skill score's scale: beyond +-1 the colour saturates, the number says how far
     figure = new_figure(1.2 * grid.shape[1] + 3.5, 0.32 * grid.shape[0] + 1.4)
     axis = figure.add_subplot()
     colormap = matplotlib.colormaps["RdBu"].with_extremes(bad="0.85")
@@ -64,7 +64,7 @@ def case_figure(scores: pd.DataFrame, case: str, out_png) -> Path:
             axis.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                       color="white" if abs(value) > 0.6 * limit else "black")
     axis.set_title(f"{case}: mean skill score per category (1 optimum, 0 random map)")
-    figure.colorbar(image, ax=axis, shrink=0.8, label="skill score")
+    figure.colorbar(image, ax=axis, shrink=0.8, label="skill score (colour saturates beyond +-1)")
     return save_png(figure, out_png)
 
 

@@ -91,8 +91,13 @@ def compare_setting(case: str, setting: E.Setting, repeats: int = 3, names: Iter
             rows.append(row)
             continue
         options = form.get(name, {})
-        ours_seconds, ours = _best_time(lambda metric=metric, options=options: metric(setting, **options).numpy(),
-                                        repeats)
+        try:
+            ours_seconds, ours = _best_time(lambda metric=metric, options=options: metric(setting, **options).numpy(),
+                                            repeats)
+        except E.NotApplicable as error:   # e.g. random logit of a one-output regression
+            row["note"] = str(error)
+            rows.append(row)
+            continue
         theirs_options = quantus_options(name, setting)
         try:
             quantus_seconds, theirs = _best_time(
