@@ -91,6 +91,14 @@ def test_an_unknown_metric_is_refused_naming_it(enso, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
+def test_options_of_an_unknown_metric_are_refused_not_ignored(enso, tmp_path, capsys):
+    code = cli_main(["evaluation", "case", "--explanations", str(enso / "explanations"), "--model",
+                     str(enso / "model"), "--out", str(tmp_path / "s.csv"), "--metrics", "sparseness",
+                     "--options", '{"sparsenes": {"epsilon": 1e-7}}'])
+    assert code == 1
+    assert "sparsenes (in options)" in capsys.readouterr().err
+
+
 def test_the_metrics_command_lists_every_category(capsys):
     assert cli_main(["evaluation", "metrics"]) == 0
     out = capsys.readouterr().out

@@ -187,8 +187,25 @@ def _mapping_paths(node, path=()):
 # collections keyed by name (a new key there is a new data set or evaluation set, not a typo)
 NAMED_COLLECTIONS = {("cases", "data")} | {("cases", "training", model, "eval")
                                            for model in _load("quick")["cases"]["training"]}
-QUICK_LEAVES = list(_leaf_paths(_load("quick")))
-QUICK_MAPPINGS = [path for path in _mapping_paths(_load("quick")) if path not in NAMED_COLLECTIONS]
+# collections whose entries are free and optional: the cases the evaluation scores (each with its
+# sample count; a name that is no trained model is refused by workflows/evaluation_helpers.smk) and
+# the per-metric options (a metric name the registry lacks is refused by the schema's propertyNames)
+OPEN_COLLECTIONS = {("evaluation", "cases"), ("evaluation", "options")}
+
+
+def _inside_open(path) -> bool:
+    return any(len(path) > len(open_) and path[:len(open_)] == open_ for open_ in OPEN_COLLECTIONS)
+
+
+def _keys(config) -> list:
+    """The leaf paths a configuration must have: inside an open collection only the collection."""
+    leaves = {path for path in _leaf_paths(config) if not _inside_open(path)}
+    return sorted(leaves | {path for path in OPEN_COLLECTIONS if path[-1] in _node(config, path[:-1])})
+
+
+QUICK_LEAVES = [path for path in _leaf_paths(_load("quick")) if not _inside_open(path)]
+QUICK_MAPPINGS = [path for path in _mapping_paths(_load("quick"))
+                  if path not in NAMED_COLLECTIONS and path not in OPEN_COLLECTIONS and not _inside_open(path)]
 
 
 def _node(config, path):
@@ -210,7 +227,22 @@ def test_both_configurations_validate_and_are_left_as_written(name):
 
 
 def test_the_two_configurations_have_the_same_keys():
-    assert sorted(_leaf_paths(_load("default"))) == sorted(QUICK_LEAVES)
+    assert _keys(_load("default")) == _keys(_load("quick"))
+
+
+def test_an_evaluation_option_of_an_unknown_metric_is_refused_and_the_schema_knows_every_metric():
+    from snakemake.exceptions import WorkflowError
+
+    from xaibench.metrics.evaluation import metrics
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    named = schema["properties"]["evaluation"]["properties"]["options"]["propertyNames"]["enum"]
+    assert sorted(named) == sorted(metrics())
+    config = _load("quick")
+    config["evaluation"]["options"]["faithfulness_corelation"] = {"runs": 5}
+    with pytest.raises(WorkflowError) as refused:
+        _validate(config)
+    assert "faithfulness_corelation" in str(refused.value)
 
 
 @pytest.mark.parametrize("path", QUICK_LEAVES, ids=".".join)
@@ -294,7 +326,18 @@ def test_a_configfile_is_not_merged_into_default_yaml(tmp_path):
     folder = _workflow_copy(tmp_path)
     config = _load("quick")
     del config["cases"]["training"]["radar3"]
+    del config["evaluation"]["cases"]["radar3"]
     (folder / "two_radars.yaml").write_text(yaml.safe_dump(config))
     commands = _shell_commands("--configfile", "two_radars.yaml", folder=folder)
     _check_commands_follow(config, commands)
     assert not any("radar3" in command for command in commands)
+
+
+def test_an_evaluated_case_that_is_not_trained_is_refused_naming_it(tmp_path):
+    folder = _workflow_copy(tmp_path)
+    config = _load("quick")
+    del config["cases"]["training"]["radar3"]
+    (folder / "untrained.yaml").write_text(yaml.safe_dump(config))
+    result = _snakemake("-n", "--cores", "2", "--configfile", "untrained.yaml", cwd=folder)
+    assert result.returncode != 0
+    assert "evaluation: unknown case(s) radar3" in result.stdout + result.stderr

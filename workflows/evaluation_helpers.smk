@@ -3,6 +3,13 @@
 import os
 
 EVALUATION = config["evaluation"]
+# a case the evaluation names must be a trained model or the ground truth: a typo is refused
+# before any job, naming it (the schema cannot know cases.training's keys)
+for _listed in (EVALUATION["cases"], EVALUATION["quantus"]["cases"]):
+    _unknown = [case for case in _listed if case not in MODELS and case != "groundtruth"]
+    if _unknown:
+        raise ValueError(f"evaluation: unknown case(s) {', '.join(_unknown)}; the cases are "
+                         f"{', '.join(MODELS)} and groundtruth")
 EVALUATED_CASES = [model for model in EVALUATION["cases"] if model in MODELS]
 
 

@@ -92,6 +92,7 @@ def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: 
     registry = E.metrics()
     names = list(registry) if metrics is None else list(metrics)
     unknown = [name for name in names if name not in registry]
+    unknown += [f"{name} (in options)" for name in (options or {}) if name not in registry]
     if unknown:
         raise InputError(f"unknown metric(s) {', '.join(unknown)}; metrics: {', '.join(registry)}")
     quantus_functions = _quantus_functions() if quantus else {}
