@@ -85,8 +85,13 @@ def _command(args) -> int:
         from xaibench.studies.evaluation.quantus_check import compare
         from xaibench.studies.evaluation.scoring import case_setting, groundtruth_setting
 
+        from xaibench.metrics.evaluation import metrics
+
         if not args.case and not args.groundtruth:
             raise InputError("evaluation quantus needs at least one --case or --groundtruth")
+        unknown = [name for name in (args.options or {}) if name not in metrics()]
+        if unknown:
+            raise InputError(f"unknown metric(s) in --options: {', '.join(unknown)}; metrics: {', '.join(metrics())}")
         settings = dict(case_setting(folder, model, args.method, samples=args.samples, seed=args.seed)
                         for folder, model in args.case)
         if args.groundtruth:
