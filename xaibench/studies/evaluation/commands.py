@@ -82,10 +82,9 @@ def _command(args) -> int:
         return 0
     if args.evaluation_command == "quantus":
         from xaibench.errors import InputError
+        from xaibench.metrics.evaluation import metrics
         from xaibench.studies.evaluation.quantus_check import compare
         from xaibench.studies.evaluation.scoring import case_setting, groundtruth_setting
-
-        from xaibench.metrics.evaluation import metrics
 
         if not args.case and not args.groundtruth:
             raise InputError("evaluation quantus needs at least one --case or --groundtruth")
