@@ -162,7 +162,28 @@ def test_cli_imports_a_factory_from_a_python_file(files, tmp_path):
     assert code == 0
 
 
+def test_cli_metrics_adds_the_skill_table_and_metrics_csv(files, tmp_path, capsys):
+    """--metrics NAMES: the console shows a skill score per method and metric under the verdict,
+    metrics.csv holds the values; the verdict's exit status is that of the checks."""
+    code = cli.main(["validate", f"{TESTS / 'external_model' / 'my_cnn.py'}:build", "--weights",
+                     str(files["weights"]), "--inputs", str(files["inputs"]), "--method", "gradient", "lrp.epsilon",
+                     "--backends", "zennit", "--samples", "3", "--metrics", "sparseness,complexity",
+                     "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "evaluation metrics: skill score" in out
+    table = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert table[0].startswith("method,metric,category,value,random_value,skill_score")
+    assert len(table) == 1 + 2 * 2
+
+
 # --- bad input: one line on stderr, exit 2, no traceback ---------------------------------------
+def test_an_unknown_evaluation_metric_is_bad_input(files, capsys, monkeypatch):
+    line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", files["weights"], "--inputs",
+                files["inputs"], "--metrics", "sparseness,flatness")
+    assert "unknown evaluation metric(s) flatness" in line
+
+
 def _bad(capsys, monkeypatch, *args):
     monkeypatch.chdir(TESTS)
     code = cli.main(["validate", *map(str, args)])
