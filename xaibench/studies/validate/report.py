@@ -125,19 +125,32 @@ class Report:
         return "\n".join(lines)
 
     def metrics_table(self) -> list[str]:
-        """validate --metrics: skill score per method (rows) and metric (columns), 1 the metric's
-        optimum, 0 a uniform random map; measurements, not verdicts."""
+        """validate --metrics: skill score per metric (rows, by category) and method (columns), 1
+        the metric's optimum, 0 a uniform random map; measurements, not verdicts."""
         methods = list(dict.fromkeys(row["method"] for row in self.metrics))
-        names = list(dict.fromkeys(row["metric"] for row in self.metrics if row["metric"]))
+        names = list(dict.fromkeys((row["metric"], row.get("category", "")) for row in self.metrics if row["metric"]))
         skill = {(row["method"], row["metric"]): row.get("skill_score") for row in self.metrics}
-        width = max([len(m) for m in methods] + [6])
-        lines = ["evaluation metrics: skill score against a uniform random map (1 optimum, 0 random; "
-                 "not a verdict; values in metrics.csv, definitions in docs/metrics/)",
-                 "  " + " " * width + "  " + "  ".join(f"{name[:12]:>12}" for name in names)]
-        for method in methods:
-            cells = [_number(skill.get((method, name))) if skill.get((method, name)) is not None else "-"
-                     for name in names]
-            lines.append(f"  {method:<{width}}  " + "  ".join(f"{cell[:12]:>12}" for cell in cells))
+        width = max([len(f"{category}/{name}") for name, category in names] + [6])
+        columns = [max(len(method), 8) for method in methods]
+        lines = ["evaluation metrics: skill score against a uniform random map (1 optimum, 0 random, below 0 "
+                 "worse; not a verdict; values in metrics.csv, definitions in docs/metrics/)",
+                 "  " + " " * width + "  " + "  ".join(f"{method:>{w}}" for method, w in zip(methods, columns))]
+        no_optimum = []
+        for name, category in names:
+            rows = [row for row in self.metrics if row["metric"] == name]
+            if all(not _finite(row.get("value")) for row in rows):
+                continue   # not computed for any method: the notes below say why
+            if not _finite(rows[0].get("optimum")):
+                no_optimum.append(name)
+                continue
+            cells = [_number(skill.get((method, name))) if _finite(skill.get((method, name))) else "-"
+                     for method in methods]
+            lines.append(f"  {category + '/' + name:<{width}}  " + "  ".join(f"{cell:>{w}}"
+                                                                            for cell, w in zip(cells, columns)))
+        if no_optimum:
+            lines.append(f"  no optimum, so no skill score (values in metrics.csv): {', '.join(no_optimum)}")
+        if any(" - " in f" {line} " for line in lines[2:]):
+            lines.append("  -: the random map already scores the optimum here, so the skill is undefined")
         notes = sorted({row["note"] for row in self.metrics if row.get("note")})
         lines += [f"  not computed: {note}" for note in notes]
         return lines
@@ -237,6 +250,10 @@ class Report:
             "explained_variable": str(array.name),
         }
         return data, output_dims
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _number(value) -> str:
