@@ -193,6 +193,8 @@ def test_validate_refuses_an_unknown_metric_before_any_work():
 
     with pytest.raises(InputError, match="flatness"):
         validate(nn.Linear(3, 2), inputs=np.zeros((2, 3)), metrics=["flatness"])
+    with pytest.raises(InputError, match="flatness"):   # one name as a string, not its letters
+        validate(nn.Linear(3, 2), inputs=np.zeros((2, 3)), metrics="flatness")
 
 
 def test_the_quantus_table_agrees_on_every_metric_or_names_the_known_difference(tmp_path):

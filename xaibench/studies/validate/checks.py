@@ -158,13 +158,14 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
         raise InputError(f"unknown tolerance(s) {', '.join(unknown)}; known: "
                          f"{', '.join(DEFAULT_TOLERANCES[torch.float64])}")
 
+    if isinstance(metrics, str):   # one name
+        metrics = [metrics]
     if metrics and metrics is not True:
         from xaibench.metrics.evaluation import metrics as registered
 
         wrong = [name for name in metrics if name not in registered()]
-        if wrong or not list(metrics):
-            raise InputError(f"unknown evaluation metric(s) {', '.join(wrong) or '(none given)'}; "
-                             f"metrics: {', '.join(registered())}")
+        if wrong:
+            raise InputError(f"unknown evaluation metric(s) {', '.join(wrong)}; metrics: {', '.join(registered())}")
 
     model, model_name = build_model(model_or_factory, factory_kwargs)
     # everything below runs on copies: the user's weights, hooks and train/eval mode stay as they are
