@@ -178,6 +178,23 @@ def test_cli_metrics_adds_the_skill_table_and_metrics_csv(files, tmp_path, capsy
 
 
 # --- bad input: one line on stderr, exit 2, no traceback ---------------------------------------
+def test_a_variable_named_like_its_dimension_is_explained_not_called_zero_variables(files, tmp_path, capsys,
+                                                                                     monkeypatch):
+    """sst(sst, lat, lon): xarray reads it as a coordinate and the file has 0 data variables; the
+    error says why and how to rename it, instead of only '0 data variables'."""
+    import h5netcdf
+
+    path = tmp_path / "same_name.nc"
+    with h5netcdf.File(path, "w") as file:
+        file.dimensions = {"sst": SAMPLES, "lat": 8, "lon": 8}
+        file.create_variable("sst", ("sst", "lat", "lon"), float)[...] = np.zeros((SAMPLES, 8, 8))
+    for extra in ((), ("--variable", "sst")):
+        line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", files["weights"], "--inputs",
+                    path, *extra)
+        assert "'sst' has the name of a dimension" in line and "coordinate" in line
+        assert f"ncrename -d sst,sample {path}" in line
+
+
 def test_an_unknown_evaluation_metric_is_bad_input(files, capsys, monkeypatch):
     line = _bad(capsys, monkeypatch, "external_model.my_cnn:build", "--weights", files["weights"], "--inputs",
                 files["inputs"], "--metrics", "sparseness,flatness")

@@ -206,15 +206,33 @@ def read_inputs(inputs, variable: str | None = None, samples: int | None = None)
 
 def _pick_variable(dataset, variable, source):
     names = list(dataset.data_vars)
+    # a variable named like one of its dimensions is read by xarray as a coordinate, not as data
+    hidden = [name for name in dataset.coords if name in dataset[name].dims]
     if variable is not None:
+        if variable in hidden:
+            raise InputError(_hidden_by_dimension(source, [variable]))
         if variable not in dataset.data_vars:
             raise InputError(f"{source} has no data variable '{variable}'; it has: {', '.join(names) or 'none'}")
         return dataset[variable]
+    if not names and hidden:
+        raise InputError(_hidden_by_dimension(source, hidden))
     if len(names) != 1:
         raise InputError(f"{source} has {len(names)} data variables ({', '.join(names) or 'none'}); "
                          "choose one with --variable (a model with several inputs: one --variable per input, "
                          "in the order of its forward arguments)")
     return dataset[names[0]]
+
+
+def _hidden_by_dimension(source, hidden) -> str:
+    """Why a variable named like its own dimension is not data, and how to rename it."""
+    name = hidden[0]
+    dimension = "sample" if name != "sample" else "row"
+    return (f"{source} has 0 data variables: {', '.join(repr(h) for h in hidden)} "
+            f"{'has' if len(hidden) == 1 else 'have'} the name of a dimension, so netCDF readers (xarray) take it "
+            f"as a coordinate of that dimension, not as data. Rename the dimension or the variable in the file, "
+            f"e.g. with NCO: `ncrename -d {name},{dimension} {source}` (the dimension) or "
+            f"`ncrename -v {name},{name}_values {source}` (the variable); in xarray before saving: "
+            f"ds.rename_dims({{'{name}': '{dimension}'}})")
 
 
 def _sources(inputs) -> list:
