@@ -7,7 +7,7 @@ rule conformance:
     output:
         table="results/engine/conformance.csv",
         layers="results/engine/conformance_layers.csv",
-        markdown="results/engine/conformance.md",
+        markdown=report("results/engine/conformance.md", caption="report/conformance_table.rst", category="Engine"),
     log:
         "results/logs/engine/conformance.log",
     conda:
@@ -22,9 +22,9 @@ rule conformance:
 rule census:
     output:
         table="results/census/agreement.csv",
-        markdown="results/census/agreement.md",
+        markdown=report("results/census/agreement.md", caption="report/census_table.rst", category="Census"),
         zoo="results/census/zoo.csv",
-        zoo_markdown="results/census/zoo.md",
+        zoo_markdown=report("results/census/zoo.md", caption="report/census_zoo.rst", category="Census"),
     log:
         "results/logs/engine/census.log",
     conda:
@@ -40,9 +40,10 @@ rule census:
 rule bench:
     output:
         table="results/engine/bench.csv",
-        markdown="results/engine/bench.md",
+        markdown=report("results/engine/bench.md", caption="report/bench_table.rst", category="Engine"),
         targets="results/engine/bench_targets.csv",
-        targets_markdown="results/engine/bench_targets.md",
+        targets_markdown=report("results/engine/bench_targets.md", caption="report/bench_targets.rst",
+                                category="Engine"),
     log:
         "results/logs/engine/bench.log",
     conda:
