@@ -9,20 +9,25 @@ random map (Bommer et al. 2024), with Quantus's value beside ours where it is as
 
 What is scored (one row per case x method x backend x metric, SCORE_COLUMNS):
 - value: the metric's mean over the scored samples (NaN samples left out; `samples` counts the rest);
-- random_value: the same metric for a uniform random map on [0, 1) of the same samples (and, for
-  the metrics that re-explain, a random map on every call): Bommer et al.'s reference;
+- random_value: the same metric for a uniform random map on [0, 1) of the same samples (for the
+  metrics that re-explain: a fresh random map per call for robustness, the same one for
+  randomization; xaibench.metrics.evaluation.random_reference says why): Bommer et al.'s reference;
 - skill_score: (value - random_value) / (optimum - random_value), 1 at the metric's optimum, 0 for
   the random map, negative when worse than random;
 - quantus_value: Quantus 0.6.0's value of the same metric on the same Setting (its mean over the
-  samples), where the configuration asks for it; quantus_deterministic: whether that comparison is
-  exact (deterministic metrics) or up to a Monte Carlo error (docs/metrics/);
+  samples), where the configuration asks for it, in Quantus's own form (MPRT and random logit over
+  every feature: quantus_check.quantus_form); quantus_deterministic: whether the metric is
+  deterministic. The randomized ones replay Quantus's draws, so the two agree unless the method
+  re-explained is itself random (SmoothGrad's noise follows the batch) or Quantus computes
+  something else (quantus_check.KNOWN_DIFFERENCES);
 - note: why a value is missing (no mask, re-explaining not asked for this backend, a backend that
   cannot explain a randomized model, Quantus cannot take the input).
 
 Re-explaining metrics (robustness, randomization) call the same backend with the options stored
 in the file; the backends in `explain_backends` only (innvestigate builds a TensorFlow graph per
 randomized model: minutes per map). A failure of our own metric raises; a backend that cannot
-re-explain (xaibench.studies.sweep.SKIPPABLE) leaves a NaN with its reason.
+re-explain, a method that refuses the perturbed input (xaibench.metrics.evaluation.CANNOT_EXPLAIN)
+and a metric without a value for the model (NotApplicable) leave a NaN with the reason.
 """
 
 from __future__ import annotations
