@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from .evaluation import Metric, Setting, explained_output
+from .evaluation import Metric, explained_output, from_setting
 from .faithfulness import baseline_for, check_inputs, outputs_of_rows, positive_int
 
 __all__ = ["completeness", "non_sensitivity", "zero_attribution", "METRICS"]
@@ -109,20 +109,11 @@ def no_effect_groups(model, x, target, group_of_feature, n_groups, draws, pertur
     return result
 
 
-def _completeness(setting: Setting, **options) -> torch.Tensor:
-    options = {"baseline": setting.baseline, "batch_size": setting.batch_size, **options}
-    return completeness(setting.model, setting.x, setting.target, setting.relevance, **options)
-
-
-def _non_sensitivity(setting: Setting, **options) -> torch.Tensor:
-    options = {"baseline": setting.baseline, "seed": setting.seed, "batch_size": setting.batch_size,
-               "features_in_step": None, **options}
-    return non_sensitivity(setting.model, setting.x, setting.target, setting.relevance, **options)
-
-
 METRICS = (
-    Metric("completeness", "axiomatic", _completeness, higher_is_better=False, optimum=0.0,
-           source="Sundararajan, Taly & Yan (2017), ICML"),
-    Metric("non_sensitivity", "axiomatic", _non_sensitivity, higher_is_better=False, optimum=0.0,
-           deterministic=False, source="Nguyen & Martinez (2020), arXiv 2007.07584"),
+    Metric("completeness", "axiomatic", from_setting(completeness, "baseline", "batch_size"), higher_is_better=False,
+           optimum=0.0, source="Sundararajan, Taly & Yan (2017), ICML"),
+    Metric("non_sensitivity", "axiomatic",
+           from_setting(non_sensitivity, "baseline", "seed", "batch_size", features_in_step=None),
+           higher_is_better=False, optimum=0.0, deterministic=False,
+           source="Nguyen & Martinez (2020), arXiv 2007.07584"),
 )

@@ -137,6 +137,16 @@ class Metric:
         return self.compute(setting, **chosen)
 
 
+def from_setting(function: Callable[..., torch.Tensor], *fields: str, **defaults) -> Callable[..., torch.Tensor]:
+    """A Metric's compute for a function of (model, x, target, relevance, **options): the named
+    Setting fields (baseline, seed, batch_size) and `defaults` are its options unless overridden."""
+    def compute(setting: Setting, **options) -> torch.Tensor:
+        chosen = {**{field: getattr(setting, field) for field in fields}, **defaults, **options}
+        return function(setting.model, setting.x, setting.target, setting.relevance, **chosen)
+
+    return compute
+
+
 def metrics() -> dict[str, Metric]:
     """{name: Metric} of every category module's METRICS, in category order."""
     registered = {}

@@ -25,7 +25,7 @@ import scipy.stats
 import torch
 from torch import nn
 
-from .evaluation import Metric, Setting, explained_output
+from .evaluation import Metric, explained_output, from_setting
 
 __all__ = ["faithfulness_correlation", "perturbation_curve", "pixel_flipping_aopc", "region_perturbation_aopc",
            "noisy_linear_imputation", "road_curve", "road_accuracy_curve", "road", "monotonicity_correlation",
@@ -450,44 +450,18 @@ def monotonicity_correlation(model: nn.Module, x: torch.Tensor, target: torch.Te
 
 
 # --- registry -------------------------------------------------------------------------------------
-def _arguments(setting: Setting) -> tuple:
-    return setting.model, setting.x, setting.target, setting.relevance
-
-
-def _faithfulness_correlation(setting: Setting, **options) -> torch.Tensor:
-    options = {"baseline": setting.baseline, "seed": setting.seed, "batch_size": setting.batch_size, **options}
-    return faithfulness_correlation(*_arguments(setting), **options)
-
-
-def _pixel_flipping(setting: Setting, **options) -> torch.Tensor:
-    options = {"baseline": setting.baseline, "batch_size": setting.batch_size, **options}
-    return pixel_flipping_aopc(*_arguments(setting), **options)
-
-
-def _region_perturbation(setting: Setting, **options) -> torch.Tensor:
-    options = {"baseline": setting.baseline, "batch_size": setting.batch_size, **options}
-    return region_perturbation_aopc(*_arguments(setting), **options)
-
-
-def _road(setting: Setting, **options) -> torch.Tensor:
-    options = {"seed": setting.seed, "batch_size": setting.batch_size, **options}
-    return road(*_arguments(setting), **options)
-
-
-def _monotonicity_correlation(setting: Setting, **options) -> torch.Tensor:
-    options = {"seed": setting.seed, "batch_size": setting.batch_size, **options}
-    return monotonicity_correlation(*_arguments(setting), **options)
-
-
 METRICS = (
-    Metric("faithfulness_correlation", "faithfulness", _faithfulness_correlation, higher_is_better=True, optimum=1.0,
-           deterministic=False, source="Bhatt, Weller & Moura (2020), IJCAI"),
-    Metric("pixel_flipping_aopc", "faithfulness", _pixel_flipping, higher_is_better=True, optimum=math.nan,
-           source="Samek et al. (2017), IEEE TNNLS"),
-    Metric("region_perturbation_aopc", "faithfulness", _region_perturbation, higher_is_better=True,
-           optimum=math.nan, source="Samek et al. (2017), IEEE TNNLS"),
-    Metric("road", "faithfulness", _road, higher_is_better=True, optimum=math.nan, deterministic=False,
-           source="Rong et al. (2022), ICML"),
-    Metric("monotonicity_correlation", "faithfulness", _monotonicity_correlation, higher_is_better=True,
-           optimum=1.0, deterministic=False, source="Nguyen & Martinez (2020), arXiv 2007.07584"),
+    Metric("faithfulness_correlation", "faithfulness",
+           from_setting(faithfulness_correlation, "baseline", "seed", "batch_size"),
+           higher_is_better=True, optimum=1.0, deterministic=False, source="Bhatt, Weller & Moura (2020), IJCAI"),
+    Metric("pixel_flipping_aopc", "faithfulness", from_setting(pixel_flipping_aopc, "baseline", "batch_size"),
+           higher_is_better=True, optimum=math.nan, source="Samek et al. (2017), IEEE TNNLS"),
+    Metric("region_perturbation_aopc", "faithfulness",
+           from_setting(region_perturbation_aopc, "baseline", "batch_size"),
+           higher_is_better=True, optimum=math.nan, source="Samek et al. (2017), IEEE TNNLS"),
+    Metric("road", "faithfulness", from_setting(road, "seed", "batch_size"), higher_is_better=True,
+           optimum=math.nan, deterministic=False, source="Rong et al. (2022), ICML"),
+    Metric("monotonicity_correlation", "faithfulness", from_setting(monotonicity_correlation, "seed", "batch_size"),
+           higher_is_better=True, optimum=1.0, deterministic=False,
+           source="Nguyen & Martinez (2020), arXiv 2007.07584"),
 )

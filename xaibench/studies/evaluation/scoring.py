@@ -81,13 +81,6 @@ def backend_explain(method: str, backend: str, options: dict, dtype: torch.dtype
     return explain
 
 
-def _quantus_functions() -> dict[str, Callable]:
-    """{metric name: Quantus's version} (xaibench.studies.evaluation.quantus_*)."""
-    from xaibench.studies.evaluation.quantus_check import quantus_functions
-
-    return quantus_functions()
-
-
 def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: torch.Tensor | None = None,
           metrics: Iterable[str] | None = None, seed: int = 0, quantus: bool = False,
           options: dict | None = None, log: Callable[[str], None] | None = None) -> pd.DataFrame:
@@ -100,7 +93,9 @@ def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: 
     unknown += [f"{name} (in options)" for name in (options or {}) if name not in registry]
     if unknown:
         raise InputError(f"unknown metric(s) {', '.join(unknown)}; metrics: {', '.join(registry)}")
-    quantus_functions = _quantus_functions() if quantus else {}
+    from xaibench.studies.evaluation.quantus_check import quantus_functions
+
+    functions = quantus_functions() if quantus else {}
     model = model.eval()
     rows, references = [], {}
     for entry in entries:
@@ -113,7 +108,7 @@ def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: 
         for result in scores:
             row = {"case": case, "method": entry.method, "backend": entry.backend, **asdict(result)}
             row["quantus_deterministic"] = registry[result.metric].deterministic
-            row.update(_quantus(quantus_functions.get(result.metric), setting, registry[result.metric], quantus))
+            row.update(_quantus(functions.get(result.metric), setting, registry[result.metric], quantus))
             quantus_note = row.pop("quantus_note", "")
             row["note"] = "; ".join(part for part in (row["note"], quantus_note) if part)
             rows.append(row)
