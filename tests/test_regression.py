@@ -274,3 +274,91 @@ def test_a_count_that_moves_with_the_weights_gets_a_relative_tolerance(tmp_path)
     assert _committed_file_check(tmp_path / "a", "adjoint/comparison.csv", moved(1329 / 1331.3333333333333)) == []
     drifts = _committed_file_check(tmp_path / "b", "adjoint/comparison.csv", moved(0.9))
     assert drifts and all(drift.metric == "n_samples" for drift in drifts)
+
+
+# --- the trained cases' tolerances against the measured cross-machine drift ---------------------
+MEASURED_ELSEWHERE = ROOT / "tests" / "data" / "regression" / "metrics_2026-11-22.csv"
+
+
+def test_the_measured_cross_machine_drift_of_the_trained_cases_passes_the_committed_tolerances(tmp_path):
+    """metrics/metrics.csv as another machine of this kind computed it (the baseline of 2026-11-22;
+    the committed baseline's common rows are a rerun on 2026-12-02, unchanged since): every row
+    both have is within the committed tolerances. Guards the tightened tolerances from being
+    tighter than the drift that was measured."""
+    path = "metrics/metrics.csv"
+    elsewhere = pd.read_csv(MEASURED_ELSEWHERE, dtype=str, keep_default_na=False)
+    spec = regression.load_spec(ROOT / "results" / "baseline").files[path]
+    keys = set(map(tuple, elsewhere[list(spec.key)].to_numpy()))
+
+    def common_rows_only(frame):
+        frame.drop(frame.index[[tuple(row) not in keys for row in frame[list(spec.key)].to_numpy()]], inplace=True)
+
+    results = tmp_path / "elsewhere" / "results"
+    (results / path).parent.mkdir(parents=True)
+    elsewhere.to_csv(results / path, index=False)
+    only = _committed_subset(tmp_path / "committed", path, common_rows_only)
+    report = regression.compare(results, only)
+    assert report.checked[path] == len(elsewhere) == 145
+    assert report.drifts == []
+
+
+def _committed_subset(tmp_path, path, edit):
+    """A baseline folder holding the committed spec for one file and the committed table edited by edit(frame)."""
+    baseline = ROOT / "results" / "baseline"
+    only = tmp_path / "baseline"
+    (only / path).parent.mkdir(parents=True)
+    frame = pd.read_csv(baseline / path, dtype=str, keep_default_na=False)
+    edit(frame)
+    frame.to_csv(only / path, index=False)
+    document = yaml.safe_load((baseline / regression.SPEC_NAME).read_text())
+    document["files"] = {path: document["files"][path]}
+    (only / regression.SPEC_NAME).write_text(yaml.safe_dump(document))
+    return only
+
+
+def _gated_rows_below(column, below):
+    """Rows of the committed metrics table with column < below that the spec checks (no override ignores it)."""
+    path = "metrics/metrics.csv"
+    spec = regression.load_spec(ROOT / "results" / "baseline").files[path]
+    table = pd.read_csv(ROOT / "results" / "baseline" / path, dtype=str, keep_default_na=False)
+    return sum(1 for row in table.to_dict("records")
+               if row[column] and float(row[column]) < below and spec.tolerances_for(row)[column] is not None)
+
+
+def _set_where(column, below, value):
+    def edit(table):
+        rows = pd.to_numeric(table[column], errors="coerce") < below
+        assert rows.sum() >= 2
+        table.loc[rows, column] = str(value)
+    return edit
+
+
+@pytest.mark.parametrize("column", ["conservation_residual_median", "conservation_residual_max"])
+def test_a_conserving_rule_that_stops_conserving_fails_the_gate(tmp_path, column):
+    """The rows whose map conserves to float32 rounding (deep Taylor: residual ~1e-7) break to a
+    residual of 1e-3: every one is a drift. The old tolerance (abs 1e-3 + rel 0.5) let this through."""
+    drifts = _committed_file_check(tmp_path, "metrics/metrics.csv", _set_where(column, 1e-5, 1e-3))
+    assert len(drifts) == _gated_rows_below(column, 1e-5) >= 2
+    assert {drift.metric for drift in drifts} == {column}
+
+
+@pytest.mark.parametrize("column, apart", [("agreement_median", 1e-4), ("agreement_max", 1e-3)])
+def test_a_backend_that_stops_agreeing_fails_the_gate(tmp_path, column, apart):
+    """Backends that agree with native to rounding (~1e-9) drifting 1e-4 apart in the median (1e-3
+    in the max, which integrated gradients' near-zero outputs make move by 2e-5 between machines)
+    is a cross-library regression; the old abs 1e-3 let both through."""
+    drifts = _committed_file_check(tmp_path, "metrics/metrics.csv", _set_where(column, 1e-7, apart))
+    assert len(drifts) == _gated_rows_below(column, 1e-7) >= 50
+    assert {drift.metric for drift in drifts} == {column}
+
+
+def test_an_enso_heat_map_that_moves_as_far_as_another_method_fails_the_gate(tmp_path):
+    """ENSO's lrp.epsilon and integrated gradients put 0.341 and 0.346 of their mass in the region:
+    a map moving that far (0.005) is a drift on ENSO, whose metrics moved by 4e-9 between machines."""
+    def moved(table):
+        rows = (table["case"] == "enso") & (table["method"] == "lrp.epsilon") & (table["backend"] == "native")
+        assert rows.sum() == 1
+        table.loc[rows, "region_mass_mean"] = str(float(table.loc[rows, "region_mass_mean"].iloc[0]) + 0.005)
+
+    drifts = _committed_file_check(tmp_path, "metrics/metrics.csv", moved)
+    assert [(drift.metric, dict(drift.key)["case"]) for drift in drifts] == [("region_mass_mean", "enso")]
