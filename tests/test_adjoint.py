@@ -261,8 +261,12 @@ def test_tiny_experiment_end_to_end(tmp_path):
                                attribution["remote_fraction_bridge_on"] - attribution["remote_fraction_bridge_off"],
                                atol=1e-12)
     # Seeded: a second run gives the same table, bit for bit.
-    again = adjoint_experiment.run_experiment(TINY, None, log=lambda line: None)
+    lines = []
+    again = adjoint_experiment.run_experiment(TINY, None, log=lines.append)
     pd.testing.assert_frame_equal(result["comparison"], again["comparison"], check_exact=True)
+    # Each trained network's log line says how far the run is (2 bridges x 2 lags x 2 networks).
+    counted = [line.split("]")[0] for line in lines if line.startswith("[")]
+    assert counted[0].startswith("[1/8  12 %, about ") and counted[-1] == "[8/8 100 %" and len(counted) == 8
 
     from xaibench.studies.adjoint.figures import read_maps, sensitivity_relevance_maps
 

@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from xaibench.errors import InputError
+from xaibench.progress import Progress
 
 #: the experiment's settings and their defaults (workflows/config/schema.yaml's `adjoint` entry
 #: repeats them; tests/test_adjoint.py checks that the two agree)
@@ -327,6 +328,7 @@ def run_experiment(config=None, out=None, log=print) -> dict:
         f"forcing {forcing.modes} modes; {time.perf_counter() - started:.1f} s")
 
     rows, composites, absolutes, stds, qoi_means = [], {}, {}, {}, {}
+    progress = Progress(len(BRIDGE_SETTINGS) * len(lags) * c["networks"])
     for setting in BRIDGE_SETTINGS:
         simulation = model.simulate(forcing, c["days"], spinup_days=c["spinup_days"],
                                     store_every=c["sample_every_days"], qoi=qoi,
@@ -368,7 +370,7 @@ def run_experiment(config=None, out=None, log=print) -> dict:
                                  "n_train": int(train.size), "n_test": int(test.size),
                                  "n_samples": int(maps.shape[0]),
                                  "reached_cell_fraction": float(reached[index].mean())})
-                log(f"bridge {setting}, lag {lag:>3d} d, network {network_index}: test accuracy "
+                log(f"{progress.step()} bridge {setting}, lag {lag:>3d} d, network {network_index}: test accuracy "
                     f"{accuracy['test']:.3f} (train {accuracy['train']:.3f}, best epoch {history['best_epoch']}); "
                     + "; ".join(f"{row['method']}: r {row['pattern_correlation']:.2f}, remote "
                                 f"{row['remote_fraction']:.2f}" for row in rows[-len(METHODS):])

@@ -82,6 +82,7 @@ from xaibench.backends.zennit_backend import FALLBACK, FALLBACK_LISTED, fallback
 from xaibench.errors import ExportError
 from xaibench.io import write_csv, write_text
 from xaibench.metrics import agreement_per_sample
+from xaibench.progress import Progress
 from xaibench.studies import sweep
 from xaibench.studies.networks import (  # noqa: F401 - the census's names for the shared networks
     CENSUS_MODELS,
@@ -197,13 +198,14 @@ class CensusRun:
     """One census run: caches native explanations; its sweep (native_failure="record": every
     failure is a row) remembers unavailable backends."""
 
-    def __init__(self, settings: Settings, seed: int, log):
+    def __init__(self, settings: Settings, seed: int, log, progress: Progress | None = None):
         import xaibench
 
         self.xaibench = xaibench
         self.settings = settings
         self.seed = seed
         self.log = log
+        self.progress = progress
         self.sweep = sweep.Sweep(native_failure="record")
 
     def model_rows(self, spec: CensusModel, triples) -> list[dict]:
@@ -221,7 +223,8 @@ class CensusRun:
                 method, backend, reference = triple
                 started = time.perf_counter()
                 row = done[triple] = self.row(spec, variant, x, target, bias, method, backend, reference, native)
-                self.log(f"  {spec.name:16s} bias={str(bias):5s} {method:26s} {backend:12s} "
+                counted = self.progress.step() if self.progress else ""
+                self.log(f"{counted} {spec.name:16s} bias={str(bias):5s} {method:26s} {backend:12s} "
                          f"diff {row['max_relative_difference']:9.2e} cons {row['conservation_residual_max']:9.2e}"
                          f"  {time.perf_counter() - started:5.2f} s  {row['status']}")
             rows += [done[triple] for triple in triples]
@@ -350,7 +353,7 @@ def run_census(out_dir: str | Path | None = "results/census", quick: bool = True
         raise ValueError(f"unknown census model(s) {unknown}; models: {', '.join(MODELS)}")
     backends = checked_backends(backends)
     triples = pairs(backends, methods)
-    run = CensusRun(settings, seed, log)
+    run = CensusRun(settings, seed, log, Progress(len(settings.models) * 2 * len(triples)))
     started = time.perf_counter()
     rows = []
     for name in settings.models:

@@ -49,6 +49,7 @@ import torch
 
 from xaibench.backends import table
 from xaibench.io import write_csv, write_text
+from xaibench.progress import Progress
 from xaibench.studies.census import agreement
 from xaibench.studies.networks import (
     CensusModel,
@@ -206,6 +207,7 @@ def run_zoo(out_dir: str | Path | None = "results/census", quick: bool = True, s
     census_settings = agreement.Settings(models=(), n_samples=N_SAMPLES, smoothgrad_samples=8,
                                          integrated_gradients_steps=settings.integrated_gradients_steps)
     run = agreement.CensusRun(census_settings, seed, log)
+    progress = Progress(len(settings.architectures) * len(triples))
     rows, seconds = [], {}
     for name in settings.architectures:
         architecture = ARCHITECTURES[name]
@@ -223,7 +225,7 @@ def run_zoo(out_dir: str | Path | None = "results/census", quick: bool = True, s
             row["seconds"] = round(time.perf_counter() - row_started, 3)
             row["verdict"] = verdict(row)
             rows.append(row)
-            log(f"  {name:20s} {method:22s} {backend:12s} diff {row['max_relative_difference']:9.2e} "
+            log(f"{progress.step()} {name:20s} {method:22s} {backend:12s} diff {row['max_relative_difference']:9.2e} "
                 f"cons {row['conservation_residual_max']:9.2e} {row['seconds']:6.2f} s  {row['verdict']}")
         seconds[name] = time.perf_counter() - started
         log(f"{name}: {seconds[name]:.1f} s")
