@@ -3,6 +3,7 @@ reference and the skill score, the summary (trade-off, ranking against the groun
 the commands, and `xaibench validate --metrics`."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -46,8 +47,12 @@ def test_skill_score_is_one_at_the_optimum_zero_at_random_and_nan_when_random_is
 
 
 def test_score_case_writes_one_row_per_map_and_metric_with_its_reasons(enso, tmp_path):
+    lines = []
     table = scoring.score_case(enso / "explanations", enso / "model", tmp_path / "scores.csv", metrics=CHEAP,
-                               explain_backends=["native"])
+                               explain_backends=["native"], log=lines.append)
+    # one log line per map, each saying how far the case is
+    counted = [re.match(r"\[\s*(\d+)/(\d+) ", line).groups() for line in lines]
+    assert counted == [(str(k), str(2 * len(METHODS))) for k in range(1, 2 * len(METHODS) + 1)]
     written = pd.read_csv(tmp_path / "scores.csv")
     assert list(written.columns) == list(scoring.SCORE_COLUMNS)
     assert len(written) == len(table) == 2 * len(METHODS) * len(CHEAP)

@@ -46,6 +46,7 @@ import torch
 
 from xaibench.errors import InputError
 from xaibench.metrics import evaluation as E
+from xaibench.progress import Progress
 from xaibench.studies import sweep
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: 
 
     functions = quantus_functions() if quantus else {}
     model = model.eval()
-    rows, references = [], {}
+    entries = list(entries)
+    rows, references, progress = [], {}, Progress(len(entries))
     for entry in entries:
         setting = E.Setting(model, entry.x, entry.target, entry.relevance, entry.explain, mask=mask, seed=seed,
                             options=dict(options or {}))
@@ -112,7 +114,7 @@ def score(case: str, model: torch.nn.Module, entries: Iterable[Entry], *, mask: 
             quantus_note = row.pop("quantus_note", "")
             row["note"] = "; ".join(part for part in (row["note"], quantus_note) if part)
             rows.append(row)
-        say(f"  {entry.method:22s} {entry.backend:12s} " + " ".join(
+        say(f"{progress.step()} {entry.method:22s} {entry.backend:12s} " + " ".join(
             f"{r.metric}={r.skill_score:.2f}" for r in scores if np.isfinite(r.skill_score)))
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
 
