@@ -76,8 +76,9 @@ reproduce: setup
 		--report results/report.html
 
 # The regression gate: recompute the baseline's tables and compare (exit 1 names the metric).
+# The target goes before --configfile, which takes every path after it (tests/test_makefile.py).
 check-baseline: setup
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) regression
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) regression --configfile $(CONFIGFILE)
 
 # After an intended change of results: take the current tables as the new baseline.
 update-baseline:
