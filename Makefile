@@ -14,6 +14,7 @@ PYTEST_ARGS ?=
 REQ_MAIN := env/requirements-main.txt
 REQ_TF := env/requirements-tf.txt
 REQ_LXT := env/requirements-lxt.txt
+REQ_REPORT := env/requirements-report.txt
 # torch and torchvision go in a pip call of their own so pip takes the pinned wheels from this
 # machine's disk; the pins are read from the requirements file (one source of truth).
 TORCH_PINS = $(shell grep -E '^(torch|torchvision)==' $(REQ_MAIN))
@@ -32,8 +33,10 @@ QUIET_PIP := 2>&1 | sed -u '/is ignored: it is neither a file nor a directory/d'
 STAMP_MAIN := $(VENV)/.stamp-requirements
 STAMP_EDITABLE := $(VENV)/.stamp-editable
 STAMP_TF := $(VENV_TF)/.stamp-requirements
+STAMP_REPORT := $(VENV)/.stamp-report
 
-.PHONY: setup reproduce test mutation bench-gpu clean-results distclean check-python check-baseline update-baseline
+.PHONY: setup reproduce test mutation bench-gpu clean-results distclean check-python check-baseline update-baseline \
+	check-report
 
 setup: $(STAMP_EDITABLE) $(STAMP_TF)
 
@@ -69,11 +72,39 @@ $(STAMP_TF): $(REQ_TF) | $(VENV_TF)/bin/python
 	@touch $@
 
 # .venv/bin first on PATH so shell rules find `xaibench` and the right `python`.
-# The workflow, then its browsable report (figures with captions, the metrics table).
+# The workflow, then its browsable report (figures with captions, the metrics table). The report's
+# stylesheet lets a figure taller than the window scroll to its top (workflows/report/report.css).
+REPORT_FLAGS := --report results/report.html --report-stylesheet workflows/report/report.css
 reproduce: setup
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) \
-		--report results/report.html
+		$(REPORT_FLAGS)
+
+# The report as a reader sees it: tools/check_report.py opens results/report.html in headless
+# Chromium, clicks through every category and result, and fails naming a category or item that does
+# not render (an image that does not load or cannot be scrolled into view, a table item without
+# rows, a caption missing, a console error); a screenshot per category goes to results/report_check/.
+# Chromium and its driver come from Debian (installed here when missing; needs root), selenium from
+# env/requirements-report.txt. A missing report is built first, as `make reproduce` builds it (from
+# the results already computed; the workflow itself is not run).
+CHROMIUM ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+check-report: $(STAMP_REPORT) | results/report.html
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+		echo ">> apt-get install chromium chromium-driver"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+	$(VENV)/bin/python tools/check_report.py results/report.html --out results/report_check \
+		--chromium $(CHROMIUM) --chromedriver $(CHROMEDRIVER)
+
+results/report.html: | $(STAMP_EDITABLE)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) --configfile $(CONFIGFILE) \
+		$(REPORT_FLAGS)
+
+$(STAMP_REPORT): $(REQ_REPORT) $(STAMP_MAIN)
+	@echo ">> $(VENV): pip install -r $(REQ_REPORT)"
+	@$(VENV)/bin/pip install $(PIP_FLAGS) -r $(REQ_REPORT) $(QUIET_PIP)
+	@touch $@
 
 # The regression gate: recompute the baseline's tables and compare (exit 1 names the metric).
 # The target goes before --configfile, which takes every path after it (tests/test_makefile.py).
