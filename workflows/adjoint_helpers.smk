@@ -14,8 +14,9 @@ def adjoint_lags():
 
 
 def adjoint_outputs():
-    """What the relevance-vs-adjoint comparison adds to the reproduction: the two tables and one
-    map figure per lag."""
+    """What the relevance-vs-adjoint comparison adds to the reproduction: the two tables (and their
+    pages for the report) and one map figure per lag."""
     lags = ADJOINT["lags_days"]
-    return ["results/adjoint/comparison.csv", "results/adjoint/remote_attribution.csv"] + expand(
+    return ["results/adjoint/comparison.csv", "results/adjoint/remote_attribution.csv",
+            "results/adjoint/comparison.html", "results/adjoint/remote_attribution.html"] + expand(
         "results/figures/adjoint_lag{lag}.png", lag=lags)

@@ -119,13 +119,26 @@ rule metrics_table:
         expand("results/metrics/{model}.csv", model=MODELS),
     output:
         table="results/metrics/metrics.csv",
-        markdown=report("results/metrics/metrics.md", caption="report/table.rst", category="Metrics"),
+        markdown="results/metrics/metrics.md",
     log:
         "results/logs/metrics/table.log",
     conda:
         "envs/xaibench.yaml"
     shell:
         "xaibench table {input} --out {output.table} --markdown {output.markdown} > {log} 2>&1"
+
+
+rule metrics_page:
+    input:
+        "results/metrics/metrics.md",
+    output:
+        report("results/metrics/metrics.html", caption="report/table.rst", category="Metrics"),
+    log:
+        "results/logs/metrics/page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
 
 
 rule figure_enso:

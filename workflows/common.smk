@@ -30,14 +30,15 @@ def _batch_option(explain):
 
 
 def case_outputs():
-    """The targets the cases add to the reproduction: the metrics table and every figure."""
+    """The targets the cases add to the reproduction: the metrics table (and its page for the
+    report) and every figure."""
     figures = []
     if "enso" in MODELS:
         figures += expand("results/figures/enso_{subset}.png", subset=["test", "real_winters"])
     if "convection" in MODELS:
         figures += expand("results/figures/convection_{subset}.png", subset=["test", "no_shortcut"])
     figures += expand("results/figures/{model}.png", model=RADAR_MODELS)
-    return ["results/metrics/metrics.csv"] + figures
+    return ["results/metrics/metrics.csv", "results/metrics/metrics.html"] + figures
 
 
 # The tables the regression gate compares (results/baseline/tolerances.yaml lists them).

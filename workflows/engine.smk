@@ -7,7 +7,7 @@ rule conformance:
     output:
         table="results/engine/conformance.csv",
         layers="results/engine/conformance_layers.csv",
-        markdown=report("results/engine/conformance.md", caption="report/conformance_table.rst", category="Engine"),
+        markdown="results/engine/conformance.md",
     log:
         "results/logs/engine/conformance.log",
     conda:
@@ -19,12 +19,25 @@ rule conformance:
         "xaibench conformance --out {params.out} {params.quick} > {log} 2>&1"
 
 
+rule conformance_page:
+    input:
+        "results/engine/conformance.md",
+    output:
+        report("results/engine/conformance.html", caption="report/conformance_table.rst", category="Engine"),
+    log:
+        "results/logs/engine/conformance_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
+
+
 rule census:
     output:
         table="results/census/agreement.csv",
-        markdown=report("results/census/agreement.md", caption="report/census_table.rst", category="Census"),
+        markdown="results/census/agreement.md",
         zoo="results/census/zoo.csv",
-        zoo_markdown=report("results/census/zoo.md", caption="report/census_zoo.rst", category="Census"),
+        zoo_markdown="results/census/zoo.md",
     log:
         "results/logs/engine/census.log",
     conda:
@@ -37,13 +50,38 @@ rule census:
         "xaibench census --zoo --out {params.out} {params.quick} --seed {params.seed} > {log} 2>&1"
 
 
+rule census_page:
+    input:
+        "results/census/agreement.md",
+    output:
+        report("results/census/agreement.html", caption="report/census_table.rst", category="Census"),
+    log:
+        "results/logs/engine/census_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
+
+
+rule census_zoo_page:
+    input:
+        "results/census/zoo.md",
+    output:
+        report("results/census/zoo.html", caption="report/census_zoo.rst", category="Census"),
+    log:
+        "results/logs/engine/census_zoo_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
+
+
 rule bench:
     output:
         table="results/engine/bench.csv",
-        markdown=report("results/engine/bench.md", caption="report/bench_table.rst", category="Engine"),
+        markdown="results/engine/bench.md",
         targets="results/engine/bench_targets.csv",
-        targets_markdown=report("results/engine/bench_targets.md", caption="report/bench_targets.rst",
-                                category="Engine"),
+        targets_markdown="results/engine/bench_targets.md",
     log:
         "results/logs/engine/bench.log",
     conda:
@@ -64,3 +102,29 @@ rule bench:
         "xaibench bench --out {params.out} --models {params.models} --backends {params.backends} "
         "--batch-scale {params.batch_scale} --repeats {params.repeats} "
         "--seed {params.seed} --threads {params.thread_counts} > {log} 2>&1"
+
+
+rule bench_page:
+    input:
+        "results/engine/bench.md",
+    output:
+        report("results/engine/bench.html", caption="report/bench_table.rst", category="Engine"),
+    log:
+        "results/logs/engine/bench_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
+
+
+rule bench_targets_page:
+    input:
+        "results/engine/bench_targets.md",
+    output:
+        report("results/engine/bench_targets.html", caption="report/bench_targets.rst", category="Engine"),
+    log:
+        "results/logs/engine/bench_targets_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"

@@ -58,8 +58,7 @@ rule evaluation_summary:
         scores="results/evaluation/scores.csv",
         skills="results/evaluation/skills.csv",
         tradeoff="results/evaluation/tradeoff.csv",
-        summary=report("results/evaluation/summary.md", caption="report/evaluation_table.rst",
-                       category="Evaluation"),
+        summary="results/evaluation/summary.md",
         figures=report(expand("results/evaluation/{case}.png",
                               case=EVALUATED_CASES + (["groundtruth"] if "groundtruth" in EVALUATION["cases"] else [])),
                        caption="report/evaluation_figure.rst", category="Evaluation"),
@@ -74,6 +73,19 @@ rule evaluation_summary:
         "--out {params.out} > {log} 2>&1"
 
 
+rule evaluation_summary_page:
+    input:
+        "results/evaluation/summary.md",
+    output:
+        report("results/evaluation/summary.html", caption="report/evaluation_table.rst", category="Evaluation"),
+    log:
+        "results/logs/evaluation/summary_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
+
+
 rule evaluation_quantus:
     input:
         explanations=expand("results/explanations/{model}", model=[m for m in EVALUATION["quantus"]["cases"]
@@ -84,8 +96,7 @@ rule evaluation_quantus:
         groundtruth="results/groundtruth/model/model.safetensors",
     output:
         table="results/evaluation/quantus.csv",
-        markdown=report("results/evaluation/quantus.md", caption="report/evaluation_quantus.rst",
-                        category="Evaluation"),
+        markdown="results/evaluation/quantus.md",
     log:
         "results/logs/evaluation/quantus.log",
     conda:
@@ -103,3 +114,16 @@ rule evaluation_quantus:
     shell:
         "xaibench evaluation quantus {params.cases} {params.groundtruth} --samples {params.samples} "
         "--seed {params.seed} {params.options} --out {params.out} > {log} 2>&1"
+
+
+rule evaluation_quantus_page:
+    input:
+        "results/evaluation/quantus.md",
+    output:
+        report("results/evaluation/quantus.html", caption="report/evaluation_quantus.rst", category="Evaluation"),
+    log:
+        "results/logs/evaluation/quantus_page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"

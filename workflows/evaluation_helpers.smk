@@ -40,5 +40,6 @@ def _scored():
 
 
 def evaluation_outputs():
-    """The targets the evaluation adds to the reproduction."""
-    return [rules.evaluation_summary.output.scores, rules.evaluation_quantus.output.table]
+    """The targets the evaluation adds to the reproduction (with the tables' pages for the report)."""
+    return [rules.evaluation_summary.output.scores, rules.evaluation_quantus.output.table,
+            rules.evaluation_summary_page.output, rules.evaluation_quantus_page.output]

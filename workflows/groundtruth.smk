@@ -95,8 +95,7 @@ rule groundtruth_score:
         table="results/groundtruth/correlations.csv",
         per_sample="results/groundtruth/per_sample.csv",
         faithfulness="results/groundtruth/faithfulness.csv",
-        markdown=report("results/groundtruth/correlations.md", caption="report/groundtruth_table.rst",
-                        category="Ground truth"),
+        markdown="results/groundtruth/correlations.md",
     log:
         "results/logs/groundtruth/score.log",
     conda:
@@ -107,6 +106,20 @@ rule groundtruth_score:
     shell:
         "xaibench groundtruth score --relevance {input.relevance} --model {params.model_dir} --data {input.data} "
         "--out {params.out} > {log} 2>&1"
+
+
+rule groundtruth_page:
+    input:
+        "results/groundtruth/correlations.md",
+    output:
+        report("results/groundtruth/correlations.html", caption="report/groundtruth_table.rst",
+               category="Ground truth"),
+    log:
+        "results/logs/groundtruth/page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
 
 
 rule groundtruth_figure:

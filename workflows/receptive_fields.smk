@@ -33,14 +33,27 @@ rule receptive_field_table:
     input:
         expand("results/erf/{model}.csv", model=RADAR_MODELS),
     output:
-        report("results/erf/receptive_fields.csv", caption="report/receptive_fields_table.rst",
-               category="Receptive fields"),
+        "results/erf/receptive_fields.csv",
     log:
         "results/logs/erf/table.log",
     conda:
         "envs/xaibench.yaml"
     shell:
         "xaibench receptive-field table {input} --out {output} > {log} 2>&1"
+
+
+rule receptive_field_page:
+    input:
+        "results/erf/receptive_fields.csv",
+    output:
+        report("results/erf/receptive_fields.html", caption="report/receptive_fields_table.rst",
+               category="Receptive fields"),
+    log:
+        "results/logs/erf/page.log",
+    conda:
+        "envs/xaibench.yaml"
+    shell:
+        "xaibench report-table {input} --out {output} > {log} 2>&1"
 
 
 rule receptive_field_figure:

@@ -11,8 +11,8 @@ def receptive_field_options():
 
 
 def receptive_field_outputs():
-    """What the receptive-field comparison adds to the reproduction: the table and one figure per
-    radar network (nothing when the configuration trains no radar network)."""
+    """What the receptive-field comparison adds to the reproduction: the table (and its page for the
+    report) and one figure per radar network (nothing when the configuration trains no radar network)."""
     if not RADAR_MODELS:
         return []
-    return ["results/erf/receptive_fields.csv"] + expand("results/figures/erf_{model}.png", model=RADAR_MODELS)
+    return ["results/erf/receptive_fields.csv", "results/erf/receptive_fields.html"] + expand("results/figures/erf_{model}.png", model=RADAR_MODELS)

@@ -10,6 +10,7 @@ xaibench.studies.COMMAND_MODULES (docs/architecture.md, "Rooms"). `xaibench --he
     xaibench conformance | census | bench                            the engine's tables
     xaibench groundtruth | adjoint | adjoint-figure | receptive-field the studies' commands
     xaibench regression check|update                                 the regression gate (CI)
+    xaibench report-table FILE.md|FILE.csv --out FILE.html           a table as a page for the report
 
 Exit status: 0 on success, 1 when a run fails, 2 on a usage error (argparse's convention).
 `validate` gates a CI: 0 when every check passes, 1 when one fails, 2 for bad input.

@@ -20,7 +20,7 @@ sweep, chunks, networks, arguments); a study never imports another study's modul
     evaluation/        evaluation metrics as skill scores on every case, checked against Quantus
     validate/          `xaibench validate`: the checks for a researcher's own model
     regression/        the regression gate against results/baseline/
-    report/            figures, maps and tables of the report
+    report/            figures, maps and tables of the report; `xaibench report-table` (a table as an HTML page)
 """
 
 #: The modules that add `xaibench` subcommands, in --help order; each has
@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "xaibench.studies.receptive_fields.commands",
     "xaibench.studies.evaluation.commands",
     "xaibench.studies.regression.commands",
+    "xaibench.studies.report.commands",
 )
 
 

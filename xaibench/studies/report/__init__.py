@@ -5,6 +5,8 @@ explanation files one file per method x backend (format: xaibench.studies.report
     convection_relevance(files, out_png)                    relevance per frame x channel; static vs temporal
     radar_relevance(file, out_png, samples=(0,), ...)       one output pixel's relevance and the true footprint
     write_table(csv_path, out_path)                         a CSV as a Markdown or HTML table
+    write_table_page(source, out_path)                      a .md or .csv table as a standalone HTML page
+                                                            (`xaibench report-table`, for the report)
     read_explanations(files, case)                          read and check explanation files
 
 Maps draw offline from the Natural Earth 110m files shipped in xaibench/studies/data/natural_earth/
@@ -12,18 +14,19 @@ Maps draw offline from the Natural Earth 110m files shipped in xaibench/studies/
 Captions for `snakemake --report` live in workflows/report/.
 """
 
-from xaibench.studies.report.explanations import ExplanationFile, read_explanations
-from xaibench.studies.report.figures import (
-    absolute_shares,
-    convection_relevance,
-    enso_composite_maps,
-    footprint_share,
-    normalised_composite,
-    radar_relevance,
-    subset_mask,
-)
-from xaibench.studies.report.tables import table_text, write_table
+from xaibench.studies import lazy_exports
 
-__all__ = ["ExplanationFile", "absolute_shares", "convection_relevance", "enso_composite_maps", "footprint_share",
-           "normalised_composite", "radar_relevance", "read_explanations", "subset_mask", "table_text",
-           "write_table"]
+# lazily, so that building the command line (which imports commands.py here) loads no matplotlib
+_SOURCES = {
+    "ExplanationFile": "xaibench.studies.report.explanations",
+    "read_explanations": "xaibench.studies.report.explanations",
+    **{name: "xaibench.studies.report.figures" for name in (
+        "absolute_shares", "convection_relevance", "enso_composite_maps", "footprint_share", "normalised_composite",
+        "radar_relevance", "subset_mask")},
+    "table_text": "xaibench.studies.report.tables",
+    "write_table": "xaibench.studies.report.tables",
+    "table_page": "xaibench.studies.report.pages",
+    "write_table_page": "xaibench.studies.report.pages",
+}
+__all__ = sorted(_SOURCES)
+__getattr__ = lazy_exports(__name__, _SOURCES)
