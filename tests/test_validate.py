@@ -135,10 +135,11 @@ def test_cli_fails_when_randomizing_the_top_layer_cannot_change_the_map(files):
     assert result.returncode == 1, result.stdout + result.stderr
     assert "verdict: FAIL" in result.stdout
     table = [line.split() for line in result.stdout.splitlines()]
-    top1 = {row[0]: row for row in table if len(row) > 4 and row[1] == "randomization[top"
-            and row[2] == "1]"}
-    assert set(top1) == set(DEFAULT_METHODS)
-    assert all(row[3] == "1" and row[6] == "FAIL" for row in top1.values()), top1
+    cascade = {row[0]: row for row in table if len(row) > 4 and row[1] == "randomization"}
+    assert set(cascade) == set(DEFAULT_METHODS)
+    # one row per method: the most similar level's value (1), the verdict, where the map first changes
+    assert all(row[2] == "1" and row[5] == "FAIL" and " ".join(row[6:9]) == "first below 0.9"
+               and " ".join(row[9:11]) == "at top" and row[11] == "2:" for row in cascade.values()), cascade
     assert "hardly changes when the top layer(s) 5 (BatchNorm1d) are re-initialized" in result.stdout
     assert result.stderr == ""
 

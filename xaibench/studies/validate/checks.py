@@ -67,16 +67,23 @@ turns it into one line and exit status 2. Errors of one explanation become repor
 explanations run under xaibench.studies.sweep's policy (native_failure="record"); a native
 failure of any kind is an ERROR row, another backend's SKIPPABLE error a SKIPPED one.
 
+Progress: each explanation announces itself on stderr ("[3/35] lrp.epsilon: randomization layer
+2/5"), rewritten in place, only when stderr is a terminal: never on stdout, never in a log file.
+
     checks.py   validate() and the checks (conservation, agreement, randomization)
     inputs.py   reading the model, its weights and the inputs; the precision
-    report.py   CheckResult, Report and the verdict files
+    report.py   CheckResult, Report, the terminal summary and the verdict files
+    page.py     verdict.html
 """
 
 from __future__ import annotations
 
 import copy
+import io
 import math
 import os
+import shutil
+import sys
 from functools import partial
 
 import torch
@@ -227,15 +234,23 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
     }
     report = Report([], settings, inputs=tuple(arrays) if several else arrays[0])
     runner = sweep.Sweep(native_failure="record")   # one sweep: an unavailable backend is asked once
-    for method in methods:
-        report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
-                                           method_options.get(method, {}), others, labels, randomized,
-                                           report, output))
-    if metrics:
-        from xaibench.studies.validate.quality import quality_rows
+    per_method = 1 + len(others) + max(len(labels), 1)
+    progress = Progress(len(methods) * per_method + bool(metrics))
+    try:
+        for index, method in enumerate(methods):
+            report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
+                                               method_options.get(method, {}), others, labels, randomized,
+                                               report, output, progress))
+            progress.done = (index + 1) * per_method   # a method that stopped early skips its steps
+        if metrics:
+            from xaibench.studies.validate.quality import quality_rows
 
-        names = None if metrics is True else list(metrics)
-        report.metrics = quality_rows(working, x, report.explanations, chosen, seed, method_options, output, names)
+            progress.step("evaluation metrics")
+            names = None if metrics is True else list(metrics)
+            report.metrics = quality_rows(working, x, report.explanations, chosen, seed, method_options, output,
+                                          names)
+    finally:
+        progress.close()
     if out is not None:
         report.write(out)
     return report
@@ -246,9 +261,47 @@ def _version():
     return __version__
 
 
+class Progress:
+    """'[k/N] what' on stderr, rewritten in place, only when stderr is a terminal (a pipe, a log
+    file or a test's capture gets nothing); stdout, where the summary goes, is never touched."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.done, self.shown = total, 0, False
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            self.enabled = bool(isatty and isatty())
+        except (ValueError, OSError):   # a closed stream
+            self.enabled = False
+
+    def step(self, text: str):
+        """Announce the next piece of work."""
+        self.done += 1
+        if self.enabled:
+            width = max(shutil.get_terminal_size().columns - 1, 20)
+            self.stream.write("\r\x1b[K" + f"[{min(self.done, self.total)}/{self.total}] {text}"[:width])
+            self.stream.flush()
+            self.shown = True
+
+    def close(self):
+        """Clear the progress line."""
+        if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def _first_sample(relevance):
+    """The first sample of a relevance map (or of each of a tuple of maps), detached, on the CPU."""
+    if isinstance(relevance, tuple):
+        return tuple(_first_sample(r) for r in relevance)
+    return relevance.detach()[:1].cpu()
+
+
 def _check_method(api, runner, model, x, method, target, dtype, limits, options, backends, layers, randomized,
-                  report, output=None):
+                  report, output=None, progress=None):
     rows = []
+    progress = progress or Progress(0, stream=io.StringIO())   # not a terminal: silent
     several = isinstance(x, tuple)
     names = [str(a.name) for a in report.inputs] if several else []
 
@@ -274,6 +327,7 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
                                  reason=f"cannot explain {len(x)} inputs: {one_line(one_input_only[0])}")
         return outcome
 
+    progress.step(f"{method}: native explanation")
     outcome = run("native", lambda: api.explain(model, x, method, target=target, dtype=dtype, output=output,
                                                 **options))
     if outcome.status == sweep.SKIPPED and several:
@@ -303,6 +357,7 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
     # 2. agreement with every other backend that has the method
     for backend in backends:
         check = f"agreement[{backend}]"
+        progress.step(f"{method}: agreement with {backend}")
         available, reason = _backend_methods(backend)
         if available is None:
             row(check, SKIPPED, detail=f"skipped: {reason}")
@@ -323,6 +378,7 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
             row(check, FAIL, math.inf, limits["agreement"], "<=",
                 f"relevance shape {_shapes(other.relevance)} vs native {_shapes(reference.relevance)}")
             continue
+        report.backend_relevance[(method, backend)] = _first_sample(other.relevance)   # for verdict.html
         value = _worst(agreement_per_sample(*_joined(other.relevance, reference.relevance, sample_dims), 1))
         detail = f"max over samples of max|R_{backend} - R_native| / sum|R_native|{over}"
         if several:
@@ -343,6 +399,7 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
         return rows
     for level in range(1, len(layers) + 1):
         check = f"randomization[top {level}]"
+        progress.step(f"{method}: randomization layer {level}/{len(layers)}")
         layer_names = ", ".join(layers[:level])
         outcome = run("native", partial(api.explain, randomized(level), x, method, target=reference.target,
                                         dtype=dtype, output=output, **options))

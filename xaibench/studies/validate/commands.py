@@ -10,7 +10,12 @@ taken for the model argument):
 
 (several --inputs files: each file's only variable, or the i-th --variable of the i-th file).
 --output KEY chooses the output explained of a model returning a tuple (an index) or a dict
-(a key); without it such a model gets an error listing the choices."""
+(a key); without it such a model gets an error listing the choices.
+
+The console shows a summary (one row per method and check; the randomization cascade one row
+per method); verdict.csv / verdict.json under --out hold every row, verdict.html the summary
+with the maps, the randomization curve and the ledger. Progress goes to stderr, and only when
+it is a terminal."""
 
 import argparse
 import sys
@@ -50,7 +55,9 @@ def add_commands(commands) -> dict:
     validate.add_argument("--target", type=non_negative_int, default=None, metavar="T",
                           help="flat output index to explain (default: the argmax of each sample's output)")
     validate.add_argument("--out", default=None, metavar="DIR",
-                          help="write verdict.json, verdict.csv and relevance_<method>.nc there")
+                          help="write verdict.json, verdict.csv (every check and layer), verdict.html (a "
+                               "self-contained page: summary, relevance maps, randomization curve, ledger per "
+                               "layer) and relevance_<method>.nc there")
     validate.add_argument("--tolerance", dest="tolerances", action="append", type=_tolerance, default=[],
                           metavar="NAME=VALUE",
                           help="override a tolerance: conservation=1e-10 (relative; float32: 1e-5), "
@@ -111,7 +118,8 @@ def _validate(args) -> int:
         print(report.table())
         if args.out:
             report.write(args.out)
-            print(f"wrote {args.out}/verdict.json, verdict.csv and relevance_<method>.nc")
+            print(f"wrote {args.out}/verdict.json, verdict.csv (every check, every layer), verdict.html (the "
+                  "summary, maps, randomization curve and ledger, for a browser) and relevance_<method>.nc")
     except InputError as error:  # bad input: one line, no traceback, status 2
         print(f"xaibench validate: error: {error}", file=sys.stderr)
         return 2
