@@ -3,7 +3,8 @@ backends, model randomization), with a verdict per check.
 
     checks.py     validate() and the checks
     inputs.py     reading the model, its weights and the inputs; the precision
-    report.py     CheckResult, Report and the verdict files
+    report.py     CheckResult, Report, the console summary and the verdict files
+    page.py       verdict.html: the verdict, maps, randomization curve and ledger as one page
     commands.py   xaibench validate
 """
 
