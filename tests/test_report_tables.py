@@ -202,3 +202,25 @@ def test_each_page_is_made_from_its_table_beside_it_by_report_table():
             assert sources, f"{path.name}: the rule of {page.group(1)} reads no {stem}.md or {stem}.csv"
             assert "xaibench report-table" in rule, f"{path.name}: {page.group(1)} is not made by report-table"
     assert pages >= 12, pages
+
+
+# --- every table the README quotes is in the report -------------------------------------------------
+
+#: tables the README names that are deliberately not report items, and why
+NOT_IN_REPORT = {
+    "results/engine/bench.csv": "the raw timings; the report shows bench.md, their table",
+    "results/engine/bench_cuda.csv": "written by make bench-gpu on a GPU machine, outside the workflow",
+    "results/evaluation/scores.csv": "one row per map and metric (thousands); the report shows summary.md",
+    "results/mutation.md": "written by make test's mutation check, outside the workflow",
+}
+
+
+def test_every_table_the_readme_quotes_is_a_page_of_the_report():
+    """A headline table the README points readers to (results/<folder>/<name>.md or .csv) is in
+    the report as the page beside it, unless NOT_IN_REPORT says why not."""
+    quoted = set(re.findall(r"results/[\w/.-]+\.(?:md|csv)", (ROOT / "README.md").read_text()))
+    pages = {path for _, path in _report_paths() if path.endswith(".html")}
+    missing = sorted(path for path in quoted - set(NOT_IN_REPORT)
+                     if path.rsplit(".", 1)[0] + ".html" not in pages)
+    assert not missing, f"the README quotes these tables, but the report does not hold them: {missing}"
+    assert quoted >= set(NOT_IN_REPORT), sorted(set(NOT_IN_REPORT) - quoted)   # no stale exceptions
