@@ -190,3 +190,20 @@ def test_progress_goes_to_a_terminal_stderr_only(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "stderr", quiet)
     validate(model, inputs=x, methods=["gradient"], backends=[])
     assert quiet.getvalue() == ""
+
+
+def test_a_disagreement_from_zennits_gradient_fallback_names_the_fallback(resnet):
+    """zennit has no rule for resnet18's functional residual sums and takes the plain gradient
+    there (the census's 'zennit gradient fallback'): the FAIL says so, in the summary and in
+    verdict.csv, instead of a bare number."""
+    rows = {(row[0], row[1]): row for row in _summary_rows(resnet["stdout"])}
+    failing = [key for key, row in rows.items() if key[1] == "agreement[zennit]" and row[5] == "FAIL"]
+    assert ("lrp.epsilon", "agreement[zennit]") in failing
+    for method, check in failing:
+        line = next(line for line in resnet["stdout"].splitlines() if line.split()[:2] == [method, check])
+        assert "zennit gradient fallback: " in line and "operator.add" in line and "plain gradient" in line, line
+    with open(resnet["out"] / "verdict.csv", newline="") as file:
+        table = {(row["method"], row["check"]): row for row in csv.DictReader(file)}
+    assert "zennit gradient fallback: " in table[("lrp.epsilon", "agreement[zennit]")]["detail"]
+    # where zennit agrees, nothing is said of a fallback
+    assert "fallback" not in table[("gradient", "agreement[zennit]")]["detail"]

@@ -391,6 +391,12 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
                                                    dtype, limits["agreement"], output)
             row(check, status, value, limits["agreement"], "<=", detail)
             continue
+        fallback = getattr(other, "gradient_fallback", None)
+        if value > limits["agreement"] and fallback:
+            from xaibench.backends.zennit_backend import fallback_note
+
+            detail += (f"; {fallback_note(fallback)}: {backend} has no {method} rule there and takes the plain "
+                       f"gradient, so its map is not {method} (the native ledger above says whether yours is)")
         row(check, PASS if value <= limits["agreement"] else FAIL, value, limits["agreement"], "<=", detail)
 
     # 3. model randomization, cascading from the top layer down; the same outputs are explained
