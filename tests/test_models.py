@@ -287,7 +287,9 @@ def test_cli_trains_prints_progress_and_writes_the_model(tmp_path, capsys):
                    "--epochs", "2", "--lr", "0.01", "--seed", "5", "--eval-data", f"again={data}"])
     printed = capsys.readouterr().out
     assert status == 0
-    assert "epoch   1" in printed and "epoch   2" in printed and "validation accuracy" in printed
+    assert "epoch   1/2 " in printed and "epoch   2/2 " in printed and "validation accuracy" in printed
+    first = next(line for line in printed.splitlines() if line.startswith("epoch   1/2"))
+    assert first.endswith(" left)") and "at most about " in first   # the time the remaining epoch takes
     model, metadata = load_trained(tmp_path / "model")
     assert metadata["seed"] == 5 and metadata["config"]["lr"] == 0.01 and metadata["epochs_run"] == 2
     assert set(metadata["evaluation"]) == {"again", "real_winters"}

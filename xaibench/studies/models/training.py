@@ -190,7 +190,8 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
             train_loss, train_penalty = _one_epoch(model, optimizer, x_train, y_train, config["batch_size"],
                                                    shuffler, class_weights, l2)
             scores = _scores(model, x_validation, y_validation, class_weights, config["eval_batch_size"])
-            record = {"epoch": epoch, "train_loss": train_loss, "train_penalty": train_penalty,
+            record = {"epoch": epoch, "epochs": config["epochs"], "train_loss": train_loss,
+                      "train_penalty": train_penalty,
                       "validation_loss": scores["loss"], "validation_skill": scores["skill"],
                       "skill_name": scores["skill_name"], "lr": schedule(epoch),
                       "seconds": time.perf_counter() - epoch_started}
@@ -259,11 +260,20 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
 
 
 def format_epoch(record: dict) -> str:
-    """One progress line: epoch, train loss, validation loss, validation skill."""
+    """One progress line: epoch (of the planned epochs), train loss, validation loss, validation
+    skill, the epoch's time and, from it, the time the remaining epochs take at most (early
+    stopping may end sooner)."""
+    from xaibench.progress import duration
+
     penalty = f" (L2 {record['train_penalty']:.4g})" if record.get("train_penalty") else ""
-    return (f"epoch {record['epoch']:3d}  train loss {record['train_loss']:.5g}{penalty}  "
+    planned = record.get("epochs")
+    count = f"{record['epoch']:3d}" + (f"/{planned}" if planned else "")
+    left = planned - record["epoch"] if planned else 0
+    timing = f"{record['seconds']:.1f} s" + (f", at most about {duration(left * record['seconds'])} left" if left > 0
+                                             else "")
+    return (f"epoch {count}  train loss {record['train_loss']:.5g}{penalty}  "
             f"validation loss {record['validation_loss']:.5g}  "
-            f"validation {record['skill_name']} {record['validation_skill']:.4f}  ({record['seconds']:.1f} s)")
+            f"validation {record['skill_name']} {record['validation_skill']:.4f}  ({timing})")
 
 
 def _one_epoch(model, optimizer, x, y, batch_size, shuffler, class_weights, l2) -> tuple[float, float]:
