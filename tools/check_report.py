@@ -15,7 +15,7 @@ information button (the caption). For every category and every result this scrip
 - every caption renders (text, no docutils error);
 - the browser console has no errors.
 
-One screenshot per category (its list and first figure, or its first caption) goes to the output
+One screenshot per category (its list and first figure or table page, else its first caption) goes to the output
 folder. It prints a summary and exits 1 naming each broken item.
 
     .venv/bin/python tools/check_report.py                      # results/report.html
@@ -250,15 +250,15 @@ def check_results_list(driver, where: str, back: str, expected: list[str], meta:
         mime = meta.get(path, {}).get("mime_type", "")
         eye = driver.find_elements("css selector", ROWS)[index].find_elements("css selector", "td a")[0]
         try:
-            if mime.startswith("image/"):
+            if mime.startswith("image/") or mime == "text/html":
                 eye.click()
-                check_shown_image(driver, path, findings)
+                if mime == "text/html":
+                    check_shown_html(driver, path, findings)
+                else:
+                    check_shown_image(driver, path, findings)
                 if screenshot is not None and screenshot not in findings.screenshots:
-                    driver.save_screenshot(str(screenshot))   # the list and its first figure
+                    driver.save_screenshot(str(screenshot))   # the list and its first figure or table page
                     findings.screenshots.append(screenshot)
-            elif mime == "text/html":
-                eye.click()
-                check_shown_html(driver, path, findings)
             else:
                 # not shown in the page: the eye is a download link to the embedded file
                 findings.tables += 1
