@@ -305,3 +305,62 @@ def test_cli_bad_input_is_one_line_and_status_2(argv, message, tmp_path, capsys,
     error = capsys.readouterr().err
     assert message in error and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: a long training (radar_vit at paper scale: hours on a CPU) spans interruptions
+# --------------------------------------------------------------------------------------------
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_at(epoch):
+    def progress(record):
+        if record["epoch"] == epoch:
+            raise _Interrupted
+    return progress
+
+
+def test_an_interrupted_training_goes_on_from_its_checkpoint_to_the_same_weights(tmp_path):
+    data = make_enso(n_samples=200, seed=0)
+    config = {"epochs": 4, "lr": 0.01, "seed": 3, "optimizer": "adam"}   # Adam: an optimizer with state
+    whole = train("enso", data, config)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(_Interrupted):
+        train("enso", data, config, checkpoint=checkpoint, progress=_interrupt_at(3))
+    assert checkpoint.is_file()   # written after epochs 1 and 2
+    seen = []
+    resumed = train("enso", data, config, checkpoint=checkpoint, progress=lambda record: seen.append(record["epoch"]))
+    assert seen == [1, 2, 3, 4]   # the first two replayed from the checkpoint, then trained
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
+    assert resumed.best_epoch == whole.best_epoch
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    assert not checkpoint.exists()   # removed when the training ends
+
+
+def test_a_checkpoint_of_another_configuration_is_not_resumed(tmp_path):
+    data = make_enso(n_samples=200, seed=0)
+    checkpoint = tmp_path / "checkpoint.pt"
+    with pytest.raises(_Interrupted):
+        train("enso", data, {"epochs": 3, "lr": 0.01, "seed": 3}, checkpoint=checkpoint, progress=_interrupt_at(2))
+    other = {"epochs": 3, "lr": 0.02, "seed": 3}
+    fresh = train("enso", data, other)
+    again = train("enso", data, other, checkpoint=checkpoint)
+    assert [r["train_loss"] for r in again.history] == [r["train_loss"] for r in fresh.history]
+    assert not checkpoint.exists()
+
+
+def test_the_command_keeps_its_checkpoint_in_the_output_folder_and_goes_on_from_it(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="xaibench.studies.models.training")
+    data = write_dataset(make_enso(n_samples=200, seed=0), tmp_path / "enso.nc")
+    arguments = ["train", "enso", "--data", str(data), "--out", str(tmp_path / "model"), "--epochs", "3",
+                 "--lr", "0.01", "--seed", "5"]
+    with pytest.raises(_Interrupted):
+        train("enso", data, {"epochs": 3, "lr": 0.01, "seed": 5}, progress=_interrupt_at(2),
+              checkpoint=tmp_path / "model" / "checkpoint.pt")
+    assert main(arguments) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("epoch   1/3") == 1 and "epoch   3/3" in printed
+    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == ["model.json", "model.safetensors"]
+    assert "checkpoint.pt after epoch 1" in caplog.text   # went on from the interrupted run

@@ -17,7 +17,10 @@ def add_commands(commands) -> dict:
     train.add_argument("model", metavar="MODEL",
                        help="enso, convection, radar1, radar2, radar3, radar_vit or groundtruth")
     train.add_argument("--data", required=True, metavar="FILE.nc", help="training data (netCDF, `xaibench data`)")
-    train.add_argument("--out", required=True, metavar="DIR", help="folder for model.safetensors and model.json")
+    train.add_argument("--out", required=True, metavar="DIR",
+                       help="folder for model.safetensors and model.json; while training, DIR/checkpoint.pt "
+                            "keeps the state after every epoch, and a run that finds it goes on from there "
+                            "(same weights as an uninterrupted run; removed at the end)")
     train.add_argument("--epochs", type=positive_int, default=None, metavar="N")
     train.add_argument("--batch-size", type=positive_int, default=None, metavar="N")
     train.add_argument("--lr", type=positive_float, default=None, metavar="X", help="learning rate")
@@ -40,7 +43,7 @@ def _train(args) -> int:
     from pathlib import Path
 
     from xaibench.errors import InputError
-    from xaibench.studies.models.training import format_epoch, train
+    from xaibench.studies.models.training import CHECKPOINT_FILE, format_epoch, train
 
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                  "threads": args.threads, "optimizer": args.optimizer, "lr_schedule": args.lr_schedule}
@@ -57,7 +60,8 @@ def _train(args) -> int:
         evaluation[name] = path
     try:
         result = train(args.model, args.data, config, out=args.out, evaluation=evaluation,
-                       progress=lambda record: print(format_epoch(record), flush=True))
+                       progress=lambda record: print(format_epoch(record), flush=True),
+                       checkpoint=Path(args.out) / CHECKPOINT_FILE)
     except InputError as error:  # bad input: one line, no traceback, status 2
         print(f"xaibench train: error: {error}", file=sys.stderr)
         return 2

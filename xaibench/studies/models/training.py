@@ -100,6 +100,8 @@ __all__ = ["LR_SCHEDULES", "MODELS", "MODEL_NAMES", "SETUP_NOTES", "TrainingResu
            "format_epoch", "load_trained", "save_trained", "train", "weight_penalty"]
 
 FORMAT = "xaibench.trained-model/1"
+#: the checkpoint `xaibench train --out DIR` keeps in DIR while it trains (train's `checkpoint`)
+CHECKPOINT_FILE = "checkpoint.pt"
 
 #: model name -> (architecture name in models.REGISTRY, fixed constructor arguments)
 # ---------------------------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class TrainingResult:
 # ---------------------------------------------------------------------------------------------
 def train(model_name: str, data, config: Mapping | None = None, *, out=None,
           evaluation: Mapping | None = None,
-          progress: Callable[[dict], None] | None = None) -> TrainingResult:
+          progress: Callable[[dict], None] | None = None, checkpoint=None) -> TrainingResult:
     """Train `model_name` on `data` (an xarray.Dataset or a path to one written by
     xaibench.studies.data.write_dataset) and return the best epoch's model.
 
@@ -143,6 +145,11 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
     progress: called after every epoch with the epoch's record (epoch, train_loss,
         validation_loss, validation_skill, ...); every record is also logged at INFO level on the
         "xaibench.studies.models.training" logger.
+    checkpoint: a file to keep the training's state in after every epoch (weights, optimizer and
+        shuffling states, the best epoch so far, the history). A run that finds
+        it, written for the same model, configuration and data, goes on from the epoch after it,
+        and ends with the same weights as a run never interrupted; another file is replaced. It
+        is removed when the training ends. None: no checkpoint.
     """
     started = time.perf_counter()
     architecture, fixed_kwargs = _model_entry(model_name)
@@ -183,7 +190,18 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
         x_validation, y_validation = _tensors(parts["validation"])
         history: list[dict] = []
         best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-        for epoch in range(1, config["epochs"] + 1):
+        identity = json.dumps(json_safe({"model": model_name, "config": config, "data": data_hash(dataset)}),
+                              sort_keys=True)
+        resumed = _resume(checkpoint, identity, model, optimizer, shuffler)
+        if resumed is not None:
+            history, best_loss, best_state, best_epoch, stale = resumed
+            logger.info(f"resumed from {checkpoint} after epoch {len(history)}")
+            if progress is not None:
+                for record in history:
+                    progress(record)
+        for epoch in range(len(history) + 1, config["epochs"] + 1):
+            if config["patience"] is not None and stale >= config["patience"]:
+                break   # a resumed run that had already stopped early
             epoch_started = time.perf_counter()
             for group in optimizer.param_groups:
                 group["lr"] = schedule(epoch)
@@ -204,8 +222,11 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
                 best_state = {key: value.detach().clone() for key, value in model.state_dict().items()}
             else:
                 stale += 1
-                if config["patience"] is not None and stale >= config["patience"]:
-                    break
+            if checkpoint is not None:
+                _keep(checkpoint, identity, model, optimizer, shuffler, history, best_loss, best_state, best_epoch,
+                      stale)
+            if config["patience"] is not None and stale >= config["patience"]:
+                break
         if best_state is None:
             raise FloatingPointError(f"the validation loss was never finite in {len(history)} epochs "
                                      f"(lr {config['lr']} too high?)")
@@ -256,7 +277,43 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
     if out is not None:
         metadata = save_trained(model, metadata, out)
         directory = Path(out)
+    if checkpoint is not None:
+        Path(checkpoint).unlink(missing_ok=True)
     return TrainingResult(model=model, metadata=metadata, history=history, directory=directory)
+
+
+def _keep(checkpoint, identity: str, model, optimizer, shuffler, history, best_loss, best_state, best_epoch,
+          stale) -> None:
+    """Write the training's state after an epoch (atomically: an interrupted write leaves the last one)."""
+    from xaibench.io import atomic_path
+
+    state = {"identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "shuffler": shuffler.get_state(), "history": history,
+             "best_loss": best_loss, "best_state": best_state, "best_epoch": best_epoch, "stale": stale}
+    Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(checkpoint) as temporary:
+        torch.save(state, temporary)
+
+
+def _resume(checkpoint, identity: str, model, optimizer, shuffler):
+    """(history, best_loss, best_state, best_epoch, stale) from a checkpoint of this same training,
+    with the model, optimizer and shuffler restored; None: start afresh. (No model here draws from
+    torch's global random stream while training, no dropout, so the shuffler is the only stream.)"""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:   # unreadable (e.g. a different torch): start over rather than fail
+        logger.warning(f"ignoring the checkpoint {checkpoint}: {error}")
+        return None
+    if state.get("identity") != identity:
+        logger.warning(f"ignoring the checkpoint {checkpoint}: it was written for another model, "
+                       "configuration or data")
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    shuffler.set_state(state["shuffler"])
+    return state["history"], state["best_loss"], state["best_state"], state["best_epoch"], state["stale"]
 
 
 def format_epoch(record: dict) -> str:
