@@ -395,8 +395,13 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
         if value > limits["agreement"] and fallback:
             from xaibench.backends.zennit_backend import fallback_note
 
-            detail += (f"; {fallback_note(fallback)}: {backend} has no {method} rule there and takes the plain "
-                       f"gradient, so its map is not {method} (the native ledger above says whether yours is)")
+            kinds: dict[str, int] = {}
+            for place in fallback:
+                kind = place.rsplit(": ", 1)[-1] if ": " in place else place.rsplit("(", 1)[-1].rstrip(")")
+                kinds[kind] = kinds.get(kind, 0) + 1
+            detail += (f"; {backend} takes the plain gradient at {len(fallback)} place(s) ("
+                       + ", ".join(f"{count} {kind}" for kind, count in kinds.items())
+                       + f") where it has no {method} rule: its map is not {method}; {fallback_note(fallback)}")
         row(check, PASS if value <= limits["agreement"] else FAIL, value, limits["agreement"], "<=", detail)
 
     # 3. model randomization, cascading from the top layer down; the same outputs are explained
