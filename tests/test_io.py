@@ -101,13 +101,15 @@ def test_model_files_refuse_weights_from_another_run(tmp_path):
 
 
 # --- nobody else writes a results file -------------------------------------------------------
-#: (file, what it writes) that are not results: exchange files and logs of the innvestigate
-#: worker, and the kernel's /proc interface the benchmark resets its memory counter through.
+#: (file, what it writes) that are not results files: exchange files and logs of the innvestigate
+#: worker, the kernel's /proc interface the benchmark resets its memory counter through, and the
+#: figures verdict.html inlines (rendered into memory; the page itself goes through xaibench.io).
 NOT_RESULTS = {
     ("backends/innvestigate_backend.py", "open"),          # the worker's log
     ("backends/innvestigate_backend.py", "write_text"),    # the model spec handed to the worker
     ("backends/innvestigate_worker.py", "fdopen"),         # the worker's replies on stdout
     ("studies/bench/timing.py", "open"),                   # /proc/<pid>/clear_refs
+    ("studies/validate/page.py", "savefig"),               # PNG bytes into memory, inlined in verdict.html
 }
 WRITERS = {"write_text", "write_bytes", "to_csv", "to_netcdf", "savefig", "to_parquet"}
 
