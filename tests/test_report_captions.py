@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 
 import pytest
+from workflow_source import report_calls, rule_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONS = ROOT / "workflows" / "report"
@@ -187,23 +188,11 @@ def test_a_number_counts_whole_and_names_do_not():
 
 # --- every report item has a caption, every caption an item ---------------------------------------
 
-def _report_calls(text: str) -> list[str]:
-    """The argument text of every report(...) call, parentheses balanced."""
-    calls = []
-    for match in re.finditer(r"\breport\(", text):
-        depth, index = 1, match.end()
-        while depth:
-            depth += {"(": 1, ")": -1}.get(text[index], 0)
-            index += 1
-        calls.append(text[match.end():index - 1])
-    return calls
-
-
 def _report_items():
     """(rule file, caption or None) of every report(...) item in the workflow."""
     items = []
-    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflows").glob("*.smk"))]:
-        for call in _report_calls(path.read_text()):
+    for path in rule_files():
+        for call in report_calls(path):
             caption = re.search(r"""caption\s*=\s*["']([^"']+)["']""", call)
             items.append((path.name, caption.group(1) if caption else None))
     return items

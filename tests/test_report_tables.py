@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+from workflow_source import report_calls, rule_files
 
 from xaibench.errors import InputError
 from xaibench.studies.report.pages import csv_html, markdown_html, table_page, write_table_page
@@ -152,23 +153,11 @@ def test_the_command_writes_the_page(tmp_path):
 TABLE_SUFFIXES = (".md", ".markdown", ".csv", ".tsv", ".txt")
 
 
-def _report_calls(text: str) -> list[str]:
-    """The argument text of every report(...) call, parentheses balanced."""
-    calls = []
-    for match in re.finditer(r"\breport\(", text):
-        depth, index = 1, match.end()
-        while depth:
-            depth += {"(": 1, ")": -1}.get(text[index], 0)
-            index += 1
-        calls.append(text[match.end():index - 1])
-    return calls
-
-
 def _report_paths() -> list[tuple[str, str]]:
     """(rule file, path) of every report(...) item whose first argument is a string."""
     items = []
-    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflows").glob("*.smk"))]:
-        for call in _report_calls(path.read_text()):
+    for path in rule_files():
+        for call in report_calls(path):
             first = re.match(r"""\s*(?:expand\(\s*)?["']([^"']+)["']""", call)
             if first:
                 items.append((path.name, first.group(1)))
@@ -190,7 +179,7 @@ def test_each_page_is_made_from_its_table_beside_it_by_report_table():
     """A page's rule reads the .md or .csv of the same name in the same folder and runs
     `xaibench report-table`: the page shows the table the workflow wrote, not another."""
     pages = 0
-    for path in [ROOT / "Snakefile", *sorted((ROOT / "workflows").glob("*.smk"))]:
+    for path in rule_files():
         for rule in re.split(r"\n(?=rule |use rule )", path.read_text()):
             page = re.search(r"""report\(\s*["']([^"']+\.html)["']""", rule)
             if not page:

@@ -1,17 +1,24 @@
-"""Progress of long loops as a line prefix: ``[12/48  25 %, about 1 min 30 s left]``.
+"""Progress of long work, in the two forms a reader meets it.
+
+Progress: a line prefix for batch jobs, ``[12/48  25 %, about 1 min 30 s left]``.
 
 Census, zoo and the other batch jobs log one line per unit of work into Snakemake's log files,
 where a redrawn bar would be noise; a counter with the estimate of the time left reads the same
 in a log file and on a terminal.
 
-    progress = Progress(total=48)
+    progress = Progress(total=len(work))
     for item in work:
-        ...
-        log(f"{progress.step()} {item}")
+        result = run(item)
+        log(f"{progress.step()} {item}: {result}")
+
+TerminalProgress: one line on stderr, ``[3/35] lrp.epsilon: randomization layer 2/5``, rewritten in
+place and shown only when stderr is a terminal (xaibench validate, whose summary goes to stdout).
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Callable
 
@@ -49,3 +56,33 @@ class Progress:
             elapsed = self._clock() - self._started
             text += f", about {duration(elapsed / self.done * (self.total - self.done))} left"
         return text + "]"
+
+
+class TerminalProgress:
+    """'[k/N] what' on stderr, rewritten in place, only when stderr is a terminal (a pipe, a log
+    file or a test's capture gets nothing); stdout, where the summary goes, is never touched."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.done, self.shown = total, 0, False
+        isatty = getattr(self.stream, "isatty", None)
+        try:
+            self.enabled = bool(isatty and isatty())
+        except (ValueError, OSError):   # a closed stream
+            self.enabled = False
+
+    def step(self, text: str):
+        """Announce the next piece of work."""
+        self.done += 1
+        if self.enabled:
+            width = max(shutil.get_terminal_size().columns - 1, 20)
+            self.stream.write("\r\x1b[K" + f"[{min(self.done, self.total)}/{self.total}] {text}"[:width])
+            self.stream.flush()
+            self.shown = True
+
+    def close(self):
+        """Clear the progress line."""
+        if self.enabled and self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False

@@ -233,12 +233,17 @@ def fallback_note(fallback: list[str]) -> str:
     note = f"{FALLBACK}: " + ", ".join(fallback[:FALLBACK_LISTED])
     rest = fallback[FALLBACK_LISTED:]
     if rest:
-        kinds: dict[str, int] = {}
-        for entry in rest:
-            kind = entry.rsplit("(", 1)[-1].rstrip(")") if entry.endswith(")") else entry.rsplit(": ", 1)[-1]
-            kinds[kind] = kinds.get(kind, 0) + 1
-        note += f" and {len(rest)} more (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
+        note += f" and {len(rest)} more ({fallback_kinds(rest)})"
     return note
+
+
+def fallback_kinds(fallback: list[str]) -> str:
+    """gradient_fallback's entries counted by kind: '8 operator.add, 2 Upsample'."""
+    kinds: dict[str, int] = {}
+    for entry in fallback:
+        kind = entry.rsplit("(", 1)[-1].rstrip(")") if entry.endswith(")") else entry.rsplit(": ", 1)[-1]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return ", ".join(f"{count} {kind}" for kind, count in kinds.items())
 
 
 

@@ -162,6 +162,7 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
 
     from xaibench.studies.data import data_hash, split
 
+    dataset_hash = data_hash(dataset)
     parts = split(dataset, validation=config["validation"], test=config["test"])
     for name in ("train", "validation"):
         if parts[name].sizes["sample"] == 0:
@@ -190,7 +191,7 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
         x_validation, y_validation = _tensors(parts["validation"])
         history: list[dict] = []
         best_loss, best_state, best_epoch, stale = math.inf, None, 0, 0
-        identity = json.dumps(json_safe({"model": model_name, "config": config, "data": data_hash(dataset)}),
+        identity = json.dumps(json_safe({"model": model_name, "config": config, "data": dataset_hash}),
                               sort_keys=True)
         resumed = _resume(checkpoint, identity, model, optimizer, shuffler)
         if resumed is not None:
@@ -253,7 +254,7 @@ def train(model_name: str, data, config: Mapping | None = None, *, out=None,
         "constructor": constructor,
         "config": config,
         "seed": config["seed"],
-        "data": {"hash": data_hash(dataset), "generator": dataset.attrs.get("generator", ""),
+        "data": {"hash": dataset_hash, "generator": dataset.attrs.get("generator", ""),
                  "config": _generator_config(dataset), "n_samples": int(dataset.sizes["sample"]),
                  "split": {name: int(part.sizes["sample"]) for name, part in parts.items()},
                  "split_convention": dataset.attrs.get("split_convention", "")},

@@ -82,8 +82,6 @@ import copy
 import io
 import math
 import os
-import shutil
-import sys
 from functools import partial
 
 import torch
@@ -94,6 +92,7 @@ from xaibench.backends import table as method_table
 from xaibench.errors import InputError, OneInputOnlyError
 from xaibench.metrics import agreement_per_sample, randomization, spearman_per_sample
 from xaibench.metrics.randomization import randomized_copy
+from xaibench.progress import TerminalProgress
 from xaibench.studies import sweep
 from xaibench.studies.sweep import one_line
 from xaibench.studies.validate.inputs import (
@@ -235,7 +234,7 @@ def validate(model_or_factory, *, weights=None, inputs, variable=None,
     report = Report([], settings, inputs=tuple(arrays) if several else arrays[0])
     runner = sweep.Sweep(native_failure="record")   # one sweep: an unavailable backend is asked once
     per_method = 1 + len(others) + max(len(labels), 1)
-    progress = Progress(len(methods) * per_method + bool(metrics))
+    progress = TerminalProgress(len(methods) * per_method + bool(metrics))
     try:
         for index, method in enumerate(methods):
             report.checks.extend(_check_method(api, runner, working, x, method, target, chosen, limits,
@@ -261,36 +260,6 @@ def _version():
     return __version__
 
 
-class Progress:
-    """'[k/N] what' on stderr, rewritten in place, only when stderr is a terminal (a pipe, a log
-    file or a test's capture gets nothing); stdout, where the summary goes, is never touched."""
-
-    def __init__(self, total: int, stream=None):
-        self.stream = sys.stderr if stream is None else stream
-        self.total, self.done, self.shown = total, 0, False
-        isatty = getattr(self.stream, "isatty", None)
-        try:
-            self.enabled = bool(isatty and isatty())
-        except (ValueError, OSError):   # a closed stream
-            self.enabled = False
-
-    def step(self, text: str):
-        """Announce the next piece of work."""
-        self.done += 1
-        if self.enabled:
-            width = max(shutil.get_terminal_size().columns - 1, 20)
-            self.stream.write("\r\x1b[K" + f"[{min(self.done, self.total)}/{self.total}] {text}"[:width])
-            self.stream.flush()
-            self.shown = True
-
-    def close(self):
-        """Clear the progress line."""
-        if self.enabled and self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self.shown = False
-
-
 def _first_sample(relevance):
     """The first sample of a relevance map (or of each of a tuple of maps), detached, on the CPU."""
     if isinstance(relevance, tuple):
@@ -301,7 +270,7 @@ def _first_sample(relevance):
 def _check_method(api, runner, model, x, method, target, dtype, limits, options, backends, layers, randomized,
                   report, output=None, progress=None):
     rows = []
-    progress = progress or Progress(0, stream=io.StringIO())   # not a terminal: silent
+    progress = progress or TerminalProgress(0, stream=io.StringIO())   # not a terminal: silent
     several = isinstance(x, tuple)
     names = [str(a.name) for a in report.inputs] if several else []
 
@@ -393,15 +362,10 @@ def _check_method(api, runner, model, x, method, target, dtype, limits, options,
             continue
         fallback = getattr(other, "gradient_fallback", None)
         if value > limits["agreement"] and fallback:
-            from xaibench.backends.zennit_backend import fallback_note
+            from xaibench.backends.zennit_backend import fallback_kinds, fallback_note
 
-            kinds: dict[str, int] = {}
-            for place in fallback:
-                kind = place.rsplit(": ", 1)[-1] if ": " in place else place.rsplit("(", 1)[-1].rstrip(")")
-                kinds[kind] = kinds.get(kind, 0) + 1
-            detail += (f"; {backend} takes the plain gradient at {len(fallback)} place(s) ("
-                       + ", ".join(f"{count} {kind}" for kind, count in kinds.items())
-                       + f") where it has no {method} rule: its map is not {method}; {fallback_note(fallback)}")
+            detail += (f"; {backend} takes the plain gradient at {len(fallback)} place(s) ({fallback_kinds(fallback)})"
+                       f" where it has no {method} rule: its map is not {method}; {fallback_note(fallback)}")
         row(check, PASS if value <= limits["agreement"] else FAIL, value, limits["agreement"], "<=", detail)
 
     # 3. model randomization, cascading from the top layer down; the same outputs are explained
